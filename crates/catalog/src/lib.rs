@@ -1,0 +1,28 @@
+//! # floe-catalog — Floe's view of Iceberg
+//!
+//! ```text
+//!  CatalogSettings ──connect()──▶ iceberg Catalog (SQL on SQLite/PostgreSQL, or REST)
+//!        │                              │ load_table, list
+//!        ▼                              ▼
+//!  ObjectStoreStorage (FileIO)   provider: DataFusion catalog/schema/table providers
+//!  s3:// and file:// through         │ scan(): Iceberg scan planning prunes manifests,
+//!  object_store                       │ partitions and column bounds
+//!                                     ▼
+//!                               exec: IcebergScanExec (file groups; runs on executors)
+//! ```
+//!
+//! This crate depends on `floe-proto` only. The scan node lives here because both the
+//! coordinator (which plans it) and the executors (which run it) depend on this crate.
+
+pub mod config;
+pub mod connect;
+pub mod error;
+pub mod exec;
+pub mod predicate;
+pub mod provider;
+pub mod storage;
+
+pub use config::{CatalogKind, CatalogSettings, StorageSettings, CATALOG_NAME};
+pub use connect::connect;
+pub use error::CatalogError;
+pub use exec::IcebergScanExec;

@@ -1,0 +1,311 @@
+//! DataFusion's view of the Iceberg catalog: catalog → schemas (namespaces) → tables.
+//!
+//! Table names are listed when a query's session is built, so every query sees the catalog as
+//! it is then; table metadata is loaded only for the tables a query names. Scanning a table
+//! plans its files with Iceberg metadata (manifest and partition pruning, column-bounds
+//! pruning) and returns an [`IcebergScanExec`] over the surviving files.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use floe_proto::{DataFileTask, FileGroup, IcebergScanNode, ScanStatistics};
+use futures::TryStreamExt;
+use iceberg::table::Table;
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
+
+use crate::error::CatalogError;
+use crate::exec::{encode_schema, IcebergScanExec};
+use crate::predicate::filters_to_predicate;
+
+/// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
+pub async fn catalog_provider(catalog: Arc<dyn Catalog>) -> Result<Arc<dyn CatalogProvider>> {
+    let namespaces = catalog.list_namespaces(None).await.map_err(|e| {
+        external(CatalogError::Unavailable(format!(
+            "listing namespaces: {e}"
+        )))
+    })?;
+    let mut schemas = HashMap::new();
+    for ns in namespaces {
+        let tables = catalog
+            .list_tables(&ns)
+            .await
+            .map_err(|e| external(CatalogError::Unavailable(format!("listing tables: {e}"))))?;
+        let name = ns.to_url_string();
+        let schema = IcebergSchema {
+            catalog: Arc::clone(&catalog),
+            namespace: ns,
+            tables: tables.into_iter().map(|t| t.name).collect(),
+        };
+        schemas.insert(name, Arc::new(schema) as Arc<dyn SchemaProvider>);
+    }
+    Ok(Arc::new(IcebergCatalog { schemas }))
+}
+
+fn external(e: CatalogError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[derive(Debug)]
+struct IcebergCatalog {
+    schemas: HashMap<String, Arc<dyn SchemaProvider>>,
+}
+
+impl CatalogProvider for IcebergCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.schemas.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schemas.get(name).cloned()
+    }
+}
+
+#[derive(Debug)]
+struct IcebergSchema {
+    catalog: Arc<dyn Catalog>,
+    namespace: NamespaceIdent,
+    tables: Vec<String>,
+}
+
+#[async_trait]
+impl SchemaProvider for IcebergSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.tables.clone();
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if !self.tables.iter().any(|t| t == name) {
+            return Ok(None);
+        }
+        let ident = TableIdent::new(self.namespace.clone(), name.to_string());
+        let table = self.catalog.load_table(&ident).await.map_err(|e| {
+            external(CatalogError::Unavailable(format!(
+                "loading table {}.{name}: {}",
+                self.namespace.to_url_string(),
+                crate::exec::error_chain(&e)
+            )))
+        })?;
+        Ok(Some(Arc::new(IcebergTableProvider::try_new(table)?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.iter().any(|t| t == name)
+    }
+}
+
+/// One Iceberg table at its current snapshot.
+#[derive(Debug)]
+pub struct IcebergTableProvider {
+    table: Table,
+    name: String,
+    schema: SchemaRef,
+}
+
+impl IcebergTableProvider {
+    /// Wraps a loaded table.
+    pub fn try_new(table: Table) -> Result<Self> {
+        let ident = table.identifier();
+        let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
+        let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+            .map_err(|e| external(CatalogError::Unsupported(format!("schema of {name}: {e}"))))?;
+        Ok(Self {
+            table,
+            name,
+            schema: Arc::new(schema),
+        })
+    }
+}
+
+/// How many files and bytes the current snapshot holds, from its summary.
+fn snapshot_totals(table: &Table) -> (u64, u64) {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return (0, 0);
+    };
+    let props = &snapshot.summary().additional_properties;
+    let get = |k: &str| props.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (get("total-data-files"), get("total-files-size"))
+}
+
+#[async_trait]
+impl TableProvider for IcebergTableProvider {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let iceberg_schema = self.table.metadata().current_schema();
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let output_schema: ArrowSchema = self.schema.project(&indices)?;
+        let mut field_ids = Vec::with_capacity(indices.len());
+        for field in output_schema.fields() {
+            let id = iceberg_schema
+                .field_id_by_name(field.name())
+                .ok_or_else(|| {
+                    DataFusionError::Internal(format!("no field id for {}", field.name()))
+                })?;
+            field_ids.push(id);
+        }
+        let predicate = filters_to_predicate(filters);
+
+        let mut builder = self.table.scan().select_all();
+        if let Some(p) = &predicate {
+            builder = builder.with_filter(p.clone());
+        }
+        let scan = builder
+            .build()
+            .map_err(|e| external(CatalogError::Iceberg(e)))?;
+        let tasks: Vec<_> = scan
+            .plan_files()
+            .await
+            .map_err(|e| external(CatalogError::Iceberg(e)))?
+            .try_collect()
+            .await
+            .map_err(|e| {
+                external(CatalogError::Unavailable(format!(
+                    "planning scan of {}: {}",
+                    self.name,
+                    crate::exec::error_chain(&e)
+                )))
+            })?;
+
+        let (files_total, bytes_total) = snapshot_totals(&self.table);
+        let mut files: Vec<DataFileTask> = tasks
+            .iter()
+            .map(|t| DataFileTask {
+                path: t.data_file_path.clone(),
+                file_size_in_bytes: t.file_size_in_bytes,
+                start: t.start,
+                length: t.length,
+                record_count: t.record_count.unwrap_or(0),
+                deletes: vec![],
+            })
+            .collect();
+        if let Some(t) = tasks.iter().find(|t| !t.deletes.is_empty()) {
+            return Err(external(CatalogError::Unsupported(format!(
+                "table {} has delete files (e.g. for {}); reading merge-on-read deletes is not implemented yet",
+                self.name, t.data_file_path
+            ))));
+        }
+        let statistics = ScanStatistics {
+            files_total,
+            bytes_total,
+            files_selected: files.len() as u64,
+            bytes_selected: files.iter().map(|f| f.file_size_in_bytes).sum(),
+            records_selected: files.iter().map(|f| f.record_count).sum(),
+        };
+        let target = state.config().target_partitions().max(1);
+        files.sort_by(|a, b| b.file_size_in_bytes.cmp(&a.file_size_in_bytes));
+        let file_groups = balance_by_bytes(files, target);
+
+        let node = IcebergScanNode {
+            table: self.name.clone(),
+            schema_json: serde_json::to_string(iceberg_schema.as_ref())
+                .map_err(|e| DataFusionError::Internal(format!("schema to JSON: {e}")))?,
+            project_field_ids: field_ids,
+            predicate_json: match &predicate {
+                Some(p) => serde_json::to_string(p)
+                    .map_err(|e| DataFusionError::Internal(format!("predicate to JSON: {e}")))?,
+                None => String::new(),
+            },
+            file_groups,
+            storage_properties: self.table.file_io().config().props().clone(),
+            statistics: Some(statistics),
+            output_schema: encode_schema(&output_schema),
+            limit: 0,
+            snapshot_id: self
+                .table
+                .metadata()
+                .current_snapshot_id()
+                .unwrap_or_default(),
+        };
+        Ok(Arc::new(IcebergScanExec::try_new(node)?))
+    }
+}
+
+/// Spreads files (largest first) over at most `target` groups, each file to the lightest group.
+pub fn balance_by_bytes(files: Vec<DataFileTask>, target: usize) -> Vec<FileGroup> {
+    let n = target.min(files.len()).max(1);
+    let mut groups: Vec<(u64, FileGroup)> = (0..n).map(|_| (0, FileGroup::default())).collect();
+    for file in files {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        lightest.0 += file.file_size_in_bytes;
+        lightest.1.files.push(file);
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> DataFileTask {
+        DataFileTask {
+            path: format!("f{size}"),
+            file_size_in_bytes: size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn groups_balance_bytes_not_file_counts() {
+        let groups = balance_by_bytes(vec![file(100), file(60), file(30), file(20), file(10)], 2);
+        let sums: Vec<u64> = groups
+            .iter()
+            .map(|g| g.files.iter().map(|f| f.file_size_in_bytes).sum())
+            .collect();
+        assert_eq!(sums.iter().sum::<u64>(), 220);
+        assert_eq!(sums, vec![110, 110]);
+    }
+
+    #[test]
+    fn never_more_groups_than_files() {
+        assert_eq!(balance_by_bytes(vec![file(1)], 8).len(), 1);
+        assert_eq!(balance_by_bytes(vec![], 8).len(), 1);
+    }
+}

@@ -1,0 +1,485 @@
+//! The front door: Arrow Flight SQL on arrow-flight's `FlightSqlService`.
+//!
+//! Statement and prepared-statement handles are self-contained ([`StatementHandle`]: the SQL
+//! and any bound parameters), so the coordinator keeps no per-client state and any
+//! coordinator replica can serve a ticket. `GetFlightInfo` plans the query to learn its
+//! schema; `DoGet` plans and runs it, streaming batches as the executors produce them.
+
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::scalar::ScalarValue;
+use floe_catalog::provider::IcebergTableProvider;
+use floe_catalog::CATALOG_NAME;
+use floe_executor::status::status_from_datafusion;
+use floe_proto::StatementHandle;
+use futures::{Stream, StreamExt, TryStreamExt};
+use iceberg::TableIdent;
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, info_span, Instrument};
+
+use crate::error::CoordinatorError;
+use crate::session::QueryEngine;
+
+type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "Floe");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "58");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::SqlDdlCatalog, false);
+    builder.append(SqlInfo::SqlDdlSchema, false);
+    builder.append(SqlInfo::SqlDdlTable, false);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(SqlInfo::SqlQuotedIdentifierCase, 3i32);
+    builder.append(SqlInfo::SqlIdentifierCase, 2i32);
+    builder.build().expect("static SqlInfo is valid")
+});
+
+/// Floe's Flight SQL service.
+#[derive(Debug, Clone)]
+pub struct FloeFlightSql {
+    engine: QueryEngine,
+}
+
+impl FloeFlightSql {
+    /// A service answering with `engine`.
+    pub fn new(engine: QueryEngine) -> Self {
+        Self { engine }
+    }
+
+    async fn flight_info(
+        &self,
+        handle: StatementHandle,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let params = decode_parameters(&handle.parameters)?;
+        let planned = self.engine.plan("describe", &handle.sql, params).await?;
+        let schema = planned.plan.schema().as_arrow().clone();
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode_to_vec().into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let span = info_span!("query", query_id = %query_id);
+        let params = decode_parameters(&handle.parameters)?;
+        let stream: SendableRecordBatchStream = async {
+            info!(sql = %handle.sql, "running query");
+            let planned = self.engine.plan(&query_id, &handle.sql, params).await?;
+            let df = planned
+                .ctx
+                .execute_logical_plan(planned.plan)
+                .await
+                .map_err(CoordinatorError::from)?;
+            df.execute_stream().await.map_err(CoordinatorError::from)
+        }
+        .instrument(span)
+        .await?;
+        Ok(Response::new(encode_stream(stream).boxed()))
+    }
+
+    fn metadata_info(
+        &self,
+        command: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<iceberg::NamespaceIdent>, Status> {
+        self.engine
+            .catalog()
+            .list_namespaces(None)
+            .await
+            .map_err(|e| Status::unavailable(format!("listing namespaces: {e}")))
+    }
+}
+
+/// DataFusion batches → Flight data, errors as precise statuses.
+fn encode_stream(
+    stream: SendableRecordBatchStream,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send {
+    let schema = stream.schema();
+    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from)
+}
+
+fn one_batch<E: std::fmt::Display>(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<FlightDataStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building metadata result: {e}")))?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(Status::from);
+    Ok(Response::new(stream.boxed()))
+}
+
+fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
+    StatementHandle::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("not a Floe statement handle: {e}")))
+}
+
+/// Bound parameters: a one-row Arrow IPC stream → one scalar per column.
+fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
+    if bytes.is_empty() {
+        return Ok(vec![]);
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| {
+        Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
+    })?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        for column in batch.columns() {
+            values.push(
+                ScalarValue::try_from_array(column, 0)
+                    .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))?,
+            );
+        }
+        break;
+    }
+    Ok(values)
+}
+
+fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
+    let mut out = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+        writer
+            .write(&batch.slice(0, 1))
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+        writer
+            .finish()
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+    }
+    Ok(out)
+}
+
+fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
+    Ok(bytes)
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FloeFlightSql {
+    type FlightService = FloeFlightSql;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        Ok(Response::new(
+            futures::stream::once(async { Ok(response) }).boxed(),
+        ))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = StatementHandle {
+            sql: query.query,
+            parameters: vec![],
+        };
+        self.flight_info(handle, request.into_inner()).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = decode_handle(&query.prepared_statement_handle)?;
+        self.flight_info(handle, request.into_inner()).await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = decode_handle(&ticket.statement_handle)?;
+        self.run(handle).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = decode_handle(&query.prepared_statement_handle)?;
+        self.run(handle).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let planned = self.engine.plan("prepare", &query.query, vec![]).await?;
+        let dataset_schema = planned.plan.schema().as_arrow().clone();
+        let mut parameters: Vec<(String, Option<DataType>)> = planned
+            .plan
+            .get_parameter_types()
+            .map_err(|e| Status::invalid_argument(format!("parameters of the statement: {e}")))?
+            .into_iter()
+            .collect();
+        parameters.sort_by_key(|(name, _)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let parameter_schema = Schema::new(
+            parameters
+                .into_iter()
+                .map(|(name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
+                .collect::<Vec<_>>(),
+        );
+        let handle = StatementHandle {
+            sql: query.query,
+            parameters: vec![],
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode_to_vec().into(),
+            dataset_schema: schema_ipc(&dataset_schema)?,
+            parameter_schema: schema_ipc(&parameter_schema)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut handle = decode_handle(&query.prepared_statement_handle)?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows > 1 {
+            return Err(Status::invalid_argument(format!(
+                "{rows} parameter rows bound; Floe runs a prepared query with one row of parameters"
+            )));
+        }
+        handle.parameters = match batches.iter().find(|b| b.num_rows() == 1) {
+            Some(batch) => encode_parameters(batch)?,
+            None => vec![],
+        };
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.encode_to_vec().into()),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles carry their whole state; there is nothing to release.
+        Ok(())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(&SQL_INFO);
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG_NAME);
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let namespaces = self.namespaces().await?;
+        let mut builder = query.into_builder();
+        for ns in namespaces {
+            builder.append(CATALOG_NAME, ns.to_url_string());
+        }
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let include_schema = query.include_schema;
+        let catalog = Arc::clone(self.engine.catalog());
+        let namespaces = self.namespaces().await?;
+        let mut builder = query.into_builder();
+        let empty = Schema::empty();
+        for ns in namespaces {
+            let tables = catalog.list_tables(&ns).await.map_err(|e| {
+                Status::unavailable(format!("listing tables of {}: {e}", ns.to_url_string()))
+            })?;
+            for ident in tables {
+                let schema = if include_schema {
+                    table_schema(&catalog, &ident).await?
+                } else {
+                    Arc::new(empty.clone())
+                };
+                builder
+                    .append(
+                        CATALOG_NAME,
+                        ns.to_url_string(),
+                        &ident.name,
+                        "TABLE",
+                        &schema,
+                    )
+                    .map_err(|e| Status::internal(format!("listing tables: {e}")))?;
+            }
+        }
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+async fn table_schema(
+    catalog: &Arc<dyn iceberg::Catalog>,
+    ident: &TableIdent,
+) -> Result<SchemaRef, Status> {
+    use datafusion::catalog::TableProvider;
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| Status::unavailable(format!("loading table {ident}: {e}")))?;
+    let provider = IcebergTableProvider::try_new(table).map_err(status_from_datafusion)?;
+    Ok(provider.schema())
+}

@@ -1,0 +1,123 @@
+//! # floe-coordinator — parse, plan, prune, distribute, stream
+//!
+//! ```text
+//!  Flight SQL client ──▶ flight_sql::FloeFlightSql ──▶ session::QueryEngine
+//!                                                     │ DataFusion plan over the Iceberg catalog
+//!                                                     │ (scan planning prunes files)
+//!                                                     ▼
+//!                          distribute::DistributeScans cuts fragments above each scan
+//!                                                     ▼
+//!  executors ◀──DoGet(TaskDefinition)── remote::RemoteStageExec ──▶ batches stream to client
+//!  executors ──Register/Heartbeat──▶ registry::ExecutorRegistry
+//! ```
+//!
+//! Flight SQL and the executors' control plane share one port.
+
+pub mod distribute;
+pub mod error;
+pub mod flight_sql;
+pub mod registry;
+pub mod remote;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use floe_catalog::CatalogSettings;
+use floe_proto::control_plane_server::ControlPlaneServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use error::CoordinatorError;
+pub use registry::ExecutorRegistry;
+
+/// How a coordinator is run.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Address for Flight SQL and the control plane (port 0 picks one).
+    pub bind: SocketAddr,
+    /// The catalog and storage.
+    pub catalog: CatalogSettings,
+    /// How often executors heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long a silent executor stays registered.
+    pub executor_expiry: Duration,
+    /// Secret executors must present to register, if set.
+    pub cluster_secret: Option<String>,
+}
+
+/// A running coordinator.
+pub struct CoordinatorHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its executors.
+    pub registry: ExecutorRegistry,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    reaper: tokio::task::JoinHandle<()>,
+}
+
+impl CoordinatorHandle {
+    /// Stops serving.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.reaper.abort();
+        let _ = self.server.await;
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        let result = match self.server.await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        };
+        self.reaper.abort();
+        result
+    }
+}
+
+/// Errors starting a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The catalog could not be opened.
+    #[error("cannot open the catalog: {0}")]
+    Catalog(#[from] floe_catalog::CatalogError),
+    /// The port could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the catalog, binds the port and serves Flight SQL and the control plane.
+pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
+    let catalog = floe_catalog::connect(&config.catalog).await?;
+    let listener = TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let registry = ExecutorRegistry::new(
+        config.heartbeat_interval,
+        config.executor_expiry,
+        config.cluster_secret.clone(),
+    );
+    let engine = session::QueryEngine::new(catalog, registry.clone());
+    let flight = FlightServiceServer::new(flight_sql::FloeFlightSql::new(engine))
+        .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);
+    let (shutdown, mut stop) = watch::channel(false);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(flight)
+            .add_service(ControlPlaneServer::new(registry.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.changed().await;
+            }),
+    );
+    let reaper = tokio::spawn(registry.clone().reap_forever());
+    Ok(CoordinatorHandle {
+        addr,
+        registry,
+        shutdown,
+        server,
+        reaper,
+    })
+}

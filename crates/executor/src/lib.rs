@@ -1,0 +1,118 @@
+//! # floe-executor — stateless task runner
+//!
+//! ```text
+//!  coordinator ◀──Register / Heartbeat── registration loop
+//!  coordinator ──DoGet(TaskDefinition)──▶ ExecutorFlightService ──▶ decode fragment (codec)
+//!                                              │ execute one partition (DataFusion)
+//!  coordinator ◀──FlightData batches + TaskMetrics trailer──┘
+//! ```
+//!
+//! An executor holds nothing that outlives a task: the plan, the files to read and the storage
+//! settings all arrive in the task. It accepts tasks only with the token its coordinator gave
+//! it at registration.
+
+pub mod codec;
+pub mod registration;
+pub mod service;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use service::{ExecutorFlightService, ExecutorState};
+
+/// How an executor is run.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The coordinator's control-plane URL, e.g. `http://127.0.0.1:50051`.
+    pub coordinator_url: String,
+    /// Address to listen on for tasks (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Host name the coordinator reaches this executor at.
+    pub advertise_host: String,
+    /// Shared secret to present at registration, if the cluster has one.
+    pub cluster_secret: Option<String>,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+/// A running executor.
+pub struct ExecutorHandle {
+    /// Where its Flight service listens.
+    pub addr: SocketAddr,
+    /// Its id.
+    pub executor_id: String,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    registration: tokio::task::JoinHandle<()>,
+}
+
+impl ExecutorHandle {
+    /// Stops serving and registering.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.registration.abort();
+        let _ = self.server.await;
+    }
+
+    /// Waits until the server stops on its own (an error or shutdown).
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        match self.server.await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Maximum size of a gRPC message either side accepts (plans of many files are large).
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Starts an executor: binds its Flight service, then registers with the coordinator and keeps
+/// heartbeating in the background.
+pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
+    let listener = TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
+    let session =
+        SessionContext::new_with_config(SessionConfig::new().with_batch_size(config.batch_size));
+    let state = Arc::new(ExecutorState {
+        executor_id: executor_id.clone(),
+        task_token: RwLock::new(None),
+        running_tasks: AtomicUsize::new(0),
+        task_ctx: session.task_ctx(),
+    });
+    let service = FlightServiceServer::new(ExecutorFlightService::new(Arc::clone(&state)))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let (shutdown, mut stop) = watch::channel(false);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.changed().await;
+            }),
+    );
+    let endpoint = format!("http://{}:{}", config.advertise_host, addr.port());
+    let registration = tokio::spawn(registration::run(
+        config.coordinator_url.clone(),
+        endpoint,
+        config.cluster_secret.clone(),
+        state,
+        Duration::from_secs(1),
+    ));
+    Ok(ExecutorHandle {
+        addr,
+        executor_id,
+        shutdown,
+        server,
+        registration,
+    })
+}

@@ -1,0 +1,238 @@
+//! The executor's Arrow Flight service: `DoGet` with a [`TaskDefinition`] ticket runs one
+//! partition of a plan fragment and streams its batches back, then a [`TaskMetrics`] message.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::metrics::MetricValue;
+use datafusion::physical_plan::ExecutionPlan;
+use floe_catalog::exec::metric;
+use floe_proto::{TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info_span;
+
+use crate::codec::decode_plan;
+use crate::status::status_from_datafusion;
+
+/// State shared by the Flight service and the registration loop.
+#[derive(Debug)]
+pub struct ExecutorState {
+    /// This executor's id.
+    pub executor_id: String,
+    /// The token the coordinator gave at registration; tasks without it are refused.
+    pub task_token: RwLock<Option<String>>,
+    /// Tasks currently streaming.
+    pub running_tasks: AtomicUsize,
+    /// Context every task runs in.
+    pub task_ctx: Arc<TaskContext>,
+}
+
+/// Arrow Flight service running tasks.
+#[derive(Debug, Clone)]
+pub struct ExecutorFlightService {
+    state: Arc<ExecutorState>,
+}
+
+impl ExecutorFlightService {
+    /// A service over shared executor state.
+    pub fn new(state: Arc<ExecutorState>) -> Self {
+        Self { state }
+    }
+
+    fn check_task(&self, task: &TaskDefinition) -> Result<(), Status> {
+        if task.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "task speaks protocol version {}, this executor speaks {PROTOCOL_VERSION}",
+                task.protocol_version
+            )));
+        }
+        let token = self
+            .state
+            .task_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match token {
+            Some(t) if !t.is_empty() && t == task.task_token => Ok(()),
+            Some(_) => Err(Status::permission_denied(
+                "task is not from this executor's coordinator (bad task token)",
+            )),
+            None => Err(Status::unavailable(
+                "executor is not registered with a coordinator yet",
+            )),
+        }
+    }
+}
+
+/// Decrements the running-task count when a task's stream is dropped, finished or not.
+struct RunningGuard(Arc<ExecutorState>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running_tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sums one named counter over every node of a plan.
+pub fn sum_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> u64 {
+    let own = plan
+        .metrics()
+        .map(|m| {
+            m.iter()
+                .filter(|metric| metric.value().name() == name)
+                .map(|metric| match metric.value() {
+                    MetricValue::Time { time, .. } => time.value() as u64,
+                    other => other.as_usize() as u64,
+                })
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| sum_metric(c, name))
+        .sum::<u64>()
+}
+
+type BoxedFlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlightService for ExecutorFlightService {
+    type HandshakeStream = BoxedFlightStream<HandshakeResponse>;
+    type ListFlightsStream = BoxedFlightStream<FlightInfo>;
+    type DoGetStream = BoxedFlightStream<FlightData>;
+    type DoPutStream = BoxedFlightStream<PutResult>;
+    type DoActionStream = BoxedFlightStream<arrow_flight::Result>;
+    type ListActionsStream = BoxedFlightStream<ActionType>;
+    type DoExchangeStream = BoxedFlightStream<FlightData>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let task = TaskDefinition::decode(request.into_inner().ticket).map_err(|e| {
+            Status::invalid_argument(format!("ticket is not a TaskDefinition: {e}"))
+        })?;
+        self.check_task(&task)?;
+        let span = info_span!("task", query_id = %task.query_id, stage = task.stage_id, partition = task.partition);
+        let _entered = span.enter();
+        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
+        let partition = task.partition as usize;
+        let partitions = plan.properties().output_partitioning().partition_count();
+        if partition >= partitions {
+            return Err(Status::invalid_argument(format!(
+                "task asks for partition {partition} of a fragment with {partitions}"
+            )));
+        }
+        let batches = plan
+            .execute(partition, Arc::clone(&self.state.task_ctx))
+            .map_err(status_from_datafusion)?;
+        self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(Arc::clone(&self.state));
+        let started = Instant::now();
+        let schema = batches.schema();
+        let rows = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&rows);
+        let batches = batches
+            .inspect_ok(move |b| {
+                counted.fetch_add(b.num_rows(), Ordering::Relaxed);
+            })
+            .map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        let executor_id = self.state.executor_id.clone();
+        let trailer = futures::stream::once(async move {
+            let _guard = guard;
+            let metrics = TaskMetrics {
+                executor_id,
+                partition: partition as u32,
+                files_scanned: sum_metric(&plan, metric::FILES_SCANNED),
+                bytes_scanned: sum_metric(&plan, metric::BYTES_SCANNED),
+                rows_scanned: sum_metric(&plan, metric::ROWS_SCANNED),
+                output_rows: rows.load(Ordering::Relaxed) as u64,
+                elapsed_nanos: started.elapsed().as_nanos() as u64,
+            };
+            Ok(FlightData::new().with_app_metadata(metrics.encode_to_vec()))
+        });
+        let stream: BoxStream<'static, Result<FlightData, Status>> = data.chain(trailer).boxed();
+        Ok(Response::new(stream))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+    }
+}

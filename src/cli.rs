@@ -1,0 +1,332 @@
+//! Command-line flags (the CLI structs) and turning them into each role's config.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use floe_catalog::{CatalogKind, CatalogSettings, StorageSettings};
+use floe_coordinator::CoordinatorConfig;
+use floe_executor::ExecutorConfig;
+
+/// Floe: a distributed SQL engine for Iceberg tables, spoken to over Arrow Flight SQL.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version)]
+pub struct Cli {
+    /// A TOML file of settings, keyed by long flag name (e.g. `warehouse = "s3://b/w"`).
+    #[arg(long, global = true, env = "FLOE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A coordinator and executors in one process (the embedded default).
+    Standalone(StandaloneArgs),
+    /// The coordinator: Flight SQL front door, planner and scheduler.
+    Coordinator(CoordinatorArgs),
+    /// An executor: runs plan fragments for its coordinator.
+    Executor(ExecutorArgs),
+    /// A Flight SQL shell: runs statements and prints their results.
+    Sql(crate::shell::SqlArgs),
+}
+
+/// Which Iceberg catalog.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CatalogChoice {
+    /// Iceberg SQL catalog (SQLite or PostgreSQL).
+    Sql,
+    /// Iceberg REST catalog.
+    Rest,
+}
+
+/// Where the tables are.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Warehouse: a local folder (the catalog goes in DIR/catalog.db) or s3://bucket/prefix.
+    #[arg(long, env = "FLOE_WAREHOUSE", default_value = "floe-warehouse")]
+    pub warehouse: String,
+    /// Catalog kind.
+    #[arg(long, env = "FLOE_CATALOG", value_enum, default_value = "sql")]
+    pub catalog: CatalogChoice,
+    /// Catalog URI: sqlite:///path/catalog.db, postgres://…, or the REST catalog's http(s):// URL.
+    #[arg(long, env = "FLOE_CATALOG_URI")]
+    pub catalog_uri: Option<String>,
+    /// REST catalog `warehouse` parameter.
+    #[arg(long, env = "FLOE_REST_WAREHOUSE")]
+    pub rest_warehouse: Option<String>,
+    /// REST catalog OAuth2 client credentials, `id:secret`.
+    #[arg(long, env = "FLOE_REST_CREDENTIAL")]
+    pub rest_credential: Option<String>,
+    /// S3 endpoint (for S3-compatible servers).
+    #[arg(long, env = "FLOE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "FLOE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id.
+    #[arg(long, env = "FLOE_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[arg(long, env = "FLOE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style S3 requests (MinIO, SeaweedFS).
+    #[arg(long, env = "FLOE_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+}
+
+impl CatalogArgs {
+    /// The domain settings these flags describe.
+    pub fn settings(&self) -> Result<CatalogSettings> {
+        let storage = StorageSettings {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key: self.s3_secret_access_key.clone(),
+            s3_path_style: self.s3_path_style,
+        };
+        let remote = self.warehouse.contains("://");
+        let mut settings = if remote {
+            CatalogSettings {
+                warehouse: self.warehouse.clone(),
+                kind: CatalogKind::Sql { uri: String::new() },
+                storage,
+            }
+        } else {
+            let dir = PathBuf::from(&self.warehouse);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating warehouse folder {}", dir.display()))?;
+            let dir = dir.canonicalize()?;
+            CatalogSettings {
+                storage,
+                ..CatalogSettings::local(&dir)
+            }
+        };
+        settings.kind = match self.catalog {
+            CatalogChoice::Sql => match (&self.catalog_uri, settings.kind) {
+                (Some(uri), _) => CatalogKind::Sql { uri: uri.clone() },
+                (None, _) if remote => bail!(
+                    "--catalog-uri (FLOE_CATALOG_URI) is required with a remote warehouse, e.g. sqlite:///var/lib/floe/catalog.db"
+                ),
+                (None, kind) => kind,
+            },
+            CatalogChoice::Rest => CatalogKind::Rest {
+                uri: self
+                    .catalog_uri
+                    .clone()
+                    .context("--catalog-uri (FLOE_CATALOG_URI) is required with --catalog rest")?,
+                warehouse: self.rest_warehouse.clone(),
+                credential: self.rest_credential.clone(),
+            },
+        };
+        Ok(settings)
+    }
+}
+
+/// Flags of `floe standalone`.
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// Address to listen on.
+    #[arg(long, env = "FLOE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Flight SQL port (0 picks a free one).
+    #[arg(long, env = "FLOE_PORT", default_value_t = 50051)]
+    pub port: u16,
+    /// Executors to run in the process.
+    #[arg(long, env = "FLOE_EXECUTORS", default_value_t = 2)]
+    pub executors: usize,
+}
+
+/// Flags of `floe coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// Address to listen on.
+    #[arg(long, env = "FLOE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Flight SQL and control-plane port (0 picks a free one).
+    #[arg(long, env = "FLOE_PORT", default_value_t = 50051)]
+    pub port: u16,
+    /// How often executors heartbeat, in milliseconds.
+    #[arg(long, env = "FLOE_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// An executor silent this long (ms) is dropped.
+    #[arg(long, env = "FLOE_EXECUTOR_EXPIRY_MS", default_value_t = 5000)]
+    pub executor_expiry_ms: u64,
+    /// Secret executors must present to register.
+    #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+}
+
+/// Flags of `floe executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The coordinator's URL.
+    #[arg(
+        long,
+        env = "FLOE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+    /// Address to listen on for tasks.
+    #[arg(long, env = "FLOE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Task port (0 picks a free one).
+    #[arg(long, env = "FLOE_PORT", default_value_t = 0)]
+    pub port: u16,
+    /// Host name the coordinator reaches this executor at (default: --host).
+    #[arg(long, env = "FLOE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// Secret to present at registration.
+    #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+}
+
+/// Sets `FLOE_<KEY>` from `--config FILE` for every key not already in the environment, so
+/// clap sees file values with lower precedence than flags and environment.
+pub fn load_config_file_into_env(args: impl Iterator<Item = String>) -> Result<()> {
+    let args: Vec<String> = args.collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(String::from))
+        })
+        .or_else(|| std::env::var("FLOE_CONFIG").ok());
+    let Some(path) = path else { return Ok(()) };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing config file {path}"))?;
+    for (key, value) in table {
+        let var = format!("FLOE_{}", key.replace('-', "_").to_uppercase());
+        if std::env::var_os(&var).is_some() {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        // Single-threaded here: main has not started the runtime yet.
+        std::env::set_var(var, value);
+    }
+    Ok(())
+}
+
+fn coordinator_config(
+    catalog: CatalogSettings,
+    bind: SocketAddr,
+    heartbeat: Duration,
+    expiry: Duration,
+    secret: Option<String>,
+) -> CoordinatorConfig {
+    CoordinatorConfig {
+        bind,
+        catalog,
+        heartbeat_interval: heartbeat,
+        executor_expiry: expiry,
+        cluster_secret: secret,
+    }
+}
+
+fn executor_config(
+    coordinator: String,
+    bind: SocketAddr,
+    advertise_host: String,
+    secret: Option<String>,
+) -> ExecutorConfig {
+    ExecutorConfig {
+        coordinator_url: coordinator,
+        bind,
+        advertise_host,
+        cluster_secret: secret,
+        batch_size: 8192,
+    }
+}
+
+/// Runs the chosen role until it stops or Ctrl-C.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Standalone(args) => {
+            let settings = args.catalog.settings()?;
+            let coordinator = floe_coordinator::start(coordinator_config(
+                settings.clone(),
+                SocketAddr::new(args.host, args.port),
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+                None,
+            ))
+            .await?;
+            let url = format!("http://{}", coordinator.addr);
+            let mut executors = Vec::new();
+            for _ in 0..args.executors {
+                executors.push(
+                    floe_executor::start(executor_config(
+                        url.clone(),
+                        SocketAddr::new(args.host, 0),
+                        args.host.to_string(),
+                        None,
+                    ))
+                    .await?,
+                );
+            }
+            announce(&coordinator.addr, &settings);
+            tokio::select! {
+                r = coordinator.wait() => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            for e in executors {
+                e.shutdown().await;
+            }
+            Ok(())
+        }
+        Command::Coordinator(args) => {
+            let settings = args.catalog.settings()?;
+            let coordinator = floe_coordinator::start(coordinator_config(
+                settings.clone(),
+                SocketAddr::new(args.host, args.port),
+                Duration::from_millis(args.heartbeat_ms),
+                Duration::from_millis(args.executor_expiry_ms),
+                args.cluster_secret,
+            ))
+            .await?;
+            announce(&coordinator.addr, &settings);
+            tokio::select! {
+                r = coordinator.wait() => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
+        }
+        Command::Executor(args) => {
+            let advertise = args.advertise_host.unwrap_or_else(|| args.host.to_string());
+            let executor = floe_executor::start(executor_config(
+                args.coordinator,
+                SocketAddr::new(args.host, args.port),
+                advertise,
+                args.cluster_secret,
+            ))
+            .await?;
+            tracing::info!(executor_id = %executor.executor_id, addr = %executor.addr, "executor listening");
+            tokio::select! {
+                r = executor.wait() => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
+        }
+        Command::Sql(args) => crate::shell::run(args).await,
+    }
+}
+
+fn announce(addr: &SocketAddr, settings: &CatalogSettings) {
+    tracing::info!(warehouse = %settings.warehouse, "Flight SQL listening on grpc://{addr}");
+    println!("FLOE_READY flight_sql={addr}");
+}

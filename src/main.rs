@@ -1,0 +1,31 @@
+//! `floe`: one binary for every role.
+//!
+//! * `floe standalone` — a coordinator and executors in one process, over a local warehouse
+//!   folder with its SQLite Iceberg catalog (the embedded default), talking over loopback gRPC.
+//! * `floe coordinator` / `floe executor --coordinator URL` — the roles as separate processes.
+//! * `floe sql` — a Flight SQL shell.
+//!
+//! Every flag also reads a `FLOE_*` environment variable; `--config FILE` reads a TOML file
+//! whose keys are the long flag names (flags and environment win over the file).
+
+mod cli;
+mod shell;
+
+use anyhow::Result;
+use clap::Parser;
+
+fn main() -> Result<()> {
+    cli::load_config_file_into_env(std::env::args())?;
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(cli::run(args))
+}

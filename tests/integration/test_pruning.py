@@ -1,0 +1,80 @@
+"""File pruning, observed through EXPLAIN / EXPLAIN ANALYZE.
+
+Contract with Floe's plan text (rows of plan_type, plan):
+  * the scan prints   IcebergScanExec: table=demo.events, files=<selected>/<total>, bytes=<selected>/<total>, ...
+    where files/bytes are counted from the manifests after pruning
+    (bytes = sum of file_size_in_bytes);
+  * EXPLAIN ANALYZE additionally shows the executed scan's metrics
+    files_scanned=<n> and bytes_scanned=<n> (if they appear on several
+    lines, e.g. once per remote stage/executor, they are summed).
+Expected numbers are independent: pyiceberg's own scan planning
+(table.scan(row_filter).plan_files()) and table.inspect.files().
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import cases
+from compare import fetch, plan_text, scalar
+
+SCAN_RE = re.compile(r"IcebergScanExec:[^\n]*?\bfiles=(\d+)/(\d+)")
+SCAN_BYTES_RE = re.compile(r"IcebergScanExec:[^\n]*?\bbytes=(\d+)/(\d+)")
+FILES_SCANNED_RE = re.compile(r"\bfiles_scanned=(\d+)")
+BYTES_SCANNED_RE = re.compile(r"\bbytes_scanned=(\d+)")
+
+
+def _expected(target, case):
+    planned = target.data.planned_files("events", case.iceberg_filter)
+    total = target.data.data_files("events")
+    return planned, total
+
+
+def _scan_counts(text: str):
+    m = SCAN_RE.findall(text)
+    assert m, f"no 'IcebergScanExec: ... files=N/M' in plan:\n{text}"
+    assert len(m) == 1, f"expected one IcebergScanExec for demo.events, found {len(m)}:\n{text}"
+    return int(m[0][0]), int(m[0][1])
+
+
+@pytest.mark.parametrize("case", cases.PRUNE_CASES, ids=str)
+def test_explain_shows_selected_files(target, conn, case):
+    planned, total = _expected(target, case)
+    text = plan_text(fetch(conn, f"EXPLAIN SELECT count(*) FROM demo.events WHERE {case.sql_predicate}"))
+    selected, all_files = _scan_counts(text)
+    assert all_files == len(total), f"total files: floe {all_files}, iceberg {len(total)}\n{text}"
+    assert selected == len(planned), f"selected files: floe {selected}, pyiceberg plan_files {len(planned)}\n{text}"
+
+
+@pytest.mark.parametrize("case", cases.PRUNE_CASES, ids=str)
+def test_explain_analyze_files_scanned(target, conn, case):
+    planned, total = _expected(target, case)
+    sql = f"SELECT count(*) FROM demo.events WHERE {case.sql_predicate}"
+    text = plan_text(fetch(conn, f"EXPLAIN ANALYZE {sql}"))
+
+    selected, all_files = _scan_counts(text)
+    assert all_files == len(total), f"total files: floe {all_files}, iceberg {len(total)}\n{text}"
+    assert selected == len(planned), f"selected files: floe {selected}, pyiceberg {len(planned)}\n{text}"
+    if case.expect_pruning:
+        assert selected < all_files, text
+    else:
+        assert selected == all_files, text
+
+    b = SCAN_BYTES_RE.findall(text)
+    assert b, f"no 'bytes=N/M' on the IcebergScanExec line:\n{text}"
+    sel_bytes, total_bytes = int(b[0][0]), int(b[0][1])
+    assert sel_bytes == sum(t.file.file_size_in_bytes for t in planned), text
+    assert total_bytes == sum(f["file_size_in_bytes"] for f in total), text
+
+    scanned = [int(x) for x in FILES_SCANNED_RE.findall(text)]
+    assert scanned, f"no files_scanned=N metric in EXPLAIN ANALYZE:\n{text}"
+    assert sum(scanned) == len(planned), f"files_scanned {scanned} != pyiceberg plan_files {len(planned)}\n{text}"
+    bytes_scanned = [int(x) for x in BYTES_SCANNED_RE.findall(text)]
+    assert bytes_scanned and sum(bytes_scanned) > 0, f"no positive bytes_scanned metric:\n{text}"
+
+    # and the query itself is right
+    n = scalar(fetch(conn, sql))
+    expected_rows = target.data.table("events").scan(row_filter=case.iceberg_filter).to_arrow().num_rows
+    assert n == expected_rows
