@@ -142,22 +142,21 @@ impl IcebergScanExec {
     }
 }
 
-/// Decodes an Arrow schema sent as an IPC schema message.
+/// Decodes an Arrow schema sent as an (empty) Arrow IPC stream.
 pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef> {
-    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(bytes).map_err(|e| {
+    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| {
         DataFusionError::Plan(format!("IcebergScanNode.output_schema is invalid: {e}"))
     })?;
-    Ok(Arc::new(schema))
+    Ok(reader.schema())
 }
 
-/// Encodes an Arrow schema as an IPC schema message.
-pub fn encode_schema(schema: &arrow::datatypes::Schema) -> Vec<u8> {
-    let options = arrow::ipc::writer::IpcWriteOptions::default();
-    let data_gen = arrow::ipc::writer::IpcDataGenerator::default();
-    let mut tracker = arrow::ipc::writer::DictionaryTracker::new(false);
-    data_gen
-        .schema_to_bytes_with_dictionary_tracker(schema, &mut tracker, &options)
-        .ipc_message
+/// Encodes an Arrow schema as an empty Arrow IPC stream.
+pub fn encode_schema(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
 }
 
 impl DisplayAs for IcebergScanExec {

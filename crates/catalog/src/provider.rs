@@ -253,7 +253,7 @@ impl TableProvider for IcebergTableProvider {
             file_groups,
             storage_properties: self.table.file_io().config().props().clone(),
             statistics: Some(statistics),
-            output_schema: encode_schema(&output_schema),
+            output_schema: encode_schema(&output_schema)?,
             limit: 0,
             snapshot_id: self
                 .table

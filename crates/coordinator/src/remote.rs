@@ -143,18 +143,24 @@ impl ExecutionPlan for RemoteStageExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema: SchemaRef = self.fragment.schema();
+        let files = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
+        let bytes = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
+        let rows_read = MetricBuilder::new(&self.metrics).counter("rows_scanned", partition);
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let reports = Arc::clone(&self.reports);
         let task = Task {
             query_id: self.query_id.clone(),
             stage_id: self.stage_id,
             partition,
             plan: Arc::clone(&self.encoded),
             registry: self.registry.clone(),
+            on_report: Arc::new(move |m: TaskMetrics| {
+                files.add(m.files_scanned as usize);
+                bytes.add(m.bytes_scanned as usize);
+                rows_read.add(m.rows_scanned as usize);
+                reports.lock().unwrap_or_else(|p| p.into_inner()).push(m);
+            }),
         };
-        let files = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
-        let bytes = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
-        let rows_read = MetricBuilder::new(&self.metrics).counter("rows_scanned", partition);
-        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
-        let reports = Arc::clone(&self.reports);
         let stream = futures::stream::once(async move { task.open().await })
             .try_flatten()
             .try_filter_map(move |decoded| {
@@ -162,15 +168,6 @@ impl ExecutionPlan for RemoteStageExec {
                     DecodedPayload::RecordBatch(batch) => {
                         output_rows.add(batch.num_rows());
                         Some(batch)
-                    }
-                    DecodedPayload::None if !decoded.inner.app_metadata.is_empty() => {
-                        if let Ok(m) = TaskMetrics::decode(decoded.inner.app_metadata.clone()) {
-                            files.add(m.files_scanned as usize);
-                            bytes.add(m.bytes_scanned as usize);
-                            rows_read.add(m.rows_scanned as usize);
-                            reports.lock().unwrap_or_else(|p| p.into_inner()).push(m);
-                        }
-                        None
                     }
                     _ => None,
                 };
@@ -187,6 +184,8 @@ struct Task {
     partition: usize,
     plan: Arc<Vec<u8>>,
     registry: ExecutorRegistry,
+    /// Receives the executor's report from the stream's trailer.
+    on_report: Arc<dyn Fn(TaskMetrics) + Send + Sync>,
 }
 
 /// How many executors a task tries before giving up.
@@ -249,8 +248,19 @@ impl Task {
         .map_err(|_| {
             Status::unavailable(format!("executor {} did not answer in 30 s", executor.id))
         })??;
+        let on_report = Arc::clone(&self.on_report);
+        // The trailer carries only app_metadata (no IPC message): take it out before decoding.
         let stream = response
             .into_inner()
+            .try_filter(move |data| {
+                let trailer = data.data_header.is_empty() && !data.app_metadata.is_empty();
+                if trailer {
+                    if let Ok(m) = TaskMetrics::decode(data.app_metadata.clone()) {
+                        on_report(m);
+                    }
+                }
+                futures::future::ready(!trailer)
+            })
             .map_err(arrow_flight::error::FlightError::from);
         Ok(FlightDataDecoder::new(stream))
     }
