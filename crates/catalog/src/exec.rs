@@ -161,7 +161,7 @@ pub fn encode_schema(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>> {
 
 impl DisplayAs for IcebergScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stats = self.node.statistics.clone().unwrap_or_default();
+        let stats = self.node.statistics.unwrap_or_default();
         let columns: Vec<&str> = self
             .output_schema
             .fields()

@@ -237,7 +237,7 @@ impl TableProvider for IcebergTableProvider {
             records_selected: files.iter().map(|f| f.record_count).sum(),
         };
         let target = state.config().target_partitions().max(1);
-        files.sort_by(|a, b| b.file_size_in_bytes.cmp(&a.file_size_in_bytes));
+        files.sort_by_key(|f| std::cmp::Reverse(f.file_size_in_bytes));
         let file_groups = balance_by_bytes(files, target);
 
         let node = IcebergScanNode {

@@ -178,3 +178,83 @@ fn random_token() -> String {
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn request(version: u32, secret: &str) -> Request<RegisterRequest> {
+        Request::new(RegisterRequest {
+            executor_id: "e1".into(),
+            flight_endpoint: "http://127.0.0.1:1".into(),
+            protocol_version: version,
+            cluster_secret: secret.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn registration_checks_protocol_version_and_secret() {
+        let registry = ExecutorRegistry::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            Some("s3cret".into()),
+        );
+        let err = registry
+            .register(request(PROTOCOL_VERSION + 1, "s3cret"))
+            .await
+            .expect_err("wrong version");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("protocol version"));
+        let err = registry
+            .register(request(PROTOCOL_VERSION, "guess"))
+            .await
+            .expect_err("wrong secret");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(registry.live().is_empty());
+
+        let ok = registry
+            .register(request(PROTOCOL_VERSION, "s3cret"))
+            .await
+            .expect("registers")
+            .into_inner();
+        assert_eq!(ok.task_token.len(), 64);
+        assert_eq!(registry.live().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn silent_executors_expire_and_must_register_again() {
+        let registry =
+            ExecutorRegistry::new(Duration::from_millis(10), Duration::from_millis(50), None);
+        registry
+            .register(request(PROTOCOL_VERSION, ""))
+            .await
+            .expect("registers");
+        let beat = |id: &str| {
+            Request::new(HeartbeatRequest {
+                executor_id: id.into(),
+                running_tasks: 0,
+            })
+        };
+        assert!(
+            registry
+                .heartbeat(beat("e1"))
+                .await
+                .expect("ok")
+                .into_inner()
+                .known
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(registry.live().is_empty(), "expired executors are not live");
+        assert_eq!(registry.expire(), vec!["e1".to_string()]);
+        assert!(
+            !registry
+                .heartbeat(beat("e1"))
+                .await
+                .expect("ok")
+                .into_inner()
+                .known
+        );
+    }
+}

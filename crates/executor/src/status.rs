@@ -1,64 +1,72 @@
-//! DataFusion errors → gRPC status, in one exhaustive match.
+//! DataFusion and catalog errors → gRPC status, in one exhaustive match each.
+//!
+//! Errors raised on an executor travel to the coordinator as a `tonic::Status` inside
+//! `DataFusionError::External`; they keep their code on the way to the client, however deeply
+//! DataFusion wrapped them (`Context`, `Shared`).
 
 use datafusion::common::DataFusionError;
+use floe_catalog::exec::error_chain;
 use floe_catalog::CatalogError;
 use tonic::Status;
 
 /// The gRPC status for an error raised while planning or running a query.
 pub fn status_from_datafusion(e: DataFusionError) -> Status {
+    status_of(&e)
+}
+
+fn status_of(e: &DataFusionError) -> Status {
     match e {
         DataFusionError::SQL(e, _) => Status::invalid_argument(format!("SQL error: {e}")),
-        DataFusionError::Plan(m) => Status::invalid_argument(m),
+        DataFusionError::Plan(m) => Status::invalid_argument(m.clone()),
         DataFusionError::SchemaError(e, _) => Status::invalid_argument(e.to_string()),
-        DataFusionError::NotImplemented(m) => Status::unimplemented(m),
-        DataFusionError::Configuration(m) => Status::invalid_argument(m),
-        DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(m),
-        DataFusionError::Execution(m) => Status::internal(m),
+        DataFusionError::NotImplemented(m) => Status::unimplemented(m.clone()),
+        DataFusionError::Configuration(m) => Status::invalid_argument(m.clone()),
+        DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(m.clone()),
+        DataFusionError::Execution(m) => Status::internal(m.clone()),
         DataFusionError::ExecutionJoin(e) => Status::internal(e.to_string()),
-        DataFusionError::Internal(m) => Status::internal(m),
+        DataFusionError::Internal(m) => Status::internal(m.clone()),
         DataFusionError::ArrowError(e, _) => Status::internal(e.to_string()),
         DataFusionError::ParquetError(e) => Status::data_loss(e.to_string()),
-        DataFusionError::ObjectStore(e) => match *e {
+        DataFusionError::ObjectStore(e) => match e.as_ref() {
             e @ object_store::Error::NotFound { .. } => Status::data_loss(e.to_string()),
             other => Status::unavailable(other.to_string()),
         },
         DataFusionError::IoError(e) => Status::unavailable(e.to_string()),
-        DataFusionError::Substrait(m) => Status::invalid_argument(m),
+        DataFusionError::Substrait(m) => Status::invalid_argument(m.clone()),
         DataFusionError::Context(context, inner) => {
-            let status = status_from_datafusion(*inner);
+            let status = status_of(inner);
             Status::new(status.code(), format!("{context}: {}", status.message()))
         }
-        DataFusionError::Diagnostic(_, inner) => status_from_datafusion(*inner),
-        DataFusionError::Collection(mut errors) => match errors.pop() {
-            Some(e) => status_from_datafusion(e),
+        DataFusionError::Diagnostic(_, inner) => status_of(inner),
+        DataFusionError::Collection(errors) => match errors.first() {
+            Some(e) => status_of(e),
             None => Status::internal("empty error collection"),
         },
-        DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
-            Ok(e) => status_from_datafusion(e),
-            Err(shared) => Status::internal(shared.to_string()),
-        },
-        DataFusionError::External(e) => status_from_external(e),
-        DataFusionError::Ffi(m) => Status::internal(m),
+        DataFusionError::Shared(shared) => status_of(shared),
+        DataFusionError::External(e) => status_of_external(e.as_ref()),
+        DataFusionError::Ffi(m) => Status::internal(m.clone()),
     }
 }
 
-fn status_from_external(e: Box<dyn std::error::Error + Send + Sync>) -> Status {
-    let e = match e.downcast::<Status>() {
-        Ok(status) => return *status,
-        Err(e) => e,
-    };
-    let e = match e.downcast::<CatalogError>() {
-        Ok(c) => return status_from_catalog(*c),
-        Err(e) => e,
-    };
-    match e.downcast::<DataFusionError>() {
-        Ok(d) => status_from_datafusion(*d),
-        Err(e) => Status::internal(floe_catalog::exec::error_chain(e.as_ref())),
+fn status_of_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Status {
+    if let Some(status) = e.downcast_ref::<Status>() {
+        return Status::new(status.code(), status.message());
     }
+    if let Some(c) = e.downcast_ref::<CatalogError>() {
+        return status_of_catalog(c);
+    }
+    if let Some(d) = e.downcast_ref::<DataFusionError>() {
+        return status_of(d);
+    }
+    Status::internal(error_chain(e))
 }
 
 /// The gRPC status for a catalog-layer error.
 pub fn status_from_catalog(e: CatalogError) -> Status {
+    status_of_catalog(&e)
+}
+
+fn status_of_catalog(e: &CatalogError) -> Status {
     let message = e.to_string();
     match e {
         CatalogError::NotFound(_) => Status::not_found(message),
@@ -67,15 +75,60 @@ pub fn status_from_catalog(e: CatalogError) -> Status {
         CatalogError::DataLoss(_) => Status::data_loss(message),
         CatalogError::Unsupported(_) => Status::unimplemented(message),
         CatalogError::Iceberg(e) => {
-            let message = floe_catalog::exec::error_chain(&e);
+            let message = error_chain(e);
             match e.kind() {
                 iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound => {
                     Status::not_found(message)
                 }
                 iceberg::ErrorKind::FeatureUnsupported => Status::unimplemented(message),
                 iceberg::ErrorKind::DataInvalid => Status::data_loss(message),
+                iceberg::ErrorKind::PreconditionFailed
+                | iceberg::ErrorKind::CatalogCommitConflicts => {
+                    Status::failed_precondition(message)
+                }
+                iceberg::ErrorKind::NamespaceAlreadyExists
+                | iceberg::ErrorKind::TableAlreadyExists => Status::already_exists(message),
                 _ => Status::internal(message),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_remote_status_keeps_its_code_through_wrapping() {
+        let remote = DataFusionError::External(Box::new(Status::data_loss("object s3://b/k gone")));
+        let wrapped = DataFusionError::Shared(Arc::new(DataFusionError::Context(
+            "stage 1".into(),
+            Box::new(remote),
+        )));
+        let status = status_from_datafusion(wrapped);
+        assert_eq!(status.code(), Code::DataLoss);
+        assert!(
+            status.message().contains("s3://b/k"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn user_errors_are_invalid_argument_and_catalog_misses_not_found() {
+        assert_eq!(
+            status_from_datafusion(DataFusionError::Plan("bad".into())).code(),
+            Code::InvalidArgument
+        );
+        let missing = DataFusionError::External(Box::new(CatalogError::NotFound("t".into())));
+        assert_eq!(status_from_datafusion(missing).code(), Code::NotFound);
+        assert_eq!(
+            status_from_datafusion(DataFusionError::ResourcesExhausted("mem".into())).code(),
+            Code::ResourceExhausted
+        );
     }
 }

@@ -1,0 +1,417 @@
+"""What a client (or anyone on the network) must not be able to do.
+
+1. Client SQL cannot touch local files or URLs, nor change anything: DDL, DML,
+   COPY, SET and file-reading table references fail with an error (never
+   data), and no file appears.  Checked through ADBC (which prepares first)
+   and through forged Flight SQL tickets (statement handles are
+   self-contained, so a client can put any SQL into a DoGet ticket).
+2. Executors run tasks only from their coordinator: a direct DoGet with a
+   garbage ticket, a wrong task token or another protocol version is refused,
+   and every other Flight method is UNIMPLEMENTED.
+3. The control plane (gRPC floe.v1.ControlPlane on the coordinator port)
+   checks the protocol version and, when configured, the cluster secret.
+
+Protobuf messages are encoded by hand (varint / length-delimited fields), so
+the tests depend on the .proto field numbers only, not on generated code.
+
+How pyarrow.flight 26 surfaces gRPC codes (checked against Floe's executor):
+    INVALID_ARGUMENT    -> pyarrow.ArrowInvalid, "Flight returned invalid argument error"
+    FAILED_PRECONDITION -> pyarrow.ArrowInvalid, "gRPC returned precondition failed error"
+    PERMISSION_DENIED   -> pyarrow.flight.FlightUnauthorizedError
+    UNIMPLEMENTED       -> pyarrow.ArrowNotImplementedError
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+import pytest
+from adbc_driver_manager import AdbcStatusCode, Error, ProgrammingError
+
+import floe_cluster
+from compare import fetch, rows, scalar
+
+SECRET = "floe-security-canary-7f3a91"
+
+
+# ------------------------------------------------------------ protobuf by hand
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_uint(field: int, value: int) -> bytes:
+    return _varint(field << 3 | 0) + _varint(value)
+
+
+def pb_bytes(field: int, value) -> bytes:
+    if isinstance(value, str):
+        value = value.encode()
+    return _varint(field << 3 | 2) + _varint(len(value)) + value
+
+
+def pb_decode(data: bytes) -> dict[int, list]:
+    """Fields of a protobuf message: {field number: [values]} (varints as int,
+    length-delimited as bytes)."""
+    out: dict[int, list] = {}
+    i = 0
+
+    def varint():
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = data[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            n = varint()
+            value, i = data[i : i + n], i + n
+        else:
+            raise ValueError(f"unexpected wire type {wire} in {data!r}")
+        out.setdefault(field, []).append(value)
+    return out
+
+
+def task_definition(protocol_version: int = 1, task_token: str = "not-the-token", query_id: str = "q-1",
+                    stage_id: int = 1, partition: int = 0, plan: bytes = b"\x0a\x00") -> bytes:
+    """floe.v1.TaskDefinition."""
+    return (
+        pb_uint(1, protocol_version)
+        + pb_bytes(2, task_token)
+        + pb_bytes(3, query_id)
+        + pb_uint(4, stage_id)
+        + pb_uint(5, partition)
+        + pb_bytes(6, plan)
+    )
+
+
+def register_request(executor_id: str, endpoint: str, protocol_version: int, secret: str = "") -> bytes:
+    """floe.v1.RegisterRequest (a zero protocol_version is simply omitted, as proto3 does)."""
+    msg = pb_bytes(1, executor_id) + pb_bytes(2, endpoint)
+    if protocol_version:
+        msg += pb_uint(3, protocol_version)
+    if secret:
+        msg += pb_bytes(4, secret)
+    return msg
+
+
+def _any(type_name: str, value: bytes) -> bytes:
+    """google.protobuf.Any (what Flight SQL commands and tickets are wrapped in)."""
+    return pb_bytes(1, f"type.googleapis.com/{type_name}") + pb_bytes(2, value)
+
+
+def forged_statement_ticket(sql: str) -> bytes:
+    """A Flight SQL TicketStatementQuery whose handle is Floe's StatementHandle{sql}."""
+    handle = pb_bytes(1, sql)  # floe.v1.StatementHandle.sql
+    return _any("arrow.flight.protocol.sql.TicketStatementQuery", pb_bytes(1, handle))
+
+
+def statement_command(sql: str) -> bytes:
+    """A Flight SQL CommandStatementQuery (GetFlightInfo descriptor)."""
+    return _any("arrow.flight.protocol.sql.CommandStatementQuery", pb_bytes(1, sql))
+
+
+# ------------------------------------------------------------ 1. client SQL
+
+
+@pytest.fixture
+def canary_files(tmp_path) -> dict[str, Path]:
+    """Real, readable local files holding SECRET, so a query that did read local
+    files would have something to return."""
+    d = tmp_path / "canary"
+    d.mkdir()
+    t = pa.table({"secret": [SECRET, SECRET], "n": [1, 2]})
+    pq.write_table(t, d / "canary.parquet")
+    (d / "canary.csv").write_text(f"secret,n\n{SECRET},1\n{SECRET},2\n")
+    return {"dir": d, "parquet": d / "canary.parquet", "csv": d / "canary.csv"}
+
+
+# (id, SQL with {tmp} = a fresh folder, files (relative to {tmp}) that must not exist afterwards)
+REFUSED_STATEMENTS = [
+    ("create_external_table_etc_passwd", "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", []),
+    ("create_external_table_parquet", "CREATE EXTERNAL TABLE canary STORED AS PARQUET LOCATION '{canary}'", []),
+    ("copy_query_to_file", "COPY (SELECT 1 AS a) TO '{tmp}/leak.csv'", ["leak.csv"]),
+    ("copy_table_to_file", "COPY demo.accounts TO '{tmp}/accounts.parquet' STORED AS PARQUET",
+     ["accounts.parquet"]),
+    ("copy_select_to_dir", "COPY (SELECT * FROM demo.events LIMIT 5) TO '{tmp}/leakdir/' STORED AS CSV", ["leakdir"]),
+    ("create_table_as", "CREATE TABLE t AS SELECT 1", []),
+    ("create_table_as_into_ns", "CREATE TABLE demo.t2 AS SELECT * FROM demo.accounts", []),
+    ("create_view", "CREATE VIEW v AS SELECT 1", []),
+    ("drop_table", "DROP TABLE demo.accounts", []),
+    ("insert_values", "INSERT INTO demo.events (event_id, city) VALUES (999999, 'Nowhere')", []),
+    ("insert_select", "INSERT INTO demo.accounts SELECT * FROM demo.accounts", []),
+    ("delete", "DELETE FROM demo.accounts WHERE account_id > 0", []),
+    ("set_batch_size", "SET datafusion.execution.batch_size = 1", []),
+    ("set_timezone", "SET datafusion.execution.time_zone = '+05:00'", []),
+]
+
+# Table references that name a local file or URL: they must fail (NOT_FOUND or
+# INVALID_ARGUMENT) without reading anything.
+FILE_READS = [
+    ("etc_passwd_path", "SELECT * FROM '/etc/passwd'"),
+    ("etc_passwd_url", "SELECT * FROM 'file:///etc/passwd'"),
+    ("read_parquet_fn", "SELECT * FROM read_parquet('/etc/x.parquet')"),
+    ("read_csv_fn", "SELECT * FROM read_csv('/etc/passwd')"),
+    ("canary_parquet_path", "SELECT * FROM '{parquet}'"),
+    ("canary_parquet_url", "SELECT * FROM 'file://{parquet}'"),
+    ("canary_csv_path", "SELECT secret FROM '{csv}'"),
+    ("read_parquet_canary", "SELECT * FROM read_parquet('{parquet}')"),
+    ("parquet_metadata_fn", "SELECT * FROM parquet_metadata('{parquet}')"),
+    ("describe_file", "DESCRIBE '{parquet}'"),
+    ("http_url", "SELECT * FROM 'http://127.0.0.1:1/x.parquet'"),
+    ("s3_url", "SELECT * FROM 's3://warehouse/wh/demo/events/metadata/x.parquet'"),
+]
+
+
+def _fill(sql: str, tmp: Path, canary: dict) -> str:
+    return sql.format(tmp=tmp, canary=canary["dir"], parquet=canary["parquet"], csv=canary["csv"])
+
+
+def _error_of(conn, sql: str) -> Error:
+    with pytest.raises(Error) as info:
+        t = fetch(conn, sql)
+        pytest.fail(f"{sql!r} returned data instead of failing: {t.num_rows} rows {t.to_pylist()[:3]}")
+    return info.value
+
+
+@pytest.mark.parametrize("case", REFUSED_STATEMENTS, ids=lambda c: c[0])
+def test_ddl_dml_and_set_are_refused(target, conn, tmp_path, canary_files, case):
+    _, template, must_not_exist = case
+    out = tmp_path / "out"
+    out.mkdir()
+    sql = _fill(template, out, canary_files)
+    err = _error_of(conn, sql)
+    msg = str(err)
+    assert SECRET not in msg and "root:" not in msg, msg
+    for rel in must_not_exist:
+        assert not (out / rel).exists(), f"{sql!r} failed ({msg}) but created {out / rel}"
+    assert list(out.iterdir()) == [], f"{sql!r} created files: {list(out.iterdir())}"
+    # A refusal of the statement kind: INVALID_ARGUMENT naming why.
+    assert isinstance(err, ProgrammingError), repr(err)
+    assert err.status_code == AdbcStatusCode.INVALID_ARGUMENT, f"{sql!r}: expected INVALID_ARGUMENT, got {msg}"
+    assert re.search(r"not supported|queries only|read[- ]only", msg, re.I), f"{sql!r}: unhelpful message: {msg}"
+
+
+@pytest.mark.parametrize("case", FILE_READS, ids=lambda c: c[0])
+def test_client_sql_cannot_read_files_or_urls(target, conn, tmp_path, canary_files, case):
+    _, template = case
+    sql = _fill(template, tmp_path, canary_files)
+    err = _error_of(conn, sql)
+    msg = str(err)
+    assert SECRET not in msg and "root:" not in msg, f"{sql!r} leaked file contents: {msg}"
+    assert isinstance(err, ProgrammingError), repr(err)
+    assert err.status_code in (AdbcStatusCode.INVALID_ARGUMENT, AdbcStatusCode.NOT_FOUND), f"{sql!r}: {msg}"
+
+
+def test_data_unchanged_after_refused_statements(target, conn):
+    """Runs after the refusals (file order): the tables are what pyiceberg says."""
+    assert scalar(fetch(conn, "SELECT count(*) FROM demo.accounts")) == target.data.arrow("accounts").num_rows
+    assert scalar(fetch(conn, "SELECT count(*) FROM demo.events")) == target.data.arrow("events").num_rows
+    assert scalar(fetch(conn, "SELECT count(*) FROM demo.events WHERE city = 'Nowhere'")) == 0
+    # and the session settings are per query: a refused SET changed nothing
+    assert rows(fetch(conn, "SELECT value FROM information_schema.df_settings "
+                            "WHERE name = 'datafusion.execution.batch_size'")) != [("1",)]
+
+
+def _coordinator_client(target) -> flight.FlightClient:
+    return flight.connect(target.floe.uri)
+
+
+def test_forged_ticket_runs_only_queries(target, tmp_path):
+    """Statement handles carry their SQL, so a client can forge a DoGet ticket
+    with any SQL: the coordinator must check it exactly like a prepared one."""
+    client = _coordinator_client(target)
+    try:
+        # positive control: a forged SELECT ticket is a valid way in
+        t = client.do_get(flight.Ticket(forged_statement_ticket("SELECT count(*) AS n FROM demo.accounts"))).read_all()
+        assert rows(t) == [(target.data.arrow("accounts").num_rows,)]
+
+        leak = tmp_path / "forged.csv"
+        for sql in (f"COPY (SELECT 1 AS a) TO '{leak}'",
+                    f"COPY demo.accounts TO '{leak}' STORED AS CSV",
+                    "INSERT INTO demo.accounts SELECT * FROM demo.accounts",
+                    "SET datafusion.execution.batch_size = 1"):
+            with pytest.raises(pa.ArrowException) as info:
+                client.do_get(flight.Ticket(forged_statement_ticket(sql))).read_all()
+            assert isinstance(info.value, pa.ArrowInvalid) and "invalid argument" in str(info.value).lower(), (
+                f"DoGet {sql!r}: {type(info.value).__name__}: {info.value}"
+            )
+            with pytest.raises(pa.ArrowException) as info:
+                client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(sql)))
+            assert isinstance(info.value, pa.ArrowInvalid), f"GetFlightInfo {sql!r}: {info.value}"
+            assert not leak.exists(), f"{sql!r} was refused but created {leak}"
+
+        for sql in (f"SELECT * FROM '{tmp_path}'", "SELECT * FROM '/etc/passwd'"):
+            with pytest.raises(pa.ArrowException) as info:
+                client.do_get(flight.Ticket(forged_statement_ticket(sql))).read_all()
+            assert "root:" not in str(info.value)
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------ 2. executors
+
+
+def _executor_endpoints(target) -> list[str]:
+    eps = [ep for _, ep in target.floe.registrations()]
+    assert eps, "no executor registered"
+    return [re.sub(r"^https?://", "grpc://", ep) for ep in eps]
+
+
+@pytest.fixture
+def executor_client(target):
+    client = flight.connect(_executor_endpoints(target)[0])
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_executor_rejects_garbage_ticket(executor_client):
+    with pytest.raises(pa.ArrowException) as info:
+        executor_client.do_get(flight.Ticket(b"\xff\xff\xff\xff not a protobuf")).read_all()
+    e = info.value
+    assert isinstance(e, pa.ArrowInvalid) and "invalid argument" in str(e).lower(), f"{type(e).__name__}: {e}"
+    assert "TaskDefinition" in str(e), str(e)
+
+
+@pytest.mark.parametrize("token", ["not-the-token", "", "0" * 64], ids=["wrong", "empty", "zeros"])
+def test_executor_rejects_wrong_task_token(target, token):
+    """Every executor refuses a task without its token, before it decodes the plan
+    (the plan bytes here are not a valid plan: a decode error would mean the
+    token was checked too late)."""
+    for ep in _executor_endpoints(target):
+        client = flight.connect(ep)
+        try:
+            with pytest.raises(pa.ArrowException) as info:
+                client.do_get(flight.Ticket(task_definition(task_token=token))).read_all()
+            e = info.value
+            assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
+            assert "bad task token" in str(e), str(e)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("version", [99, 2, 0])
+def test_executor_rejects_other_protocol_version(executor_client, version):
+    ticket = task_definition(protocol_version=version) if version else task_definition()[2:]  # 0: field omitted
+    with pytest.raises(pa.ArrowException) as info:
+        executor_client.do_get(flight.Ticket(ticket)).read_all()
+    e = info.value
+    msg = str(e)
+    assert isinstance(e, pa.ArrowInvalid) and "precondition failed" in msg.lower(), f"{type(e).__name__}: {msg}"
+    assert f"protocol version {version}" in msg, msg
+
+
+METHODS = {
+    "list_flights": lambda c: list(c.list_flights()),
+    "get_flight_info": lambda c: c.get_flight_info(flight.FlightDescriptor.for_command(b"x")),
+    "get_schema": lambda c: c.get_schema(flight.FlightDescriptor.for_path("demo", "events")),
+    "list_actions": lambda c: c.list_actions(),
+    "do_action": lambda c: list(c.do_action(flight.Action("run", b""))),
+    "do_put": lambda c: _do_put(c),
+}
+
+
+def _do_put(c):
+    schema = pa.schema([("a", pa.int64())])
+    writer, reader = c.do_put(flight.FlightDescriptor.for_path("x"), schema)
+    writer.write_table(pa.table({"a": [1]}, schema=schema))
+    writer.close()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_executor_refuses_other_flight_methods(executor_client, method):
+    with pytest.raises(pa.ArrowException) as info:
+        METHODS[method](executor_client)
+    e = info.value
+    assert isinstance(e, pa.ArrowNotImplementedError), f"{method}: {type(e).__name__}: {e}"
+    assert "DoGet" in str(e), str(e)
+
+
+# ------------------------------------------------------------ 3. control plane
+
+
+@pytest.fixture
+def lone_coordinator(tmp_path):
+    """A coordinator with no executors over a fresh local warehouse (registering
+    fakes with it cannot disturb the shared deployments)."""
+    def start(*extra: str) -> floe_cluster.Deployment:
+        dep = floe_cluster.Deployment(f"ctrl{len(started)}", "local", tmp_path / "logs")
+        started.append(dep)
+        dep._start_head([str(floe_cluster.floe_bin()), "coordinator", "--warehouse", str(tmp_path / "wh"),
+                         "--port", "0", *extra])
+        return dep
+
+    started: list[floe_cluster.Deployment] = []
+    try:
+        yield start
+    finally:
+        for dep in started:
+            dep.stop()
+
+
+def _register(dep: floe_cluster.Deployment, request: bytes):
+    channel = grpc.insecure_channel(f"127.0.0.1:{dep.coordinator_port}")
+    try:
+        call = channel.unary_unary("/floe.v1.ControlPlane/Register",
+                                   request_serializer=None, response_deserializer=None)
+        return call(request, timeout=15)
+    finally:
+        channel.close()
+
+
+def test_control_plane_checks_protocol_version(lone_coordinator):
+    dep = lone_coordinator()
+    for version in (2, 0):
+        with pytest.raises(grpc.RpcError) as info:
+            _register(dep, register_request("py-exec-old", "http://127.0.0.1:9", version))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
+        assert f"protocol version {version}" in info.value.details(), info.value.details()
+    assert not dep.registrations(), "a refused executor was registered"
+
+    resp = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", 1)))
+    token = resp.get(1, [b""])[0]
+    assert re.fullmatch(rb"[0-9a-f]{32,}", token), f"task_token {token!r}"
+    assert resp.get(3) == [1], f"protocol_version in response: {resp}"
+    assert resp.get(2, [0])[0] > 0, f"heartbeat_interval_ms: {resp}"
+    dep.coordinator.wait_for(floe_cluster.REGISTERED_RE, timeout=10, what="FLOE_EXECUTOR_REGISTERED py-exec-ok",
+                             predicate=lambda m: m["id"] == "py-exec-ok")
+
+    # Each registration gets a fresh random token.
+    again = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", 1)))[1][0]
+    assert again != token
+
+
+def test_control_plane_checks_cluster_secret(lone_coordinator):
+    dep = lone_coordinator("--cluster-secret", "s3cr3t-for-tests")
+    for secret in ("", "wrong"):
+        with pytest.raises(grpc.RpcError) as info:
+            _register(dep, register_request("py-exec-nosecret", "http://127.0.0.1:9", 1, secret))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value
+    assert not dep.registrations(), "an executor without the secret was registered"
+    resp = pb_decode(_register(dep, register_request("py-exec-secret", "http://127.0.0.1:9", 1, "s3cr3t-for-tests")))
+    assert resp.get(1, [b""])[0], resp
