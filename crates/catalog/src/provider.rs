@@ -107,6 +107,11 @@ impl SchemaProvider for IcebergSchema {
         Ok(Some(Arc::new(IcebergTableProvider::try_new(table)?)))
     }
 
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
+        // Listing (SHOW TABLES, information_schema) must not load every table's metadata.
+        Ok(self.table_exist(name).then_some(TableType::Base))
+    }
+
     fn table_exist(&self, name: &str) -> bool {
         self.tables.iter().any(|t| t == name)
     }
