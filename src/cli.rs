@@ -140,6 +140,10 @@ pub struct StandaloneArgs {
     /// Executors to run in the process.
     #[arg(long, env = "FLOE_EXECUTORS", default_value_t = 2)]
     pub executors: usize,
+    /// Memory limit of each executor, e.g. `4GiB` (default: half the machine's memory, shared
+    /// by the executors).
+    #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
 }
 
 /// Flags of `floe coordinator`.
@@ -186,6 +190,31 @@ pub struct ExecutorArgs {
     /// Secret to present at registration.
     #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Memory limit for this executor's operators, e.g. `4GiB` (default: half the machine's
+    /// memory); beyond it sorts, aggregations and joins spill to disk.
+    #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+}
+
+/// Parses a byte size: `1048576`, `512MiB`, `4GiB`, `2G`, `100k`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 512MiB or 4GiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    Ok((number * factor) as usize)
 }
 
 /// Sets `FLOE_<KEY>` from `--config FILE` for every key not already in the environment, so
@@ -243,6 +272,7 @@ fn executor_config(
     bind: SocketAddr,
     advertise_host: String,
     secret: Option<String>,
+    memory_limit: usize,
 ) -> ExecutorConfig {
     ExecutorConfig {
         coordinator_url: coordinator,
@@ -250,6 +280,7 @@ fn executor_config(
         advertise_host,
         cluster_secret: secret,
         batch_size: 8192,
+        memory_limit,
     }
 }
 
@@ -267,6 +298,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             ))
             .await?;
             let url = format!("http://{}", coordinator.addr);
+            let memory_limit = args.memory_limit.unwrap_or_else(|| {
+                floe_executor::default_memory_limit(0.5 / args.executors.max(1) as f64)
+            });
             let mut executors = Vec::new();
             for _ in 0..args.executors {
                 executors.push(
@@ -275,6 +309,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         SocketAddr::new(args.host, 0),
                         args.host.to_string(),
                         None,
+                        memory_limit,
                     ))
                     .await?,
                 );
@@ -313,6 +348,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 SocketAddr::new(args.host, args.port),
                 advertise,
                 args.cluster_secret,
+                args.memory_limit
+                    .unwrap_or_else(|| floe_executor::default_memory_limit(0.5)),
             ))
             .await?;
             tracing::info!(executor_id = %executor.executor_id, addr = %executor.addr, "executor listening");
@@ -323,6 +360,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql(args) => crate::shell::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
     }
 }
 

@@ -9,6 +9,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use floe_catalog::{provider::catalog_provider, CATALOG_NAME};
 use iceberg::Catalog;
 
@@ -81,8 +83,18 @@ impl QueryEngine {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
+        if !is_query(&statement) {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "statement not supported: {} (Floe runs queries only)",
+                statement_kind(&statement)
+            )));
+        }
         for reference in state.resolve_table_references(&statement)? {
-            check_table_exists(&ctx, &reference)?;
+            let is_table_function = reference.schema().is_none()
+                && state.table_functions().contains_key(reference.table());
+            if !is_table_function {
+                check_table_exists(&ctx, &reference)?;
+            }
         }
         let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
@@ -100,6 +112,35 @@ impl QueryEngine {
         };
         Ok(PlannedQuery { ctx, plan })
     }
+}
+
+/// Queries, EXPLAIN of queries, SHOW and DESCRIBE: the statements Floe runs.
+fn is_query(statement: &DfStatement) -> bool {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_)
+            | SqlStatement::ShowTables { .. }
+            | SqlStatement::ShowColumns { .. }
+            | SqlStatement::ExplainTable { .. } => true,
+            SqlStatement::Explain { statement, .. } => {
+                is_query(&DfStatement::Statement(statement.clone()))
+            }
+            _ => false,
+        },
+        DfStatement::Explain(explain) => is_query(&explain.statement),
+        DfStatement::CreateExternalTable(_) | DfStatement::CopyTo(_) | DfStatement::Reset(_) => {
+            false
+        }
+    }
+}
+
+/// The statement's leading keywords, for error messages.
+fn statement_kind(statement: &DfStatement) -> String {
+    let text = statement.to_string();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn check_table_exists(ctx: &SessionContext, reference: &TableReference) -> Result<()> {

@@ -17,11 +17,14 @@ pub mod service;
 pub mod status;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,6 +45,25 @@ pub struct ExecutorConfig {
     pub cluster_secret: Option<String>,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Memory the executor's operators may hold; sorts, aggregations and joins spill to local
+    /// disk beyond it, and a query that still cannot fit fails with `ResourceExhausted`.
+    pub memory_limit: usize,
+}
+
+/// The default executor memory limit: `share` of the machine's memory (all of it when the
+/// total cannot be read).
+pub fn default_memory_limit(share: f64) -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30);
+    ((total as f64) * share) as usize
 }
 
 /// A running executor.
@@ -81,8 +103,17 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
-    let session =
-        SessionContext::new_with_config(SessionConfig::new().with_batch_size(config.batch_size));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(config.memory_limit),
+            NonZeroUsize::new(5).expect("5 > 0"),
+        )))
+        .build_arc()
+        .map_err(std::io::Error::other)?;
+    let session = SessionContext::new_with_config_rt(
+        SessionConfig::new().with_batch_size(config.batch_size),
+        runtime,
+    );
     let state = Arc::new(ExecutorState {
         executor_id: executor_id.clone(),
         task_token: RwLock::new(None),

@@ -107,6 +107,9 @@ pub fn sum_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> u64 {
         .sum::<u64>()
 }
 
+/// The Flight action that reports an executor's running tasks.
+pub const STATUS_ACTION: &str = "floe.status";
+
 type BoxedFlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -215,11 +218,27 @@ impl FlightService for ExecutorFlightService {
         Err(Status::unimplemented("executors take tasks only (DoGet)"))
     }
 
+    /// `floe.status`: this executor's id and how many tasks it is running, as JSON.
     async fn do_action(
         &self,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("executors take tasks only (DoGet)"))
+        let action = request.into_inner();
+        if action.r#type != STATUS_ACTION {
+            return Err(Status::unimplemented(format!(
+                "executors answer only the '{STATUS_ACTION}' action, not '{}'",
+                action.r#type
+            )));
+        }
+        let body = format!(
+            "{{\"executor_id\":\"{}\",\"running_tasks\":{}}}",
+            self.state.executor_id,
+            self.state.running_tasks.load(Ordering::SeqCst)
+        );
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(
+            futures::stream::once(async { Ok(result) }).boxed(),
+        ))
     }
 
     async fn list_actions(

@@ -1,0 +1,187 @@
+"""TPC-H: the 22 queries of benches/tpch/queries through Floe (cluster_sql:
+coordinator + 2 executor processes, SQLite SqlCatalog, SeaweedFS S3), each
+checked against DuckDB over the same generated Parquet files.
+
+Data: `tpchgen-cli parquet` (PyPI tpchgen-cli, tests/requirements.txt) at
+scale factor FLOE_TPCH_SF (default 0.1) into a temp dir, then written with
+pyiceberg into namespace `tpch` of the SQL catalog the `cluster_sql` fixture
+serves (Floe lists the catalog per query, so no restart).  Column types are
+kept as generated (decimal(15,2) money/quantities, date32 dates, int64 keys,
+int32 small ints); only string_view is cast to string (the same Iceberg type
+`string`; pyarrow's filter kernel used by partitioned writes has no
+string_view support).  Layout: lineitem in 3 appends, orders in 2 appends
+partitioned by month(o_orderdate), the other tables one file each.
+
+Comparison (compare.assert_close): same column count, same rows; numbers
+compared by value with relative tolerance 1e-6 (sums of decimals may come back
+as decimal or double, with different scales); rows compared in ORDER BY order,
+runs of tied ORDER BY keys as multisets, and a LIMIT that cuts through a tie
+only on the ordering columns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.transforms import MonthTransform
+
+from compare import assert_close, fetch
+
+REPO = Path(__file__).resolve().parents[2]
+QUERY_DIR = REPO / "benches" / "tpch" / "queries"
+NAMESPACE = "tpch"
+SCALE_FACTOR = os.environ.get("FLOE_TPCH_SF", "0.1")
+TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+APPENDS = {"lineitem": 3, "orders": 2}
+
+# Output columns each query orders by (ties among them are order-insensitive).
+ORDER_KEYS = {
+    1: ["l_returnflag", "l_linestatus"],
+    2: ["s_acctbal", "n_name", "s_name", "p_partkey"],
+    3: ["revenue", "o_orderdate"],
+    4: ["o_orderpriority"],
+    5: ["revenue"],
+    6: [],
+    7: ["supp_nation", "cust_nation", "l_year"],
+    8: ["o_year"],
+    9: ["nation", "o_year"],
+    10: ["revenue"],
+    11: ["value"],
+    12: ["l_shipmode"],
+    13: ["custdist", "c_count"],
+    14: [],
+    15: ["s_suppkey"],
+    16: ["supplier_cnt", "p_brand", "p_type", "p_size"],
+    17: [],
+    18: ["o_totalprice", "o_orderdate"],
+    19: [],
+    20: ["s_name"],
+    21: ["numwait", "s_name"],
+    22: ["cntrycode"],
+}
+QUERY_NUMBERS = sorted(ORDER_KEYS)
+
+
+def query_text(n: int) -> str:
+    return (QUERY_DIR / f"q{n:02d}.sql").read_text()
+
+
+def query_limit(sql: str):
+    m = re.search(r"\blimit\s+(\d+)\s*;?\s*$", sql, re.IGNORECASE)
+    return int(m.group(1)) if m else None
+
+
+def tpchgen_bin() -> str:
+    local = Path(sys.executable).parent / "tpchgen-cli"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("tpchgen-cli")
+    if not found:
+        raise RuntimeError("tpchgen-cli not found (pip install -r tests/requirements.txt)")
+    return found
+
+
+def generate(out_dir: Path, scale_factor: str) -> dict[str, Path]:
+    subprocess.run(
+        [tpchgen_bin(), "parquet", "--scale-factor", scale_factor, "--output-dir", str(out_dir),
+         "--no-progress", "--quiet"],
+        check=True, timeout=300,
+    )
+    files = {t: out_dir / f"{t}.parquet" for t in TABLES}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    assert not missing, f"tpchgen-cli did not write {missing}"
+    return files
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    fields = [
+        pa.field(f.name, pa.string() if f.type == pa.string_view() else f.type, f.nullable, f.metadata)
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def load_into_iceberg(catalog, files: dict[str, Path]) -> None:
+    catalog.create_namespace_if_not_exists(NAMESPACE)
+    for name in TABLES:
+        ident = f"{NAMESPACE}.{name}"
+        if catalog.table_exists(ident):
+            catalog.drop_table(ident)
+        data = _plain_strings(pq.read_table(files[name]))
+        table = catalog.create_table(ident, data.schema)
+        if name == "orders":
+            with table.update_spec() as spec:
+                spec.add_field("o_orderdate", MonthTransform(), "o_orderdate_month")
+        n = APPENDS.get(name, 1)
+        step = -(-data.num_rows // n)
+        for k in range(n):
+            table.append(data.slice(k * step, step))
+
+
+class TpchData:
+    def __init__(self, files: dict[str, Path]):
+        import duckdb
+
+        self.files = files
+        self.rows = {t: pq.read_metadata(p).num_rows for t, p in files.items()}
+        self.duck = duckdb.connect()
+        self.duck.execute(f"CREATE SCHEMA {NAMESPACE}")
+        for t, p in files.items():
+            self.duck.execute(f"CREATE VIEW {NAMESPACE}.{t} AS SELECT * FROM read_parquet('{p}')")
+
+    def oracle(self, sql: str) -> pa.Table:
+        return self.duck.sql(sql).to_arrow_table()
+
+
+@pytest.fixture(scope="module")
+def tpch(sql_data, tmp_path_factory):
+    t0 = time.monotonic()
+    out = tmp_path_factory.mktemp("tpch")
+    files = generate(out, SCALE_FACTOR)
+    load_into_iceberg(sql_data.catalog, files)
+    data = TpchData(files)
+    print(f"\nTPC-H SF {SCALE_FACTOR}: generated and loaded in {time.monotonic() - t0:.1f}s; rows {data.rows}")
+    try:
+        yield data
+    finally:
+        data.duck.close()
+
+
+@pytest.fixture(scope="module")
+def floe_conn(cluster_sql, tpch):
+    c = cluster_sql.connect()
+    try:
+        yield c
+    finally:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def test_tpch_table_row_counts(floe_conn, tpch):
+    sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {NAMESPACE}.{t}" for t in TABLES)
+    got = {r["t"]: r["n"] for r in fetch(floe_conn, sql).to_pylist()}
+    assert got == tpch.rows
+
+
+@pytest.mark.parametrize("n", QUERY_NUMBERS, ids=[f"q{n:02d}" for n in QUERY_NUMBERS])
+def test_tpch_query(floe_conn, tpch, n, request, cluster_sql):
+    sql = query_text(n)
+    expected = tpch.oracle(sql)
+    assert expected.num_rows > 0, f"q{n:02d}: DuckDB returned no rows (data or query text problem)"
+    try:
+        actual = fetch(floe_conn, sql)
+        assert_close(actual, expected, order_keys=ORDER_KEYS[n], limit=query_limit(sql), context=f"q{n:02d}")
+    except BaseException:
+        request.node.add_report_section("call", "Floe logs (cluster_sql)", cluster_sql.describe())
+        raise
