@@ -28,7 +28,9 @@ use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
+use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::scalar::ScalarValue;
 use floe_catalog::provider::IcebergTableProvider;
 use floe_catalog::CATALOG_NAME;
@@ -98,21 +100,27 @@ impl FloeFlightSql {
     }
 
     async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let span = info_span!("query", query_id = %query_id);
         let params = decode_parameters(&handle.parameters)?;
-        let stream: SendableRecordBatchStream = async {
-            info!(sql = %handle.sql, "running query");
-            let planned = self.engine.plan(&query_id, &handle.sql, params).await?;
-            let df = planned
-                .ctx
-                .execute_logical_plan(planned.plan)
-                .await
-                .map_err(CoordinatorError::from)?;
-            df.execute_stream().await.map_err(CoordinatorError::from)
-        }
-        .instrument(span)
-        .await?;
+        let stream = start_query(self.engine.clone(), handle.sql.clone(), params.clone()).await?;
+        let schema = stream.schema();
+        let retrying = RetryingQuery {
+            engine: self.engine.clone(),
+            sql: handle.sql,
+            params,
+            stream,
+            sent_rows: false,
+            attempts: 1,
+        };
+        let batches = futures::stream::unfold(Some(retrying), |state| async move {
+            let mut state = state?;
+            match state.next().await {
+                Some(Ok(batch)) => Some((Ok(batch), Some(state))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
+            }
+        });
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema, batches));
         Ok(Response::new(encode_stream(stream).boxed()))
     }
 
@@ -138,6 +146,81 @@ impl FloeFlightSql {
             .list_namespaces(None)
             .await
             .map_err(|e| Status::unavailable(format!("listing namespaces: {e}")))
+    }
+}
+
+/// Plans and starts one run of a query.
+async fn start_query(
+    engine: QueryEngine,
+    sql: String,
+    params: Vec<ScalarValue>,
+) -> Result<SendableRecordBatchStream, CoordinatorError> {
+    let query_id = uuid::Uuid::new_v4().to_string();
+    let span = info_span!("query", query_id = %query_id);
+    async {
+        info!(sql = %sql, "running query");
+        let planned = engine.plan(&query_id, &sql, params).await?;
+        let df = planned.ctx.execute_logical_plan(planned.plan).await?;
+        Ok(df.execute_stream().await?)
+    }
+    .instrument(span)
+    .await
+}
+
+/// How many times a query runs before an executor loss fails it.
+const MAX_QUERY_ATTEMPTS: usize = 3;
+
+/// A query that runs again from the start when an executor is lost before any row reached the
+/// client (aggregations, sorts and joins emit nothing until their inputs are complete, so they
+/// survive an executor dying mid-query). Once rows were sent, a loss fails the query: running
+/// again could send rows twice.
+struct RetryingQuery {
+    engine: QueryEngine,
+    sql: String,
+    params: Vec<ScalarValue>,
+    stream: SendableRecordBatchStream,
+    sent_rows: bool,
+    attempts: usize,
+}
+
+impl RetryingQuery {
+    async fn next(&mut self) -> Option<datafusion::common::Result<RecordBatch>> {
+        loop {
+            match self.stream.next().await? {
+                Ok(batch) => {
+                    self.sent_rows |= batch.num_rows() > 0;
+                    return Some(Ok(batch));
+                }
+                Err(e)
+                    if floe_executor::status::is_executor_lost(&e)
+                        && !self.sent_rows
+                        && self.attempts < MAX_QUERY_ATTEMPTS =>
+                {
+                    self.attempts += 1;
+                    tracing::warn!(attempt = self.attempts, "running the query again: {e}");
+                    match start_query(self.engine.clone(), self.sql.clone(), self.params.clone())
+                        .await
+                    {
+                        Ok(stream) => self.stream = stream,
+                        Err(e) => {
+                            return Some(Err(DataFusionError::External(Box::new(Status::from(e)))))
+                        }
+                    }
+                }
+                Err(e) if floe_executor::status::is_executor_lost(&e) => {
+                    let why = if self.sent_rows {
+                        "rows were already sent to the client"
+                    } else {
+                        "no attempts left"
+                    };
+                    return Some(Err(DataFusionError::Context(
+                        format!("query failed after {} attempt(s) ({why})", self.attempts),
+                        Box::new(e),
+                    )));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
 

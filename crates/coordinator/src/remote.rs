@@ -19,6 +19,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use floe_executor::status::ExecutorLost;
 use floe_executor::MAX_MESSAGE_SIZE;
 use floe_proto::{TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
 use futures::TryStreamExt;
@@ -208,7 +209,8 @@ impl Task {
             match self.try_on(executor).await {
                 Ok(stream) => {
                     let id = executor.id.clone();
-                    return Ok(stream.map_err(move |e| remote_error(&id, e)));
+                    let registry = self.registry.clone();
+                    return Ok(stream.map_err(move |e| remote_error(&registry, &id, e)));
                 }
                 Err(status) if is_connection_failure(&status) => {
                     warn!(executor_id = %executor.id, "task could not start: {status}");
@@ -277,16 +279,39 @@ fn external(status: Status) -> DataFusionError {
     DataFusionError::External(Box::new(status))
 }
 
-fn remote_status(executor_id: &str, status: Status) -> DataFusionError {
-    let message = status.message().to_string();
-    let code = status.code();
-    let _ = executor_id;
-    external(Status::new(code, message))
+fn remote_status(_executor_id: &str, status: Status) -> DataFusionError {
+    external(Status::new(status.code(), status.message()))
 }
 
-fn remote_error(executor_id: &str, e: arrow_flight::error::FlightError) -> DataFusionError {
+/// An error in a running task's stream. The executor's own errors keep their status; a broken
+/// connection (the executor died or vanished) means the executor is lost: it is dropped from
+/// the registry so that the retry goes elsewhere.
+fn remote_error(
+    registry: &ExecutorRegistry,
+    executor_id: &str,
+    e: arrow_flight::error::FlightError,
+) -> DataFusionError {
+    use arrow_flight::error::FlightError;
+    let lost = match &e {
+        FlightError::Tonic(status) => {
+            matches!(
+                status.code(),
+                Code::Unknown | Code::Unavailable | Code::Cancelled
+            ) && !status.message().starts_with("reading table")
+        }
+        FlightError::ProtocolError(_) | FlightError::DecodeError(_) => false,
+        _ => false,
+    };
+    if lost {
+        warn!(executor_id, "executor lost mid-task: {e}");
+        registry.remove(executor_id);
+        return DataFusionError::External(Box::new(ExecutorLost {
+            executor_id: executor_id.to_string(),
+            reason: e.to_string(),
+        }));
+    }
     match e {
-        arrow_flight::error::FlightError::Tonic(status) => remote_status(executor_id, *status),
+        FlightError::Tonic(status) => remote_status(executor_id, *status),
         other => external(Status::internal(format!(
             "stream from executor {executor_id} broke: {other}"
         ))),

@@ -48,7 +48,39 @@ fn status_of(e: &DataFusionError) -> Status {
     }
 }
 
+/// An executor died or became unreachable while running a task: the task's output is lost
+/// and the work must run again elsewhere.
+#[derive(Debug, thiserror::Error)]
+#[error("executor {executor_id} was lost while running a task: {reason}")]
+pub struct ExecutorLost {
+    /// The executor.
+    pub executor_id: String,
+    /// What the connection reported.
+    pub reason: String,
+}
+
+/// Whether `e` (however wrapped) says an executor was lost.
+pub fn is_executor_lost(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<ExecutorLost>().is_some()
+                || inner
+                    .downcast_ref::<DataFusionError>()
+                    .is_some_and(is_executor_lost)
+        }
+        DataFusionError::Shared(inner) => is_executor_lost(inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_executor_lost(inner)
+        }
+        DataFusionError::Collection(errors) => errors.iter().any(is_executor_lost),
+        _ => false,
+    }
+}
+
 fn status_of_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Status {
+    if let Some(lost) = e.downcast_ref::<ExecutorLost>() {
+        return Status::unavailable(lost.to_string());
+    }
     if let Some(status) = e.downcast_ref::<Status>() {
         return Status::new(status.code(), status.message());
     }
