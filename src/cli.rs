@@ -363,6 +363,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn announce(addr: &SocketAddr, settings: &CatalogSettings) {
+    tracing::info!(warehouse = %settings.warehouse, "Flight SQL listening on grpc://{addr}");
+    println!("FLOE_READY flight_sql={addr}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;
@@ -376,9 +381,4 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("GiB").is_err());
     }
-}
-
-fn announce(addr: &SocketAddr, settings: &CatalogSettings) {
-    tracing::info!(warehouse = %settings.warehouse, "Flight SQL listening on grpc://{addr}");
-    println!("FLOE_READY flight_sql={addr}");
 }
