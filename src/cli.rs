@@ -140,8 +140,8 @@ pub struct StandaloneArgs {
     /// Executors to run in the process.
     #[arg(long, env = "FLOE_EXECUTORS", default_value_t = 2)]
     pub executors: usize,
-    /// Memory limit of each executor, e.g. `4GiB` (default: half the machine's memory, shared
-    /// by the executors).
+    /// Memory limit of the coordinator and of each executor, e.g. `4GiB` (default: half the
+    /// machine's memory, shared by them). Beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
 }
@@ -166,6 +166,11 @@ pub struct CoordinatorArgs {
     /// Secret executors must present to register.
     #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Memory limit for the operators that finish queries on the coordinator (final
+    /// aggregation, joins, merges), e.g. `4GiB` (default: a quarter of the machine's memory);
+    /// beyond it they spill to disk.
+    #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
 }
 
 /// Flags of `floe executor`.
@@ -257,6 +262,7 @@ fn coordinator_config(
     heartbeat: Duration,
     expiry: Duration,
     secret: Option<String>,
+    memory_limit: usize,
 ) -> CoordinatorConfig {
     CoordinatorConfig {
         bind,
@@ -264,6 +270,7 @@ fn coordinator_config(
         heartbeat_interval: heartbeat,
         executor_expiry: expiry,
         cluster_secret: secret,
+        memory_limit,
     }
 }
 
@@ -289,18 +296,19 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Standalone(args) => {
             let settings = args.catalog.settings()?;
+            let memory_limit = args.memory_limit.unwrap_or_else(|| {
+                floe_executor::default_memory_limit(0.5 / (args.executors + 1) as f64)
+            });
             let coordinator = floe_coordinator::start(coordinator_config(
                 settings.clone(),
                 SocketAddr::new(args.host, args.port),
                 Duration::from_millis(500),
                 Duration::from_secs(5),
                 None,
+                memory_limit,
             ))
             .await?;
             let url = format!("http://{}", coordinator.addr);
-            let memory_limit = args.memory_limit.unwrap_or_else(|| {
-                floe_executor::default_memory_limit(0.5 / args.executors.max(1) as f64)
-            });
             let mut executors = Vec::new();
             for _ in 0..args.executors {
                 executors.push(
@@ -332,6 +340,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Duration::from_millis(args.heartbeat_ms),
                 Duration::from_millis(args.executor_expiry_ms),
                 args.cluster_secret,
+                args.memory_limit
+                    .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
             ))
             .await?;
             announce(&coordinator.addr, &settings);

@@ -185,3 +185,52 @@ def test_tpch_query(floe_conn, tpch, n, request, cluster_sql):
     except BaseException:
         request.node.add_report_section("call", "Floe logs (cluster_sql)", cluster_sql.describe())
         raise
+
+
+# ------------------------------------------------------------ memory limit and spilling
+
+SPILL_RE = re.compile(r"\bexecutor_spill_count=(\d+)")
+SPILLED_BYTES_RE = re.compile(r"\bspilled_bytes=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def small_memory_floe(seaweed, sql_data, workdir, tpch):
+    """`floe standalone` whose coordinator and executors may each hold only 24 MiB."""
+    import catalogs
+    import floe_cluster
+
+    cfg = floe_cluster.CatalogConfig(
+        warehouse=seaweed.sql_warehouse,
+        kind="sql",
+        catalog_uri=catalogs.floe_sqlite_uri(workdir),
+        storage_args=seaweed.floe_storage_args() + ["--memory-limit", "24MiB"],
+    )
+    dep = floe_cluster.start_standalone("standalone_small_memory", cfg, workdir / "logs-small-memory")
+    try:
+        yield dep
+    finally:
+        dep.stop()
+
+
+def test_sort_larger_than_memory_spills_and_is_right(small_memory_floe, tpch):
+    from compare import plan_text
+
+    sql = (
+        "SELECT l_orderkey, l_linenumber, l_comment FROM tpch.lineitem "
+        "ORDER BY l_comment, l_orderkey, l_linenumber"
+    )
+    conn = small_memory_floe.connect()
+    try:
+        got = fetch(conn, sql)
+        text = plan_text(fetch(conn, f"EXPLAIN ANALYZE {sql}"))
+    finally:
+        conn.close()
+    want = tpch.oracle(sql)
+    assert got.num_rows == want.num_rows == tpch.rows["lineitem"]
+    # the order is total (orderkey, linenumber is unique), so compare exactly, in order
+    assert got.column(0).to_pylist() == want.column(0).to_pylist()
+    assert got.column(1).to_pylist() == want.column(1).to_pylist()
+    assert got.column(2).to_pylist() == want.column(2).to_pylist()
+    spills = [int(x) for x in SPILL_RE.findall(text)]
+    assert spills and sum(spills) > 0, f"no spilling reported under a 24 MiB limit:\n{text}"
+    assert any(int(x) > 0 for x in SPILLED_BYTES_RE.findall(text)), text

@@ -132,6 +132,13 @@ impl IcebergTableProvider {
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
         let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
             .map_err(|e| external(CatalogError::Unsupported(format!("schema of {name}: {e}"))))?;
+        // Clients see plain columns: the Parquet field ids stay inside Floe.
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect();
+        let schema = ArrowSchema::new(fields);
         Ok(Self {
             table,
             name,

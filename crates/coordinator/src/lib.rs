@@ -46,6 +46,8 @@ pub struct CoordinatorConfig {
     pub executor_expiry: Duration,
     /// Secret executors must present to register, if set.
     pub cluster_secret: Option<String>,
+    /// Memory for the operators that run on the coordinator; they spill beyond it.
+    pub memory_limit: usize,
 }
 
 /// A running coordinator.
@@ -99,7 +101,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         config.executor_expiry,
         config.cluster_secret.clone(),
     );
-    let engine = session::QueryEngine::new(catalog, registry.clone());
+    let runtime = floe_executor::runtime_env(config.memory_limit)
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
+    let engine = session::QueryEngine::new(catalog, registry.clone(), runtime);
     let flight = FlightServiceServer::new(flight_sql::FloeFlightSql::new(engine))
         .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);

@@ -85,13 +85,15 @@ impl DisplayAs for RemoteStageExec {
                 .iter()
                 .map(|r| {
                     format!(
-                        "p{}@{} files={} bytes={} rows_read={} rows_out={} time={:.1}ms",
+                        "p{}@{} files={} bytes={} rows_read={} rows_out={} spills={} spilled_bytes={} time={:.1}ms",
                         r.partition,
                         r.executor_id,
                         r.files_scanned,
                         r.bytes_scanned,
                         r.rows_scanned,
                         r.output_rows,
+                        r.spill_count,
+                        r.spilled_bytes,
                         r.elapsed_nanos as f64 / 1e6
                     )
                 })
@@ -148,6 +150,9 @@ impl ExecutionPlan for RemoteStageExec {
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
         let rows_read = MetricBuilder::new(&self.metrics).counter("rows_scanned", partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let spills = MetricBuilder::new(&self.metrics).counter("executor_spill_count", partition);
+        let spilled =
+            MetricBuilder::new(&self.metrics).counter("executor_spilled_bytes", partition);
         let reports = Arc::clone(&self.reports);
         let task = Task {
             query_id: self.query_id.clone(),
@@ -159,6 +164,8 @@ impl ExecutionPlan for RemoteStageExec {
                 files.add(m.files_scanned as usize);
                 bytes.add(m.bytes_scanned as usize);
                 rows_read.add(m.rows_scanned as usize);
+                spills.add(m.spill_count as usize);
+                spilled.add(m.spilled_bytes as usize);
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(m);
             }),
         };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::common::{ParamValues, TableReference};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -23,6 +24,7 @@ use crate::registry::ExecutorRegistry;
 pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     registry: ExecutorRegistry,
+    runtime: Arc<RuntimeEnv>,
 }
 
 /// A planned query: its session and logical plan.
@@ -34,9 +36,18 @@ pub struct PlannedQuery {
 }
 
 impl QueryEngine {
-    /// An engine over a catalog and the executors in `registry`.
-    pub fn new(catalog: Arc<dyn Catalog>, registry: ExecutorRegistry) -> Self {
-        Self { catalog, registry }
+    /// An engine over a catalog and the executors in `registry`; the coordinator's share of
+    /// every query runs in `runtime` (its memory pool and spill folder).
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        registry: ExecutorRegistry,
+        runtime: Arc<RuntimeEnv>,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            runtime,
+        }
     }
 
     /// The catalog.
@@ -60,6 +71,7 @@ impl QueryEngine {
         )));
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)

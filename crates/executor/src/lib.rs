@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -94,6 +94,17 @@ impl ExecutorHandle {
     }
 }
 
+/// A runtime whose operators share `memory_limit` fairly and spill to the OS temp folder
+/// beyond it; allocation failures name the largest consumers.
+pub fn runtime_env(memory_limit: usize) -> datafusion::common::Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(memory_limit),
+            NonZeroUsize::new(5).expect("5 > 0"),
+        )))
+        .build_arc()
+}
+
 /// Maximum size of a gRPC message either side accepts (plans of many files are large).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
@@ -103,13 +114,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(TrackConsumersPool::new(
-            FairSpillPool::new(config.memory_limit),
-            NonZeroUsize::new(5).expect("5 > 0"),
-        )))
-        .build_arc()
-        .map_err(std::io::Error::other)?;
+    let runtime = runtime_env(config.memory_limit).map_err(std::io::Error::other)?;
     let session = SessionContext::new_with_config_rt(
         SessionConfig::new().with_batch_size(config.batch_size),
         runtime,

@@ -169,6 +169,8 @@ impl FlightService for ExecutorFlightService {
                 rows_scanned: sum_metric(&plan, metric::ROWS_SCANNED),
                 output_rows: rows.load(Ordering::Relaxed) as u64,
                 elapsed_nanos: started.elapsed().as_nanos() as u64,
+                spill_count: sum_metric(&plan, "spill_count"),
+                spilled_bytes: sum_metric(&plan, "spilled_bytes"),
             };
             Ok(FlightData::new().with_app_metadata(metrics.encode_to_vec()))
         });
