@@ -78,3 +78,17 @@ def test_explain_analyze_files_scanned(target, conn, case):
     n = scalar(fetch(conn, sql))
     expected_rows = target.data.table("events").scan(row_filter=case.iceberg_filter).to_arrow().num_rows
     assert n == expected_rows
+
+
+def test_limit_without_filter_opens_only_enough_files(target, conn):
+    text = plan_text(fetch(conn, "EXPLAIN SELECT event_id FROM demo.events LIMIT 5"))
+    selected, all_files = _scan_counts(text)
+    total = target.data.data_files("events")
+    assert all_files == len(total), text
+    # the first file already holds 5 records: no other file is planned
+    assert selected == 1 and min(f["record_count"] for f in total) >= 5, text
+    assert "limit=5" in text, text
+
+    got = fetch(conn, "SELECT event_id FROM demo.events LIMIT 5").column(0).to_pylist()
+    every_id = set(target.data.arrow("events").column("event_id").to_pylist())
+    assert len(got) == 5 and len(set(got)) == 5 and set(got) <= every_id, got

@@ -25,7 +25,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use floe_proto::IcebergScanNode;
+use floe_proto::{FileGroup, IcebergScanNode};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::expr::{Bind, Predicate};
@@ -92,6 +92,28 @@ impl IcebergScanExec {
     /// The wire form of this node.
     pub fn node(&self) -> &IcebergScanNode {
         &self.node
+    }
+
+    /// The same scan with no files in any partition (the plan shipped to every task).
+    pub fn without_files(&self) -> Result<Self> {
+        let mut node = self.node.clone();
+        node.file_groups = vec![Default::default(); self.node.file_groups.len()];
+        Self::try_new(node)
+    }
+
+    /// The same scan reading `files` as partition `partition` (the task an executor runs).
+    pub fn with_partition_files(&self, partition: usize, files: FileGroup) -> Result<Self> {
+        let mut node = self.node.clone();
+        match node.file_groups.get_mut(partition) {
+            Some(group) => *group = files,
+            None => {
+                return Err(DataFusionError::Plan(format!(
+                    "task partition {partition} is outside the scan's {} partitions",
+                    node.file_groups.len()
+                )))
+            }
+        }
+        Self::try_new(node)
     }
 
     fn file_tasks(&self, partition: usize) -> Result<Vec<FileScanTask>> {
@@ -170,7 +192,7 @@ impl DisplayAs for IcebergScanExec {
             .collect();
         write!(
             f,
-            "IcebergScanExec: table={}, snapshot={}, files={}/{}, bytes={}/{}, records={}, tasks={}, projection=[{}]",
+            "IcebergScanExec: table={}, snapshot={}, files={}/{}, bytes={}/{}, records={}, tasks={}, projection=[{}]{}",
             self.node.table,
             self.node.snapshot_id,
             stats.files_selected,
@@ -180,6 +202,10 @@ impl DisplayAs for IcebergScanExec {
             stats.records_selected,
             self.node.file_groups.len(),
             columns.join(", "),
+            match self.node.limit {
+                0 => String::new(),
+                n => format!(", limit={n}"),
+            },
         )?;
         if let Some(p) = &self.predicate {
             write!(f, ", predicate={p}")?;
@@ -222,6 +248,22 @@ impl ExecutionPlan for IcebergScanExec {
         Some(self.metrics.clone_inner())
     }
 
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        (self.node.limit > 0).then_some(self.node.limit as usize)
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        let mut node = self.node.clone();
+        node.limit = limit.unwrap_or(0) as u64;
+        Self::try_new(node)
+            .ok()
+            .map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>)
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -238,6 +280,10 @@ impl ExecutionPlan for IcebergScanExec {
             .build();
         let table = self.node.table.clone();
         let n_files = tasks.len();
+        let mut remaining = match self.node.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
         let stream_schema = Arc::clone(&schema);
         let stream = futures::stream::once(async move {
             let runtime = iceberg::Runtime::try_current().map_err(|e| iceberg_error(&table, e))?;
@@ -252,11 +298,25 @@ impl ExecutionPlan for IcebergScanExec {
                 .map_err(|e| iceberg_error(&table, e))?;
             let scan_metrics = result.metrics().clone();
             let started = Instant::now();
-            let batches = result.stream().map(move |item| {
-                let batch = item.map_err(|e| iceberg_error(&table, e))?;
-                rows.add(batch.num_rows());
-                conform(batch, &stream_schema)
-            });
+            let batches = result
+                .stream()
+                .map(move |item| {
+                    let batch = item.map_err(|e| iceberg_error(&table, e))?;
+                    rows.add(batch.num_rows());
+                    conform(batch, &stream_schema)
+                })
+                // a pushed-down LIMIT: stop reading once enough rows came out
+                .scan((), move |_, item| {
+                    if remaining == 0 {
+                        return futures::future::ready(None);
+                    }
+                    let item = item.map(|batch| {
+                        let take = batch.num_rows().min(remaining);
+                        remaining -= take;
+                        batch.slice(0, take)
+                    });
+                    futures::future::ready(Some(item))
+                });
             let finish = FinishMetrics {
                 files,
                 bytes,

@@ -183,7 +183,7 @@ impl TableProvider for IcebergTableProvider {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let iceberg_schema = self.table.metadata().current_schema();
         let indices: Vec<usize> = match projection {
@@ -241,6 +241,18 @@ impl TableProvider for IcebergTableProvider {
                 self.name, t.data_file_path
             ))));
         }
+        // With a LIMIT and no filter, the first files holding enough records are all we need.
+        let limit = limit.filter(|_| filters.is_empty());
+        if let Some(limit) = limit {
+            if files.iter().all(|f| f.record_count > 0) {
+                let mut records = 0u64;
+                files.retain(|f| {
+                    let keep = records < limit as u64;
+                    records += f.record_count;
+                    keep
+                });
+            }
+        }
         let statistics = ScanStatistics {
             files_total,
             bytes_total,
@@ -266,7 +278,7 @@ impl TableProvider for IcebergTableProvider {
             storage_properties: self.table.file_io().config().props().clone(),
             statistics: Some(statistics),
             output_schema: encode_schema(&output_schema)?,
-            limit: 0,
+            limit: limit.unwrap_or(0) as u64,
             snapshot_id: self
                 .table
                 .metadata()

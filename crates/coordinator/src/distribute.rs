@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -17,6 +18,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::ExecutionPlan;
 use floe_catalog::IcebergScanExec;
+use floe_proto::FileGroup;
 use tracing::debug;
 
 use crate::registry::ExecutorRegistry;
@@ -77,12 +79,17 @@ impl DistributeScans {
         fragment: Arc<dyn ExecutionPlan>,
         next_stage: &mut u32,
     ) -> Arc<dyn ExecutionPlan> {
-        match floe_executor::codec::encode_plan(Arc::clone(&fragment)) {
-            Ok(encoded) => {
+        // Encoded once with the scan's files taken out; each task later receives only its own
+        // partition's files next to that plan.
+        let shipped = split_files(&fragment)
+            .and_then(|(plan, files)| Ok((floe_executor::codec::encode_plan(plan)?, files)));
+        match shipped {
+            Ok((encoded, files)) => {
                 *next_stage += 1;
                 Arc::new(RemoteStageExec::new(
                     fragment,
                     encoded,
+                    files,
                     self.query_id.clone(),
                     *next_stage,
                     self.registry.clone(),
@@ -94,6 +101,23 @@ impl DistributeScans {
             }
         }
     }
+}
+
+/// The fragment with its Iceberg scan's files removed, and those files per partition.
+fn split_files(
+    fragment: &Arc<dyn ExecutionPlan>,
+) -> Result<(Arc<dyn ExecutionPlan>, Vec<FileGroup>)> {
+    let mut files = Vec::new();
+    let plan = Arc::clone(fragment).transform_up(|node| {
+        let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        files = scan.node().file_groups.clone();
+        Ok(Transformed::yes(
+            Arc::new(scan.without_files()?) as Arc<dyn ExecutionPlan>
+        ))
+    })?;
+    Ok((plan.data, files))
 }
 
 /// Operators that work on each partition alone, so they can run next to the scan.

@@ -21,7 +21,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_executor::status::ExecutorLost;
 use floe_executor::MAX_MESSAGE_SIZE;
-use floe_proto::{TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
+use floe_proto::{FileGroup, TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::{Code, Status};
@@ -34,6 +34,7 @@ use crate::registry::{ExecutorInfo, ExecutorRegistry};
 pub struct RemoteStageExec {
     fragment: Arc<dyn ExecutionPlan>,
     encoded: Arc<Vec<u8>>,
+    files: Arc<Vec<FileGroup>>,
     query_id: String,
     stage_id: u32,
     registry: ExecutorRegistry,
@@ -42,10 +43,11 @@ pub struct RemoteStageExec {
 }
 
 impl RemoteStageExec {
-    /// Wraps an encoded fragment.
+    /// Wraps an encoded fragment (scan files taken out) and each partition's files.
     pub fn new(
         fragment: Arc<dyn ExecutionPlan>,
         encoded: Vec<u8>,
+        files: Vec<FileGroup>,
         query_id: String,
         stage_id: u32,
         registry: ExecutorRegistry,
@@ -53,6 +55,7 @@ impl RemoteStageExec {
         Self {
             fragment,
             encoded: Arc::new(encoded),
+            files: Arc::new(files),
             query_id,
             stage_id,
             registry,
@@ -159,6 +162,7 @@ impl ExecutionPlan for RemoteStageExec {
             stage_id: self.stage_id,
             partition,
             plan: Arc::clone(&self.encoded),
+            files: self.files.get(partition).cloned().unwrap_or_default(),
             registry: self.registry.clone(),
             on_report: Arc::new(move |m: TaskMetrics| {
                 files.add(m.files_scanned as usize);
@@ -191,6 +195,7 @@ struct Task {
     stage_id: u32,
     partition: usize,
     plan: Arc<Vec<u8>>,
+    files: FileGroup,
     registry: ExecutorRegistry,
     /// Receives the executor's report from the stream's trailer.
     on_report: Arc<dyn Fn(TaskMetrics) + Send + Sync>,
@@ -245,6 +250,7 @@ impl Task {
             stage_id: self.stage_id,
             partition: self.partition as u32,
             plan: self.plan.as_ref().clone(),
+            files: Some(self.files.clone()),
         };
         let mut client = FlightServiceClient::new(executor.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -17,7 +17,8 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::physical_plan::ExecutionPlan;
 use floe_catalog::exec::metric;
-use floe_proto::{TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
+use floe_catalog::IcebergScanExec;
+use floe_proto::{FileGroup, TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -86,6 +87,30 @@ impl Drop for RunningGuard {
     }
 }
 
+/// Puts the task's files into the fragment's Iceberg scan, at the task's partition.
+fn with_task_files(
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    files: FileGroup,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut files = Some(files);
+    let plan = plan.transform_up(|node| {
+        let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(files) = files.take() else {
+            return Err(datafusion::common::DataFusionError::Plan(
+                "a task fragment holds one Iceberg scan".into(),
+            ));
+        };
+        Ok(Transformed::yes(
+            Arc::new(scan.with_partition_files(partition, files)?) as Arc<dyn ExecutionPlan>,
+        ))
+    })?;
+    Ok(plan.data)
+}
+
 /// Sums one named counter over every node of a plan.
 pub fn sum_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> u64 {
     let own = plan
@@ -132,8 +157,11 @@ impl FlightService for ExecutorFlightService {
         self.check_task(&task)?;
         let span = info_span!("task", query_id = %task.query_id, stage = task.stage_id, partition = task.partition);
         let _entered = span.enter();
-        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
         let partition = task.partition as usize;
+        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
+        let files = floe_proto::required(task.files, "TaskDefinition.files")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
         let partitions = plan.properties().output_partitioning().partition_count();
         if partition >= partitions {
             return Err(Status::invalid_argument(format!(
