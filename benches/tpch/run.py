@@ -1,0 +1,687 @@
+"""TPC-H benchmark: Floe (standalone, 2 executors) vs DataFusion and DuckDB,
+single node, on the same generated data.  Run on demand, never by the tests:
+
+    bash benches/tpch/run.sh --sf 1 --runs 3          # installs benches/requirements.txt into .venv
+    .venv/bin/python benches/tpch/run.py --sf 1 --runs 3
+
+Steps:
+  1. `tpchgen-cli parquet` at --sf into <cache>/sf<SF>/parquet (reused if complete).
+  2. The Parquet loaded with pyiceberg into namespace `tpch` of a SqlCatalog
+     "floe" on a local warehouse <cache>/sf<SF>/warehouse (catalog.db inside;
+     lineitem in 4 appends, orders in 2, so they have several data files).
+     Reused when its marker file matches the Parquet; --reload forces a reload.
+  3. `floe standalone --warehouse WH --port 0 --executors 2`; each query of
+     benches/tpch/queries is run once (warm-up, its answer kept) and --runs
+     times (timed), full result fetched over ADBC Flight SQL.
+  4. The same for DataFusion (Python bindings, tables registered with
+     register_parquet under schema `tpch`) and DuckDB (views over
+     read_parquet in schema `tpch`), over the generator's Parquet files.
+  5. Answers checked against DuckDB's (DataFusion's when DuckDB failed) with
+     tests/integration/compare.py assert_close; a table of medians and ratios
+     printed and written as JSON to benches/results/tpch-sf<SF>-<UTC time>.json.
+
+Every engine's client runs in a child process, so a query that exceeds
+--timeout (per execution) is reported as `timeout` and its process killed;
+after a Floe timeout the Floe server is restarted too (the abandoned query
+would otherwise keep running).  Floe is stopped at exit, including on
+Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]
+QUERY_DIR = REPO / "benches" / "tpch" / "queries"
+RESULTS_DIR = REPO / "benches" / "results"
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+NAMESPACE = "tpch"
+TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+APPENDS = {"lineitem": 4, "orders": 2}
+ENGINES = ["floe", "datafusion", "duckdb"]
+LABEL = {"floe": "Floe", "datafusion": "DataFusion", "duckdb": "DuckDB"}
+
+# Output columns each query orders by (ties among them compare as multisets);
+# the same table as tests/integration/test_tpch.py.
+ORDER_KEYS = {
+    1: ["l_returnflag", "l_linestatus"],
+    2: ["s_acctbal", "n_name", "s_name", "p_partkey"],
+    3: ["revenue", "o_orderdate"],
+    4: ["o_orderpriority"],
+    5: ["revenue"],
+    6: [],
+    7: ["supp_nation", "cust_nation", "l_year"],
+    8: ["o_year"],
+    9: ["nation", "o_year"],
+    10: ["revenue"],
+    11: ["value"],
+    12: ["l_shipmode"],
+    13: ["custdist", "c_count"],
+    14: [],
+    15: ["s_suppkey"],
+    16: ["supplier_cnt", "p_brand", "p_type", "p_size"],
+    17: [],
+    18: ["o_totalprice", "o_orderdate"],
+    19: [],
+    20: ["s_name"],
+    21: ["numwait", "s_name"],
+    22: ["cntrycode"],
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def sf_text(sf: str) -> str:
+    """Canonical spelling of a scale factor: 1, 0.1, 10."""
+    return f"{float(sf):g}"
+
+
+def query_text(n: int) -> str:
+    return (QUERY_DIR / f"q{n:02d}.sql").read_text()
+
+
+def query_limit(sql: str) -> Optional[int]:
+    m = re.search(r"\blimit\s+(\d+)\s*;?\s*$", sql, re.IGNORECASE)
+    return int(m.group(1)) if m else None
+
+
+# ------------------------------------------------------------------ data
+
+
+def tpchgen_bin() -> str:
+    local = Path(sys.executable).parent / "tpchgen-cli"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("tpchgen-cli")
+    if not found:
+        raise SystemExit("tpchgen-cli not found: pip install -r benches/requirements.txt (or use benches/tpch/run.sh)")
+    return found
+
+
+def generate(sf_dir: Path, sf: str) -> dict[str, Path]:
+    """Parquet files of every table at scale `sf`, generated once per cache dir."""
+    out = sf_dir / "parquet"
+    files = {t: out / f"{t}.parquet" for t in TABLES}
+    if all(p.is_file() for p in files.values()):
+        log(f"data: reusing {out}")
+        return files
+    sf_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="parquet.tmp.", dir=sf_dir))
+    t0 = time.monotonic()
+    log(f"data: tpchgen-cli parquet --scale-factor {sf} -> {out}")
+    subprocess.run(
+        [tpchgen_bin(), "parquet", "--scale-factor", sf, "--output-dir", str(tmp), "--no-progress", "--quiet"],
+        check=True, timeout=3600,
+    )
+    missing = [t for t in TABLES if not (tmp / f"{t}.parquet").is_file()]
+    if missing:
+        raise SystemExit(f"tpchgen-cli did not write {missing} in {tmp}")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # only complete output is ever reused
+    log(f"data: generated in {time.monotonic() - t0:.1f}s")
+    return files
+
+
+def _plain_strings(table):
+    # string_view -> string (same Iceberg type; pyiceberg's writer wants plain strings)
+    import pyarrow as pa
+
+    fields = [
+        pa.field(f.name, pa.string() if f.type == pa.string_view() else f.type, f.nullable, f.metadata)
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def load_iceberg(sf_dir: Path, files: dict[str, Path], reload: bool) -> tuple[Path, dict[str, int]]:
+    """Iceberg copy of the Parquet in <sf_dir>/warehouse (SqlCatalog "floe",
+    namespace tpch).  Returns the warehouse dir and the row counts."""
+    import pyarrow.parquet as pq
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    wh = sf_dir / "warehouse"
+    marker = wh / "bench-loaded.json"
+    rows = {t: pq.read_metadata(p).num_rows for t, p in files.items()}
+    want = {
+        "rows": rows,
+        "appends": APPENDS,
+        "parquet_mtime": {t: int(p.stat().st_mtime) for t, p in files.items()},
+    }
+    if not reload and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == want:
+                log(f"iceberg: reusing {wh}")
+                return wh, rows
+        except (OSError, ValueError):
+            pass
+    if wh.exists():
+        shutil.rmtree(wh)
+    wh.mkdir(parents=True)
+    t0 = time.monotonic()
+    catalog = SqlCatalog("floe", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
+    catalog.create_namespace_if_not_exists(NAMESPACE)
+    for name in TABLES:
+        data = _plain_strings(pq.read_table(files[name]))
+        table = catalog.create_table(f"{NAMESPACE}.{name}", data.schema)
+        n = APPENDS.get(name, 1)
+        step = -(-data.num_rows // n)
+        for k in range(n):
+            table.append(data.slice(k * step, step))
+        log(f"iceberg: {NAMESPACE}.{name}: {data.num_rows} rows in {n} append(s)")
+        del data
+    marker.write_text(json.dumps(want))
+    log(f"iceberg: loaded into {wh} in {time.monotonic() - t0:.1f}s")
+    return wh, rows
+
+
+# ------------------------------------------------------------------ engine clients (child processes)
+
+
+def _client_main(conn, engine: str, setup: dict) -> None:
+    """Child process: open the engine, then run each SQL text it is sent and
+    answer ("ok", seconds, Arrow IPC bytes) or ("error", message)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    try:
+        import pyarrow as pa
+
+        if engine == "floe":
+            import adbc_driver_flightsql
+            import adbc_driver_flightsql.dbapi as flight_dbapi
+
+            t = str(setup["timeout"])
+            opts = adbc_driver_flightsql.DatabaseOptions
+            db = flight_dbapi.connect(
+                setup["uri"],
+                db_kwargs={opts.TIMEOUT_QUERY.value: t, opts.TIMEOUT_FETCH.value: t, opts.TIMEOUT_UPDATE.value: t},
+                autocommit=True,
+            )
+
+            def run(sql):
+                cur = db.cursor()
+                try:
+                    cur.execute(sql)
+                    return cur.fetch_arrow_table()
+                finally:
+                    cur.close()
+
+        elif engine == "datafusion":
+            from datafusion import SessionContext
+            from datafusion.catalog import Schema
+
+            ctx = SessionContext()
+            ctx.catalog().register_schema(NAMESPACE, Schema.memory_schema())
+            for t, p in setup["files"].items():
+                ctx.register_parquet(f"{NAMESPACE}.{t}", p)
+
+            def run(sql):
+                return ctx.sql(sql).to_arrow_table()
+
+        elif engine == "duckdb":
+            import duckdb
+
+            db = duckdb.connect()
+            db.execute(f"CREATE SCHEMA {NAMESPACE}")
+            for t, p in setup["files"].items():
+                db.execute(f"CREATE VIEW {NAMESPACE}.{t} AS SELECT * FROM read_parquet('{p}')")
+
+            def run(sql):
+                return db.sql(sql).to_arrow_table()
+
+        else:
+            raise ValueError(engine)
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc(limit=3)))
+        return
+    conn.send(("ready",))
+    while True:
+        sql = conn.recv()
+        if sql is None:
+            return
+        try:
+            t0 = time.perf_counter()
+            table = run(sql)
+            secs = time.perf_counter() - t0
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as w:
+                w.write_table(table)
+            conn.send(("ok", secs, sink.getvalue().to_pybytes()))
+        except BaseException as e:  # noqa: BLE001
+            conn.send(("error", f"{type(e).__name__}: {e}"[:2000]))
+
+
+class Client:
+    """An engine client in a child process, with a per-execution deadline."""
+
+    def __init__(self, engine: str, setup: dict):
+        self.engine, self.setup = engine, setup
+        self.proc: Optional[mp.Process] = None
+        self.conn = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_client_main, args=(child, self.engine, self.setup), daemon=True,
+                                name=f"bench-{self.engine}")
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        if not parent.poll(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.engine} client not ready within {timeout:.0f}s")
+        msg = parent.recv()
+        if msg[0] != "ready":
+            self.stop()
+            raise RuntimeError(f"{self.engine} client failed to start:\n{msg[1]}")
+
+    def run(self, sql: str, timeout: float):
+        """("ok", seconds, pa.Table) | ("error", msg) | ("timeout", None)."""
+        import pyarrow as pa
+
+        try:
+            self.conn.send(sql)
+            if not self.conn.poll(timeout):
+                return ("timeout", None)
+            msg = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as e:
+            return ("error", f"client process died ({type(e).__name__}; exit code {self.proc.exitcode})")
+        if msg[0] == "ok":
+            return ("ok", msg[1], pa.ipc.open_stream(msg[2]).read_all())
+        return msg
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            try:
+                if self.proc.is_alive() and self.conn is not None:
+                    try:
+                        self.conn.send(None)
+                    except (OSError, BrokenPipeError):
+                        pass
+                    self.proc.join(5)
+                if self.proc.is_alive():
+                    self.proc.kill()
+                    self.proc.join(5)
+            finally:
+                self.proc = None
+                if self.conn is not None:
+                    self.conn.close()
+                    self.conn = None
+
+
+# ------------------------------------------------------------------ Floe server
+
+
+def floe_binary(explicit: Optional[str]) -> Path:
+    if explicit:
+        p = Path(explicit)
+    elif os.environ.get("FLOE_BIN"):
+        p = Path(os.environ["FLOE_BIN"])
+    else:
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "floe-target")
+        release = target / "release" / "floe"
+        p = release if release.is_file() else target / "debug" / "floe"
+    p = p.resolve()
+    if not p.is_file() or not os.access(p, os.X_OK):
+        raise SystemExit(f"Floe binary not found at {p} (cargo build [--release], or --floe-bin / FLOE_BIN)")
+    return p
+
+
+def binary_profile(p: Path) -> str:
+    return p.parent.name if p.parent.name in ("debug", "release") else "unknown"
+
+
+class FloeServer:
+    def __init__(self, binary: Path, warehouse: Path, log_dir: Path, executors: int):
+        self.binary, self.warehouse, self.log_dir, self.executors = binary, warehouse, log_dir, executors
+        self.proc = None
+        self.uri: Optional[str] = None
+        self.starts = 0
+
+    def start(self) -> None:
+        from floe_cluster import READY_RE, REGISTERED_RE, FloeProcess
+
+        self.starts += 1
+        args = [str(self.binary), "standalone", "--warehouse", str(self.warehouse), "--port", "0",
+                "--executors", str(self.executors)]
+        # Floe's log filter is FLOE_LOG (default info: one line per query, to stderr.log)
+        self.proc = FloeProcess(f"floe-{self.starts}", args, self.log_dir,
+                                env={"FLOE_LOG": os.environ.get("FLOE_BENCH_LOG", "info")})
+        m = self.proc.wait_for(READY_RE, what="FLOE_READY", timeout=120)[0]
+        self.uri = f"grpc://{m['host']}:{m['port']}"
+        self.proc.wait_for(REGISTERED_RE, count=self.executors, what="FLOE_EXECUTOR_REGISTERED", timeout=120)
+        log(f"floe: standalone ready at {self.uri} with {self.executors} executors (pid {self.proc.pid}, logs {self.log_dir})")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace=5.0)
+            self.proc = None
+
+
+# ------------------------------------------------------------------ timing
+
+
+def time_engine(engine: str, client_factory, queries: list[int], runs: int, timeout: float,
+                on_timeout=None) -> tuple[dict, dict]:
+    """Warm-up + `runs` timed executions of each query.  Returns
+    (per-query records, per-query warm-up answers)."""
+    records, answers = {}, {}
+    client = client_factory()
+    try:
+        for n in queries:
+            sql = query_text(n)
+            rec = {"status": "ok", "times_s": [], "warmup_s": None, "median_s": None, "rows": None, "error": None}
+            records[n] = rec
+            for i in range(runs + 1):
+                res = client.run(sql, timeout)
+                if res[0] != "ok":
+                    rec["status"] = res[0]
+                    rec["error"] = res[1] if res[0] == "error" else f"no answer within {timeout:g}s"
+                    if res[0] == "timeout" or client.proc is None or not client.proc.is_alive():
+                        client.stop()
+                        if on_timeout is not None:
+                            on_timeout()
+                        client = client_factory()
+                    break
+                _, secs, table = res
+                if i == 0:
+                    rec["warmup_s"] = secs
+                    rec["rows"] = table.num_rows
+                    answers[n] = table
+                else:
+                    rec["times_s"].append(secs)
+            if rec["status"] == "ok":
+                rec["median_s"] = statistics.median(rec["times_s"]) if rec["times_s"] else rec["warmup_s"]
+                log(f"{engine:>10} q{n:02d}: median {rec['median_s']:.3f}s  runs "
+                    + " ".join(f"{t:.3f}" for t in rec["times_s"])
+                    + f"  (warm-up {rec['warmup_s']:.3f}s, {rec['rows']} rows)")
+            else:
+                log(f"{engine:>10} q{n:02d}: {rec['status'].upper()}: {rec['error'].splitlines()[0] if rec['error'] else ''}")
+    finally:
+        client.stop()
+    return records, answers
+
+
+def check_answers(queries: list[int], answers: dict[str, dict]) -> dict[int, dict]:
+    """Compare each engine's warm-up answer with DuckDB's (else DataFusion's)."""
+    from compare import assert_close
+
+    checks = {}
+    for n in queries:
+        sql = query_text(n)
+        ref = next((e for e in ("duckdb", "datafusion", "floe") if n in answers.get(e, {})), None)
+        c = {"reference": ref}
+        for e in ENGINES:
+            if e == ref or ref is None or e not in answers:
+                continue
+            if n not in answers[e]:
+                c[e] = "n/a"
+                continue
+            try:
+                assert_close(answers[e][n], answers[ref][n], order_keys=ORDER_KEYS[n],
+                             limit=query_limit(sql), context=f"q{n:02d} {e} vs {ref}")
+                c[e] = "ok"
+            except AssertionError as err:
+                c[e] = f"MISMATCH: {err}"
+        if ref is not None and answers[ref][n].num_rows == 0:
+            c["note"] = f"{ref} returned no rows"
+        checks[n] = c
+    return checks
+
+
+# ------------------------------------------------------------------ report
+
+
+def _fmt_t(rec: Optional[dict]) -> str:
+    if rec is None:
+        return "-"
+    return f"{rec['median_s']:.3f}" if rec["status"] == "ok" else rec["status"]
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def report(queries: list[int], records: dict[str, dict], checks: dict[int, dict], engines: list[str]) -> dict:
+    def med(e, n):
+        r = records.get(e, {}).get(n)
+        return r["median_s"] if r and r["status"] == "ok" else None
+
+    others = [e for e in ("datafusion", "duckdb") if e in engines]
+    head = ["query"] + [f"{LABEL[e]} s" for e in engines]
+    if "floe" in engines:
+        head += [f"Floe/{LABEL[e]}" for e in others]
+    head.append("answers")
+    table = []
+    for n in queries:
+        row = [f"q{n:02d}"] + [_fmt_t(records.get(e, {}).get(n)) for e in engines]
+        if "floe" in engines:
+            row += [_ratio(med("floe", n), med(e, n)) for e in others]
+        c = checks.get(n, {})
+        bad = [f"{LABEL[e]} differs" for e in engines if str(c.get(e, "")).startswith("MISMATCH")]
+        row.append(", ".join(bad) if bad else ("agree" if c.get("reference") else "-"))
+        table.append(row)
+    complete = [n for n in queries if all(med(e, n) is not None for e in engines)]
+    totals = {e: sum(med(e, n) for n in complete) for e in engines}
+    trow = [f"total ({len(complete)}/{len(queries)})"] + [f"{totals[e]:.3f}" for e in engines]
+    if "floe" in engines:
+        trow += [_ratio(totals["floe"], totals[e]) for e in others]
+    trow.append("")
+    widths = [max(len(str(r[i])) for r in [head, trow] + table) for i in range(len(head))]
+    line = lambda r: "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in table]
+    out += [line(["-" * w for w in widths]), line(trow)]
+    if len(complete) < len(queries):
+        out.append(f"(totals over the {len(complete)} queries every engine answered)")
+    print("\n".join(out), flush=True)
+    summary = {"queries_in_totals": [f"q{n:02d}" for n in complete],
+               "total_median_s": totals}
+    if "floe" in engines:
+        summary["total_ratio"] = {f"floe/{e}": (totals["floe"] / totals[e] if totals[e] else None) for e in others}
+    return summary
+
+
+# ------------------------------------------------------------------ main
+
+
+def git_describe() -> dict:
+    def g(*a):
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return None
+
+    return {"commit": g("rev-parse", "HEAD"), "dirty": bool(g("status", "--porcelain", "--untracked-files=no"))}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in ("datafusion", "duckdb", "pyarrow", "pyiceberg", "adbc-driver-flightsql", "tpchgen-cli"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def parse_queries(spec: Optional[str]) -> list[int]:
+    if not spec:
+        return sorted(ORDER_KEYS)
+    out = []
+    for part in spec.split(","):
+        part = part.strip().lower().lstrip("q")
+        if "-" in part:
+            a, b = part.split("-")
+            out += range(int(a), int(b.lstrip("q")) + 1)
+        elif part:
+            out.append(int(part))
+    bad = [n for n in out if n not in ORDER_KEYS]
+    if bad:
+        raise SystemExit(f"no such TPC-H query: {bad}")
+    return sorted(set(out))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per query after one warm-up (default 3)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per-execution timeout in seconds (default 300)")
+    ap.add_argument("--queries", help="subset, e.g. 1,3,5-7 (default all 22)")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of floe,datafusion,duckdb")
+    ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else ~/.cache/floe-target/release/floe "
+                                       "if built, else debug/floe)")
+    ap.add_argument("--executors", type=int, default=2, help="Floe executors (default 2)")
+    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
+                    help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
+    ap.add_argument("--reload", action="store_true", help="rebuild the Iceberg warehouse even if it looks current")
+    ap.add_argument("--out", help="JSON output path (default benches/results/tpch-sf<SF>-<UTC time>.json)")
+    args = ap.parse_args(argv)
+
+    wall0 = time.monotonic()
+    load_start = os.getloadavg()
+    started = dt.datetime.now(dt.timezone.utc)
+    sf = sf_text(args.sf)
+    queries = parse_queries(args.queries)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or any(e not in ENGINES for e in engines):
+        raise SystemExit(f"--engines: choose from {ENGINES}")
+    if args.runs < 1:
+        raise SystemExit("--runs must be >= 1")
+
+    # SIGTERM / SIGHUP -> SystemExit, so finally blocks and atexit stop Floe
+    def _die(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _die)
+
+    binary = floe_binary(args.floe_bin) if "floe" in engines else None
+    if binary:
+        log(f"floe binary: {binary} ({binary_profile(binary)} build)")
+    sf_dir = Path(args.cache_dir).expanduser().resolve() / f"sf{sf}"
+    phases = {}
+
+    t0 = time.monotonic()
+    files = generate(sf_dir, sf)
+    phases["generate_s"] = time.monotonic() - t0
+    rows = None
+    wh = None
+    if "floe" in engines:
+        t0 = time.monotonic()
+        wh, rows = load_iceberg(sf_dir, files, args.reload)
+        phases["iceberg_load_s"] = time.monotonic() - t0
+
+    records: dict[str, dict] = {}
+    answers: dict[str, dict] = {}
+    floe_server = None
+    try:
+        for e in engines:
+            t0 = time.monotonic()
+            log(f"--- {LABEL[e]}: {len(queries)} queries, 1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
+            if e == "floe":
+                log_dir = sf_dir / "floe-logs" / started.strftime("%Y%m%dT%H%M%SZ")
+                floe_server = FloeServer(binary, wh, log_dir, args.executors)
+                atexit.register(floe_server.stop)
+                floe_server.start()
+
+                def factory():
+                    if floe_server.proc is None or not floe_server.proc.alive():
+                        floe_server.stop()
+                        floe_server.start()
+                    c = Client("floe", {"uri": floe_server.uri, "timeout": args.timeout})
+                    c.start()
+                    return c
+
+                def restart():
+                    log("floe: restarting the server after a timeout / lost client")
+                    floe_server.stop()
+                    floe_server.start()
+
+                records[e], answers[e] = time_engine(e, factory, queries, args.runs, args.timeout, restart)
+                floe_server.stop()  # don't let it hold memory while the others run
+            else:
+                setup = {"files": {t: str(p) for t, p in files.items()}}
+
+                def factory(e=e, setup=setup):
+                    c = Client(e, setup)
+                    c.start()
+                    return c
+
+                records[e], answers[e] = time_engine(e, factory, queries, args.runs, args.timeout)
+            phases[f"{e}_s"] = time.monotonic() - t0
+    finally:
+        if floe_server is not None:
+            floe_server.stop()
+
+    checks = check_answers(queries, answers)
+    print(flush=True)
+    log(f"TPC-H SF {sf}: median of {args.runs} run(s) after 1 warm-up, seconds"
+        + (f"; Floe {binary_profile(binary)} build, {args.executors} executors" if binary else ""))
+    summary = report(queries, records, checks, engines)
+    problems = [(n, e, v) for n, c in checks.items() for e, v in c.items()
+                if isinstance(v, str) and v.startswith("MISMATCH")]
+    for n, e, v in problems:
+        log(f"\nq{n:02d} {LABEL[e]} vs {LABEL[checks[n]['reference']]}: {v}")
+    failures = [(n, e, r) for e in engines for n, r in records[e].items() if r["status"] != "ok"]
+    for n, e, r in failures:
+        log(f"\nq{n:02d} {LABEL[e]} {r['status']}: {r['error']}")
+    wall = time.monotonic() - wall0
+    log(f"\nwall time {wall:.1f}s (" + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in phases.items()) + ")")
+
+    result = {
+        "benchmark": "tpch",
+        "scale_factor": sf,
+        "runs": args.runs,
+        "timeout_s": args.timeout,
+        "started_utc": started.isoformat(),
+        "wall_s": wall,
+        "phases_s": phases,
+        "floe": {"binary": str(binary) if binary else None, "profile": binary_profile(binary) if binary else None,
+                 "executors": args.executors, "server_starts": floe_server.starts if floe_server else 0},
+        "git": git_describe(),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                 "load_avg_start": load_start, "load_avg_end": os.getloadavg()},
+        "versions": versions(),
+        "data": {"parquet_dir": str(files["lineitem"].parent), "warehouse": str(wh) if wh else None,
+                 "rows": rows, "iceberg_appends": APPENDS},
+        "engines": engines,
+        "queries": {
+            f"q{n:02d}": {"check": checks.get(n), **{e: records[e][n] for e in engines}} for n in queries
+        },
+        "summary": summary,
+    }
+    out = Path(args.out) if args.out else RESULTS_DIR / f"tpch-sf{sf}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    log(f"results: {out}")
+    return 1 if problems or failures else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
