@@ -21,6 +21,7 @@ only on the ordering columns.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,28 +46,8 @@ APPENDS = {"lineitem": 3, "orders": 2}
 
 # Output columns each query orders by (ties among them are order-insensitive).
 ORDER_KEYS = {
-    1: ["l_returnflag", "l_linestatus"],
-    2: ["s_acctbal", "n_name", "s_name", "p_partkey"],
-    3: ["revenue", "o_orderdate"],
-    4: ["o_orderpriority"],
-    5: ["revenue"],
-    6: [],
-    7: ["supp_nation", "cust_nation", "l_year"],
-    8: ["o_year"],
-    9: ["nation", "o_year"],
-    10: ["revenue"],
-    11: ["value"],
-    12: ["l_shipmode"],
-    13: ["custdist", "c_count"],
-    14: [],
-    15: ["s_suppkey"],
-    16: ["supplier_cnt", "p_brand", "p_type", "p_size"],
-    17: [],
-    18: ["o_totalprice", "o_orderdate"],
-    19: [],
-    20: ["s_name"],
-    21: ["numwait", "s_name"],
-    22: ["cntrycode"],
+    int(name[1:]): cols
+    for name, cols in json.loads((QUERY_DIR / "order_keys.json").read_text()).items()
 }
 QUERY_NUMBERS = sorted(ORDER_KEYS)
 
