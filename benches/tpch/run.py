@@ -49,22 +49,15 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
-QUERY_DIR = REPO / "benches" / "tpch" / "queries"
 RESULTS_DIR = REPO / "benches" / "results"
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+from tpch_queries import ORDER_KEYS, query_limit, query_text, tpchgen_bin  # noqa: E402
 
 NAMESPACE = "tpch"
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 APPENDS = {"lineitem": 4, "orders": 2}
 ENGINES = ["floe", "datafusion", "duckdb"]
 LABEL = {"floe": "Floe", "datafusion": "DataFusion", "duckdb": "DuckDB"}
-
-# Output columns each query orders by (ties among them compare as multisets); shared with
-# tests/integration/test_tpch.py.
-ORDER_KEYS = {
-    int(name[1:]): cols
-    for name, cols in json.loads((REPO / "benches/tpch/queries/order_keys.json").read_text()).items()
-}
 
 
 def log(msg: str) -> None:
@@ -76,26 +69,7 @@ def sf_text(sf: str) -> str:
     return f"{float(sf):g}"
 
 
-def query_text(n: int) -> str:
-    return (QUERY_DIR / f"q{n:02d}.sql").read_text()
-
-
-def query_limit(sql: str) -> Optional[int]:
-    m = re.search(r"\blimit\s+(\d+)\s*;?\s*$", sql, re.IGNORECASE)
-    return int(m.group(1)) if m else None
-
-
 # ------------------------------------------------------------------ data
-
-
-def tpchgen_bin() -> str:
-    local = Path(sys.executable).parent / "tpchgen-cli"
-    if local.is_file():
-        return str(local)
-    found = shutil.which("tpchgen-cli")
-    if not found:
-        raise SystemExit("tpchgen-cli not found: pip install -r benches/requirements.txt (or use benches/tpch/run.sh)")
-    return found
 
 
 def generate(sf_dir: Path, sf: str) -> dict[str, Path]:

@@ -36,39 +36,12 @@ import pytest
 from pyiceberg.transforms import MonthTransform
 
 from compare import assert_close, fetch
+from tpch_queries import ORDER_KEYS, QUERY_NUMBERS, query_limit, query_text, tpchgen_bin  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
-QUERY_DIR = REPO / "benches" / "tpch" / "queries"
 NAMESPACE = "tpch"
 SCALE_FACTOR = os.environ.get("FLOE_TPCH_SF", "0.1")
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 APPENDS = {"lineitem": 3, "orders": 2}
-
-# Output columns each query orders by (ties among them are order-insensitive).
-ORDER_KEYS = {
-    int(name[1:]): cols
-    for name, cols in json.loads((QUERY_DIR / "order_keys.json").read_text()).items()
-}
-QUERY_NUMBERS = sorted(ORDER_KEYS)
-
-
-def query_text(n: int) -> str:
-    return (QUERY_DIR / f"q{n:02d}.sql").read_text()
-
-
-def query_limit(sql: str):
-    m = re.search(r"\blimit\s+(\d+)\s*;?\s*$", sql, re.IGNORECASE)
-    return int(m.group(1)) if m else None
-
-
-def tpchgen_bin() -> str:
-    local = Path(sys.executable).parent / "tpchgen-cli"
-    if local.is_file():
-        return str(local)
-    found = shutil.which("tpchgen-cli")
-    if not found:
-        raise RuntimeError("tpchgen-cli not found (pip install -r tests/requirements.txt)")
-    return found
 
 
 def generate(out_dir: Path, scale_factor: str) -> dict[str, Path]:
