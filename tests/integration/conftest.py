@@ -171,14 +171,7 @@ def target(request, datasets_by_kind) -> Target:
 
 @pytest.fixture
 def conn(target):
-    c = target.floe.connect()
-    try:
-        yield c
-    finally:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001
-            pass
+    yield from floe_cluster.connection(target.floe)
 
 
 # ------------------------------------------------------------------ reporting

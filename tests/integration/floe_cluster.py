@@ -235,6 +235,18 @@ class CatalogConfig:
         return a + list(self.storage_args)
 
 
+def connection(dep):
+    """For fixtures: yields an ADBC connection to deployment `dep`, closed afterwards."""
+    c = dep.connect()
+    try:
+        yield c
+    finally:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def connect(uri: str, timeout_s: float = QUERY_TIMEOUT_S, **kwargs):
     """ADBC DB-API connection to a Flight SQL endpoint, with RPC timeouts so a
     stuck query fails instead of hanging the test run."""

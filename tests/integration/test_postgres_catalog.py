@@ -138,14 +138,7 @@ def pg_cluster(postgres_server, pg_data, seaweed, workdir):  # noqa: F811
 
 @pytest.fixture
 def pg_conn(pg_cluster):
-    c = pg_cluster.connect()
-    try:
-        yield c
-    finally:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001
-            pass
+    yield from floe_cluster.connection(pg_cluster)
 
 
 def run(cluster, conn, sql: str) -> pa.Table:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.transforms import MonthTransform
 
+import floe_cluster
 from compare import assert_close, fetch
 from tpch_queries import ORDER_KEYS, QUERY_NUMBERS, query_limit, query_text, tpchgen_bin  # noqa: F401
 
@@ -112,14 +113,7 @@ def tpch(sql_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def floe_conn(cluster_sql, tpch):
-    c = cluster_sql.connect()
-    try:
-        yield c
-    finally:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001
-            pass
+    yield from floe_cluster.connection(cluster_sql)
 
 
 def test_tpch_table_row_counts(floe_conn, tpch):
@@ -151,7 +145,6 @@ SPILLED_BYTES_RE = re.compile(r"\bspilled_bytes=(\d+)")
 def small_memory_floe(seaweed, sql_data, workdir, tpch):
     """`floe standalone` whose coordinator and executors may each hold only 24 MiB."""
     import catalogs
-    import floe_cluster
 
     cfg = floe_cluster.CatalogConfig(
         warehouse=seaweed.sql_warehouse,

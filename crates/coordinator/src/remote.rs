@@ -229,7 +229,7 @@ impl Task {
                     self.registry.remove(&executor.id);
                     last_error = Some(status);
                 }
-                Err(status) => return Err(remote_status(&executor.id, status)),
+                Err(status) => return Err(external(status)),
             }
         }
         Err(external(Status::unavailable(format!(
@@ -292,10 +292,6 @@ fn external(status: Status) -> DataFusionError {
     DataFusionError::External(Box::new(status))
 }
 
-fn remote_status(_executor_id: &str, status: Status) -> DataFusionError {
-    external(Status::new(status.code(), status.message()))
-}
-
 /// An error in a running task's stream. The executor's own errors keep their status; a broken
 /// connection (the executor died or vanished) means the executor is lost: it is dropped from
 /// the registry so that the retry goes elsewhere.
@@ -324,7 +320,7 @@ fn remote_error(
         }));
     }
     match e {
-        FlightError::Tonic(status) => remote_status(executor_id, *status),
+        FlightError::Tonic(status) => external(*status),
         other => external(Status::internal(format!(
             "stream from executor {executor_id} broke: {other}"
         ))),
