@@ -36,7 +36,8 @@ Tests:
      one batch read, a busy executor killed: complete and exact, or UNAVAILABLE
      naming the executor; never duplicated / foreign / silently missing rows.
   3. test_cancel_or_disconnect_ends_executor_tasks[...]: ADBC cancel / close,
-     pyarrow.flight cancel / close, cancel of a running aggregation: every
+     pyarrow.flight cancel / close, Flight's CancelFlightInfo action (the
+     stream ends with CANCELLED), cancel of a running aggregation: every
      executor at 0 running tasks within 1 s (polled every 50 ms), nobody
      dropped, next queries right.
 
@@ -590,7 +591,31 @@ def _flight_stream(c: Cluster, sql: str):
     info = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(sql)), opts)
     reader = client.do_get(info.endpoints[0].ticket, opts)
     assert reader.read_chunk().data.num_rows > 0
-    return client, reader
+    return client, reader, info
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _cancel_flight_info(s: dict) -> None:
+    """Flight's CancelFlightInfo action (pyarrow has no helper: the request is
+    the protobuf `CancelFlightInfoRequest { FlightInfo info = 1; }`), then the
+    running DoGet must end with CANCELLED (after any chunks already in flight)."""
+    info = s["info"].serialize()
+    body = b"\x0a" + _varint(len(info)) + info
+    results = list(s["client"].do_action(flight.Action("CancelFlightInfo", body)))
+    # CancelFlightInfoResult { CancelStatus status = 1; }, CANCEL_STATUS_CANCELLED = 1
+    assert [r.body.to_pybytes() for r in results] == [b"\x08\x01"], results
+    with pytest.raises(flight.FlightCancelledError):
+        for _ in range(100_000):
+            s["reader"].read_chunk()
+    s["client"].close()
 
 
 def _quietly(*fns) -> None:
@@ -610,6 +635,8 @@ CANCEL_CASES = {
     "flight_cancel": lambda s: (s["reader"].cancel(), s["client"].close()),
     # pyarrow.flight: read one chunk, stop reading, drop the stream and close the client
     "flight_close": lambda s: (s.pop("reader"), gc.collect(), s["client"].close()),
+    # pyarrow.flight: read one chunk, then the CancelFlightInfo action for the FlightInfo
+    "flight_cancel_flight_info": _cancel_flight_info,
     # ADBC, heavy aggregation (no row sent yet): cancel while executors run its tasks
     "adbc_cancel_aggregation": lambda s: (s["cur"].adbc_cancel(), _quietly(s["cur"].close, s["conn"].close)),
 }
@@ -626,7 +653,7 @@ def test_cancel_or_disconnect_ends_executor_tasks(cluster, tpch_data, request, h
         state: dict = {}
         try:
             if how.startswith("flight"):
-                state["client"], state["reader"] = _flight_stream(c, STREAM_SQL)
+                state["client"], state["reader"], state["info"] = _flight_stream(c, STREAM_SQL)
             elif how == "adbc_cancel_aggregation":
                 state["conn"], state["cur"], state["reader"] = _adbc_stream(c, tpch_mod.query_text(18), False)
             else:

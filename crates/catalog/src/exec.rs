@@ -248,6 +248,30 @@ impl ExecutionPlan for IcebergScanExec {
         Some(self.metrics.clone_inner())
     }
 
+    /// Row counts from Iceberg's manifests (before row-level filtering, so inexact). DataFusion
+    /// uses them to pick join sides and to broadcast a small build side instead of shuffling.
+    fn partition_statistics(
+        &self,
+        partition: Option<usize>,
+    ) -> Result<datafusion::common::Statistics> {
+        use datafusion::common::stats::Precision;
+        let mut rows = match partition {
+            None => self.node.statistics.unwrap_or_default().records_selected,
+            Some(p) => self
+                .node
+                .file_groups
+                .get(p)
+                .map(|g| g.files.iter().map(|f| f.record_count).sum())
+                .unwrap_or(0),
+        };
+        if self.node.limit > 0 {
+            rows = rows.min(self.node.limit);
+        }
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.output_schema);
+        stats.num_rows = Precision::Inexact(rows as usize);
+        Ok(stats)
+    }
+
     fn supports_limit_pushdown(&self) -> bool {
         true
     }

@@ -18,15 +18,16 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -42,7 +43,11 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, info_span, Instrument};
 
+use crate::cancel::{Cancelled, RunRegistry};
 use crate::error::CoordinatorError;
+
+/// The Flight action type of `CancelFlightInfo`.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 use crate::session::QueryEngine;
 
 type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -56,7 +61,7 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     builder.append(SqlInfo::FlightSqlServerSql, true);
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
-    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::FlightSqlServerCancel, true);
     builder.append(SqlInfo::SqlDdlCatalog, false);
     builder.append(SqlInfo::SqlDdlSchema, false);
     builder.append(SqlInfo::SqlDdlTable, false);
@@ -70,19 +75,24 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct FloeFlightSql {
     engine: QueryEngine,
+    runs: RunRegistry,
 }
 
 impl FloeFlightSql {
     /// A service answering with `engine`.
     pub fn new(engine: QueryEngine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            runs: RunRegistry::default(),
+        }
     }
 
     async fn flight_info(
         &self,
-        handle: StatementHandle,
+        mut handle: StatementHandle,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
+        handle.run_id = uuid::Uuid::new_v4().to_string();
         let params = decode_parameters(&handle.parameters)?;
         let planned = self.engine.plan("describe", &handle.sql, params).await?;
         let schema = planned.plan.schema().as_arrow().clone();
@@ -100,6 +110,48 @@ impl FloeFlightSql {
     }
 
     async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
+        if !handle.run_id.is_empty() {
+            let run_id = handle.run_id.clone();
+            let stream = self.run_uncancellable(handle).await?.into_inner();
+            return Ok(Response::new(self.runs.track(&run_id, stream)?.boxed()));
+        }
+        self.run_uncancellable(handle).await
+    }
+
+    /// Stops the runs a FlightInfo's tickets name.
+    fn cancel_info(&self, info: &FlightInfo) -> Result<Cancelled, Status> {
+        let mut outcome = Cancelled::NotRunning;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let any = arrow_flight::sql::Any::decode(ticket.ticket.clone()).map_err(|e| {
+                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
+            })?;
+            let Some(query) = any.unpack::<TicketStatementQuery>().map_err(|e| {
+                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
+            })?
+            else {
+                return Err(Status::invalid_argument(
+                    "only statement tickets can be cancelled",
+                ));
+            };
+            let handle = decode_handle(&query.statement_handle)?;
+            if handle.run_id.is_empty() {
+                return Err(Status::invalid_argument("the ticket names no run"));
+            }
+            if self.runs.cancel(&handle.run_id) == Cancelled::Running {
+                outcome = Cancelled::Running;
+            }
+        }
+        info!(?outcome, "cancel requested");
+        Ok(outcome)
+    }
+
+    async fn run_uncancellable(
+        &self,
+        handle: StatementHandle,
+    ) -> Result<Response<FlightDataStream>, Status> {
         let params = decode_parameters(&handle.parameters)?;
         let stream = start_query(self.engine.clone(), handle.sql.clone(), params.clone()).await?;
         let schema = stream.schema();
@@ -329,6 +381,7 @@ impl FlightSqlService for FloeFlightSql {
         let handle = StatementHandle {
             sql: query.query,
             parameters: vec![],
+            run_id: String::new(),
         };
         self.flight_info(handle, request.into_inner()).await
     }
@@ -387,6 +440,7 @@ impl FlightSqlService for FloeFlightSql {
         let handle = StatementHandle {
             sql: query.query,
             parameters: vec![],
+            run_id: String::new(),
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode_to_vec().into(),
@@ -419,6 +473,50 @@ impl FlightSqlService for FloeFlightSql {
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.encode_to_vec().into()),
         })
+    }
+
+    /// The deprecated Flight SQL `CancelQuery` action.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info).map_err(|e| {
+            Status::invalid_argument(format!("CancelQuery.info is not a FlightInfo: {e}"))
+        })?;
+        self.cancel_info(&info)?;
+        Ok(ActionCancelQueryResult {
+            // CANCEL_RESULT_CANCELLED (arrow-flight does not export the nested enum)
+            result: 1,
+        })
+    }
+
+    /// Flight's `CancelFlightInfo` action (which the Flight SQL trait does not route).
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != CANCEL_FLIGHT_INFO {
+            return Err(Status::invalid_argument(format!(
+                "unknown action '{}'",
+                action.r#type
+            )));
+        }
+        let info = CancelFlightInfoRequest::decode(action.body)
+            .map_err(|e| Status::invalid_argument(format!("not a CancelFlightInfoRequest: {e}")))?
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest.info is missing"))?;
+        self.cancel_info(&info)?;
+        let result = CancelFlightInfoResult {
+            status: CancelStatus::Cancelled as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(
+            futures::stream::once(async { Ok(body) }).boxed(),
+        ))
     }
 
     async fn do_action_close_prepared_statement(

@@ -5,7 +5,7 @@
 //!                                                     │ DataFusion plan over the Iceberg catalog
 //!                                                     │ (scan planning prunes files)
 //!                                                     ▼
-//!                          distribute::DistributeScans cuts fragments above each scan
+//!                          stages::PlanStages cuts the plan into stages (hash shuffles, broadcasts, gathers)
 //!                                                     ▼
 //!  executors ◀──DoGet(TaskDefinition)── remote::RemoteStageExec ──▶ batches stream to client
 //!  executors ──Register/Heartbeat──▶ registry::ExecutorRegistry
@@ -13,12 +13,13 @@
 //!
 //! Flight SQL and the executors' control plane share one port.
 
-pub mod distribute;
+pub mod cancel;
 pub mod error;
 pub mod flight_sql;
 pub mod registry;
 pub mod remote;
 pub mod session;
+pub mod stages;
 
 use std::net::SocketAddr;
 use std::time::Duration;

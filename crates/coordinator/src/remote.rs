@@ -1,9 +1,14 @@
-//! `RemoteStageExec`: runs a plan fragment's partitions on executors and streams their output.
+//! `RemoteStageExec`: runs a plan fragment's partitions on executors and streams their output
+//! to the coordinator, after starting the shuffle stages the fragment reads.
 //!
-//! Partition `p` goes to live executor `p mod n` (the fragment's file groups are already
-//! balanced by bytes). A task that cannot reach its executor before any data arrived is sent to
-//! the next one; each executor's own report (files, bytes, rows, time) comes back in the
-//! stream's trailer and shows in `EXPLAIN ANALYZE`.
+//! Task `p` of a stage goes to live executor `p mod n` (file groups are already balanced by
+//! bytes). A task that cannot reach its executor is sent to the next one; each executor's own
+//! report (files, bytes, rows, shuffle bytes, spills, time) comes back in the stream's trailer
+//! and shows in `EXPLAIN ANALYZE`.
+//!
+//! All stages of a query start together, producers first, so that data flows through the
+//! shuffles as it is produced. A producer that fails fails the whole query at once; dropping
+//! the query (it finished, failed, or its client went away) ends every task it started.
 
 use std::any::Any;
 use std::fmt;
@@ -20,9 +25,18 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_executor::status::ExecutorLost;
+use floe_executor::status::{is_from_executor, lost_executor};
 use floe_executor::MAX_MESSAGE_SIZE;
-use floe_proto::{FileGroup, TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
-use futures::TryStreamExt;
+use floe_proto::floe_ticket::Kind;
+use floe_proto::{
+    FileGroup, FloeTicket, ShuffleOutput, StageInput, TaskDefinition, TaskLocation, TaskMetrics,
+    PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
+use tokio::sync::{watch, OnceCell};
+
+use crate::stages::{format_reports, ShuffleStage};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Code, Status};
 use tracing::warn;
@@ -35,6 +49,9 @@ pub struct RemoteStageExec {
     fragment: Arc<dyn ExecutionPlan>,
     encoded: Arc<Vec<u8>>,
     files: Arc<Vec<FileGroup>>,
+    /// The shuffle stages the fragment reads.
+    inputs: Vec<Arc<ShuffleStage>>,
+    launched: Arc<OnceCell<Arc<LaunchedStages>>>,
     query_id: String,
     stage_id: u32,
     registry: ExecutorRegistry,
@@ -48,6 +65,7 @@ impl RemoteStageExec {
         fragment: Arc<dyn ExecutionPlan>,
         encoded: Vec<u8>,
         files: Vec<FileGroup>,
+        inputs: Vec<Arc<ShuffleStage>>,
         query_id: String,
         stage_id: u32,
         registry: ExecutorRegistry,
@@ -56,6 +74,8 @@ impl RemoteStageExec {
             fragment,
             encoded: Arc::new(encoded),
             files: Arc::new(files),
+            inputs,
+            launched: Arc::default(),
             query_id,
             stage_id,
             registry,
@@ -77,31 +97,8 @@ impl DisplayAs for RemoteStageExec {
                 .partition_count(),
             self.encoded.len()
         )?;
-        let mut reports = self
-            .reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if !reports.is_empty() {
-            reports.sort_by_key(|r| r.partition);
-            let tasks: Vec<String> = reports
-                .iter()
-                .map(|r| {
-                    format!(
-                        "p{}@{} files={} bytes={} rows_read={} rows_out={} spills={} spilled_bytes={} time={:.1}ms",
-                        r.partition,
-                        r.executor_id,
-                        r.files_scanned,
-                        r.bytes_scanned,
-                        r.rows_scanned,
-                        r.output_rows,
-                        r.spill_count,
-                        r.spilled_bytes,
-                        r.elapsed_nanos as f64 / 1e6
-                    )
-                })
-                .collect();
-            write!(f, ", executed=[{}]", tasks.join("; "))?;
+        if let Some(reports) = format_reports(&self.reports) {
+            write!(f, ", {reports}")?;
         }
         Ok(())
     }
@@ -157,12 +154,14 @@ impl ExecutionPlan for RemoteStageExec {
         let spilled =
             MetricBuilder::new(&self.metrics).counter("executor_spilled_bytes", partition);
         let reports = Arc::clone(&self.reports);
-        let task = Task {
+        let mut task = Task {
             query_id: self.query_id.clone(),
             stage_id: self.stage_id,
             partition,
             plan: Arc::clone(&self.encoded),
             files: self.files.get(partition).cloned().unwrap_or_default(),
+            output: None,
+            inputs: Vec::new(),
             registry: self.registry.clone(),
             on_report: Arc::new(move |m: TaskMetrics| {
                 files.add(m.files_scanned as usize);
@@ -173,18 +172,28 @@ impl ExecutionPlan for RemoteStageExec {
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(m);
             }),
         };
-        let stream = futures::stream::once(async move { task.open().await })
-            .try_flatten()
-            .try_filter_map(move |decoded| {
-                let out = match decoded.payload {
-                    DecodedPayload::RecordBatch(batch) => {
-                        output_rows.add(batch.num_rows());
-                        Some(batch)
-                    }
-                    _ => None,
-                };
-                futures::future::ready(Ok(out))
-            });
+        let launched = Arc::clone(&self.launched);
+        let stages = self.inputs.clone();
+        let stream = futures::stream::once(async move {
+            let graph = launched
+                .get_or_try_init(|| launch(&stages, &task.query_id, &task.registry))
+                .await?
+                .clone();
+            task.inputs = graph.inputs_of(&stages);
+            let data = task.open().await?;
+            Ok::<_, DataFusionError>(graph.fail_with_producers(data))
+        })
+        .try_flatten()
+        .try_filter_map(move |decoded| {
+            let out = match decoded.payload {
+                DecodedPayload::RecordBatch(batch) => {
+                    output_rows.add(batch.num_rows());
+                    Some(batch)
+                }
+                _ => None,
+            };
+            futures::future::ready(Ok(out))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
@@ -196,6 +205,10 @@ struct Task {
     partition: usize,
     plan: Arc<Vec<u8>>,
     files: FileGroup,
+    /// Present for a shuffle producer.
+    output: Option<ShuffleOutput>,
+    /// Where the stages this task reads run.
+    inputs: Vec<StageInput>,
     registry: ExecutorRegistry,
     /// Receives the executor's report from the stream's trailer.
     on_report: Arc<dyn Fn(TaskMetrics) + Send + Sync>,
@@ -204,11 +217,12 @@ struct Task {
 /// How many executors a task tries before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
+type FlightStream = futures::stream::BoxStream<'static, Result<arrow_flight::FlightData>>;
+
 impl Task {
-    /// Starts the task on an executor, moving to the next on connection failures.
-    async fn open(
-        self,
-    ) -> Result<impl futures::Stream<Item = Result<arrow_flight::decode::DecodedFlightData>>> {
+    /// Starts the task on an executor, moving to the next on connection failures. Returns
+    /// where it runs and its raw stream, the trailer already taken out and reported.
+    async fn start(&self) -> Result<(ExecutorInfo, FlightStream)> {
         let mut last_error = None;
         for attempt in 0..MAX_ATTEMPTS {
             let live = self.registry.live();
@@ -222,7 +236,10 @@ impl Task {
                 Ok(stream) => {
                     let id = executor.id.clone();
                     let registry = self.registry.clone();
-                    return Ok(stream.map_err(move |e| remote_error(&registry, &id, e)));
+                    let stream = stream
+                        .map_err(move |status| remote_error(&registry, &id, status))
+                        .boxed();
+                    return Ok((executor.clone(), stream));
                 }
                 Err(status) if is_connection_failure(&status) => {
                     warn!(executor_id = %executor.id, "task could not start: {status}");
@@ -242,8 +259,32 @@ impl Task {
         ))))
     }
 
-    async fn try_on(&self, executor: &ExecutorInfo) -> Result<FlightDataDecoder, Status> {
-        let ticket = TaskDefinition {
+    /// Starts a task whose output streams back here, decoded.
+    async fn open(
+        self,
+    ) -> Result<impl futures::Stream<Item = Result<arrow_flight::decode::DecodedFlightData>>> {
+        let (_, stream) = self.start().await?;
+        // Errors were already turned into DataFusion errors; the decoder wants Flight errors.
+        let stream =
+            stream.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e)));
+        Ok(FlightDataDecoder::new(stream).map_err(|e| match e {
+            arrow_flight::error::FlightError::ExternalError(inner) => {
+                match inner.downcast::<DataFusionError>() {
+                    Ok(e) => *e,
+                    Err(other) => DataFusionError::External(other),
+                }
+            }
+            other => external(Status::internal(format!(
+                "decoding a task's output: {other}"
+            ))),
+        }))
+    }
+
+    async fn try_on(
+        &self,
+        executor: &ExecutorInfo,
+    ) -> Result<impl futures::Stream<Item = Result<arrow_flight::FlightData, Status>>, Status> {
+        let task = TaskDefinition {
             protocol_version: PROTOCOL_VERSION,
             task_token: executor.task_token.clone(),
             query_id: self.query_id.clone(),
@@ -251,6 +292,11 @@ impl Task {
             partition: self.partition as u32,
             plan: self.plan.as_ref().clone(),
             files: Some(self.files.clone()),
+            output: self.output,
+            inputs: self.inputs.clone(),
+        };
+        let ticket = FloeTicket {
+            kind: Some(Kind::Task(task)),
         };
         let mut client = FlightServiceClient::new(executor.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -265,64 +311,224 @@ impl Task {
         })??;
         let on_report = Arc::clone(&self.on_report);
         // The trailer carries only app_metadata (no IPC message): take it out before decoding.
-        let stream = response
-            .into_inner()
-            .try_filter(move |data| {
-                let trailer = data.data_header.is_empty() && !data.app_metadata.is_empty();
-                if trailer {
-                    if let Ok(m) = TaskMetrics::decode(data.app_metadata.clone()) {
-                        on_report(m);
-                    }
+        Ok(response.into_inner().try_filter(move |data| {
+            let trailer = data.data_header.is_empty() && !data.app_metadata.is_empty();
+            if trailer {
+                if let Ok(m) = TaskMetrics::decode(data.app_metadata.clone()) {
+                    on_report(m);
                 }
-                futures::future::ready(!trailer)
-            })
-            .map_err(arrow_flight::error::FlightError::from);
-        Ok(FlightDataDecoder::new(stream))
+            }
+            futures::future::ready(!trailer)
+        }))
     }
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The running shuffle stages of one gather stage: where their tasks run, and the first
+/// failure of any of them.
+pub struct LaunchedStages {
+    locations: HashMap<u32, Vec<TaskLocation>>,
+    failure: watch::Receiver<Option<Arc<DataFusionError>>>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+impl fmt::Debug for LaunchedStages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaunchedStages")
+            .field("locations", &self.locations)
+            .finish()
+    }
+}
+
+impl LaunchedStages {
+    /// Where the tasks of `stages` run, for a task that reads them.
+    fn inputs_of(&self, stages: &[Arc<ShuffleStage>]) -> Vec<StageInput> {
+        stages
+            .iter()
+            .map(|s| StageInput {
+                stage_id: s.stage_id,
+                tasks: self.locations.get(&s.stage_id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// `stream`, failing as soon as any producer fails (its consumers may be waiting on it).
+    fn fail_with_producers<S, T>(
+        self: Arc<Self>,
+        stream: S,
+    ) -> impl futures::Stream<Item = Result<T>> + Send
+    where
+        S: futures::Stream<Item = Result<T>> + Send + Unpin + 'static,
+        T: Send + 'static,
+    {
+        let failure = self.failure.clone();
+        futures::stream::unfold(Some((stream, failure, self)), |state| async move {
+            let (mut stream, mut failure, graph) = state?;
+            let next = tokio::select! {
+                biased;
+                item = stream.next() => Ok(item),
+                e = first_failure(&mut failure) => Err(e),
+            };
+            match next {
+                Ok(item) => item.map(|i| (i, Some((stream, failure, graph)))),
+                Err(e) => Some((Err(DataFusionError::Shared(e)), None)),
+            }
+        })
+    }
+}
+
+/// Resolves with the first producer failure; never, if there is none.
+async fn first_failure(
+    failure: &mut watch::Receiver<Option<Arc<DataFusionError>>>,
+) -> Arc<DataFusionError> {
+    let first = failure
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|e| e.clone());
+    match first {
+        Some(e) => e,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts every task of `stages` and of the stages they read, producers before consumers.
+async fn launch(
+    stages: &[Arc<ShuffleStage>],
+    query_id: &str,
+    registry: &ExecutorRegistry,
+) -> Result<Arc<LaunchedStages>> {
+    let mut order = Vec::new();
+    for stage in stages {
+        post_order(stage, &mut order);
+    }
+    let (failed, failure) = watch::channel(None);
+    let mut locations: HashMap<u32, Vec<TaskLocation>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for stage in order {
+        if locations.contains_key(&stage.stage_id) {
+            continue;
+        }
+        let inputs: Vec<StageInput> = stage
+            .inputs
+            .iter()
+            .map(|s| StageInput {
+                stage_id: s.stage_id,
+                tasks: locations.get(&s.stage_id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let starts = (0..stage.tasks).map(|partition| {
+            let reporting = Arc::clone(&stage);
+            let task = Task {
+                query_id: query_id.to_string(),
+                stage_id: stage.stage_id,
+                partition,
+                plan: Arc::clone(&stage.encoded),
+                files: stage.files.get(partition).cloned().unwrap_or_default(),
+                output: Some(stage.output),
+                inputs: inputs.clone(),
+                registry: registry.clone(),
+                on_report: Arc::new(move |m: TaskMetrics| {
+                    reporting
+                        .reports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(m);
+                }),
+            };
+            async move { task.start().await }
+        });
+        let started = futures::future::try_join_all(starts).await?;
+        let mut placed = Vec::with_capacity(started.len());
+        for (executor, mut stream) in started {
+            placed.push(TaskLocation {
+                executor_id: executor.id.clone(),
+                endpoint: executor.endpoint.clone(),
+                task_token: executor.task_token.clone(),
+            });
+            let failed = failed.clone();
+            tasks.push(AbortOnDrop(tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    if let Err(e) = item {
+                        failed.send_if_modified(|f| {
+                            if f.is_none() {
+                                *f = Some(Arc::new(e));
+                                true
+                            } else {
+                                false
+                            }
+                        });
+                        return;
+                    }
+                }
+            })));
+        }
+        locations.insert(stage.stage_id, placed);
+    }
+    Ok(Arc::new(LaunchedStages {
+        locations,
+        failure,
+        _tasks: tasks,
+    }))
+}
+
+fn post_order(stage: &Arc<ShuffleStage>, out: &mut Vec<Arc<ShuffleStage>>) {
+    for input in &stage.inputs {
+        post_order(input, out);
+    }
+    out.push(Arc::clone(stage));
+}
+
+/// The task could not start on that executor (it is unreachable, or not registered yet), as
+/// opposed to the executor refusing or failing the task.
 fn is_connection_failure(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message().contains("executor")
-        || status.code() == Code::Unavailable
-            && (status.message().contains("transport") || status.message().contains("connect"))
-        || status.code() == Code::Unknown && status.message().contains("transport")
+    if is_from_executor(status) {
+        return status.code() == Code::Unavailable;
+    }
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
 }
 
 fn external(status: Status) -> DataFusionError {
     DataFusionError::External(Box::new(status))
 }
 
-/// An error in a running task's stream. The executor's own errors keep their status; a broken
-/// connection (the executor died or vanished) means the executor is lost: it is dropped from
-/// the registry so that the retry goes elsewhere.
-fn remote_error(
-    registry: &ExecutorRegistry,
-    executor_id: &str,
-    e: arrow_flight::error::FlightError,
-) -> DataFusionError {
-    use arrow_flight::error::FlightError;
-    let lost = match &e {
-        FlightError::Tonic(status) => {
-            matches!(
-                status.code(),
-                Code::Unknown | Code::Unavailable | Code::Cancelled
-            ) && !status.message().starts_with("reading table")
-        }
-        FlightError::ProtocolError(_) | FlightError::DecodeError(_) => false,
-        _ => false,
+/// An error in a running task's stream. The executor's own errors keep their status, unless
+/// they say another executor (a shuffle producer) was lost; a broken connection means this
+/// executor is lost. A lost executor is dropped from the registry so that the retry goes
+/// elsewhere.
+fn remote_error(registry: &ExecutorRegistry, executor_id: &str, status: Status) -> DataFusionError {
+    let lost = if let Some(producer) = lost_executor(&status) {
+        Some(producer)
+    } else if is_from_executor(&status) {
+        None
+    } else if matches!(
+        status.code(),
+        Code::Unknown | Code::Unavailable | Code::Cancelled | Code::Internal
+    ) {
+        Some(executor_id.to_string())
+    } else {
+        None
     };
-    if lost {
-        warn!(executor_id, "executor lost mid-task: {e}");
-        registry.remove(executor_id);
-        return DataFusionError::External(Box::new(ExecutorLost {
-            executor_id: executor_id.to_string(),
-            reason: e.to_string(),
-        }));
-    }
-    match e {
-        FlightError::Tonic(status) => external(*status),
-        other => external(Status::internal(format!(
-            "stream from executor {executor_id} broke: {other}"
-        ))),
+    match lost {
+        Some(lost) => {
+            warn!(executor_id = %lost, "executor lost mid-task: {}", status.message());
+            registry.remove(&lost);
+            DataFusionError::External(Box::new(ExecutorLost {
+                executor_id: lost,
+                reason: status.message().to_string(),
+            }))
+        }
+        None => external(status),
     }
 }

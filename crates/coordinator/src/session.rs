@@ -1,5 +1,5 @@
 //! Turning SQL into a distributed physical plan: one DataFusion session per query over the
-//! Iceberg catalog, with the scan-distribution rule last among the physical optimizers.
+//! Iceberg catalog, with the stage-cutting rule last among the physical optimizers.
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use floe_catalog::{provider::catalog_provider, CATALOG_NAME};
 use iceberg::Catalog;
 
-use crate::distribute::DistributeScans;
 use crate::error::{CoordinatorError, Result};
 use crate::registry::ExecutorRegistry;
+use crate::stages::PlanStages;
 
 /// Plans queries against the catalog for the cluster's executors.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl QueryEngine {
             .with_target_partitions((executors * 2).clamp(2, 64))
             .with_round_robin_repartition(false);
         let mut rules = PhysicalOptimizer::new().rules;
-        rules.push(Arc::new(DistributeScans::new(
+        rules.push(Arc::new(PlanStages::new(
             self.registry.clone(),
             query_id.to_string(),
         )));

@@ -13,6 +13,8 @@ use floe_catalog::IcebergScanExec;
 use floe_proto::{floe_plan_node, FloePlanNode};
 use prost::Message;
 
+use crate::shuffle::ShuffleReaderExec;
+
 /// Encodes and decodes the plan nodes Floe adds to DataFusion's.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FloeCodec;
@@ -35,6 +37,14 @@ impl PhysicalExtensionCodec for FloeCodec {
                 }
                 Ok(Arc::new(IcebergScanExec::try_new(scan)?))
             }
+            Some(floe_plan_node::Node::ShuffleReader(reader)) => {
+                if !inputs.is_empty() {
+                    return Err(DataFusionError::Plan(
+                        "ShuffleReaderNode takes no inputs".into(),
+                    ));
+                }
+                Ok(Arc::new(ShuffleReaderExec::try_new(reader)?))
+            }
             None => Err(DataFusionError::Plan(
                 "required protobuf field 'FloePlanNode.node' is missing".into(),
             )),
@@ -45,6 +55,14 @@ impl PhysicalExtensionCodec for FloeCodec {
         if let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() {
             let msg = FloePlanNode {
                 node: Some(floe_plan_node::Node::IcebergScan(scan.node().clone())),
+            };
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;
+            return Ok(());
+        }
+        if let Some(reader) = node.as_any().downcast_ref::<ShuffleReaderExec>() {
+            let msg = FloePlanNode {
+                node: Some(floe_plan_node::Node::ShuffleReader(reader.node().clone())),
             };
             msg.encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;

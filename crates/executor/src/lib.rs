@@ -5,6 +5,7 @@
 //!  coordinator ──DoGet(TaskDefinition)──▶ ExecutorFlightService ──▶ decode fragment (codec)
 //!                                              │ execute one partition (DataFusion)
 //!  coordinator ◀──FlightData batches + TaskMetrics trailer──┘
+//!  other executors ◀──DoGet(ShuffleRead): buckets of this executor's shuffle producers (shuffle)
 //! ```
 //!
 //! An executor holds nothing that outlives a task: the plan, the files to read and the storage
@@ -14,6 +15,7 @@
 pub mod codec;
 pub mod registration;
 pub mod service;
+pub mod shuffle;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -124,6 +126,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
         task_token: RwLock::new(None),
         running_tasks: AtomicUsize::new(0),
         task_ctx: session.task_ctx(),
+        shuffles: Arc::default(),
     });
     let service = FlightServiceServer::new(ExecutorFlightService::new(Arc::clone(&state)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -1,5 +1,11 @@
-//! The executor's Arrow Flight service: `DoGet` with a [`TaskDefinition`] ticket runs one
-//! partition of a plan fragment and streams its batches back, then a [`TaskMetrics`] message.
+//! The executor's Arrow Flight service. `DoGet` takes a [`FloeTicket`]:
+//!
+//! * a [`TaskDefinition`] from the coordinator runs one partition of a plan fragment and either
+//!   streams its batches back or (a shuffle producer) splits them into buckets; either way the
+//!   stream ends with a [`TaskMetrics`] message;
+//! * a [`ShuffleRead`] from another executor's task streams one bucket of a producer here.
+//!
+//! Every error status the executor raises itself is marked (see [`crate::status`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,18 +21,23 @@ use arrow_flight::{
 };
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::metrics::MetricValue;
+use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::ExecutionPlan;
 use floe_catalog::exec::metric;
 use floe_catalog::IcebergScanExec;
-use floe_proto::{FileGroup, TaskDefinition, TaskMetrics, PROTOCOL_VERSION};
-use futures::stream::BoxStream;
+use floe_proto::floe_ticket::Kind;
+use floe_proto::{
+    FileGroup, FloeTicket, ShuffleOutput, ShuffleRead, StageInput, TaskDefinition, TaskMetrics,
+    PROTOCOL_VERSION,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info_span;
 
 use crate::codec::decode_plan;
-use crate::status::status_from_datafusion;
+use crate::shuffle::{self, ShuffleReaderExec, ShuffleRegistry};
+use crate::status::{mark_from_executor, status_from_datafusion};
 
 /// State shared by the Flight service and the registration loop.
 #[derive(Debug)]
@@ -39,6 +50,8 @@ pub struct ExecutorState {
     pub running_tasks: AtomicUsize,
     /// Context every task runs in.
     pub task_ctx: Arc<TaskContext>,
+    /// Buckets of the shuffle producers running here.
+    pub shuffles: Arc<ShuffleRegistry>,
 }
 
 /// Arrow Flight service running tasks.
@@ -53,11 +66,11 @@ impl ExecutorFlightService {
         Self { state }
     }
 
-    fn check_task(&self, task: &TaskDefinition) -> Result<(), Status> {
-        if task.protocol_version != PROTOCOL_VERSION {
+    fn check_token(&self, protocol_version: u32, task_token: &str) -> Result<(), Status> {
+        if protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
-                "task speaks protocol version {}, this executor speaks {PROTOCOL_VERSION}",
-                task.protocol_version
+                "peer speaks protocol version {protocol_version}, this executor speaks \
+                 {PROTOCOL_VERSION}"
             )));
         }
         let token = self
@@ -67,7 +80,7 @@ impl ExecutorFlightService {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match token {
-            Some(t) if !t.is_empty() && t == task.task_token => Ok(()),
+            Some(t) if !t.is_empty() && t == task_token => Ok(()),
             Some(_) => Err(Status::permission_denied(
                 "task is not from this executor's coordinator (bad task token)",
             )),
@@ -76,6 +89,197 @@ impl ExecutorFlightService {
             )),
         }
     }
+
+    /// Runs one task: streams its output, or (a shuffle producer) fills its buckets. Either
+    /// way the stream ends with the task's [`TaskMetrics`].
+    fn run_task(&self, task: TaskDefinition) -> Result<BoxedFlightStream<FlightData>, Status> {
+        self.check_token(task.protocol_version, &task.task_token)?;
+        let span = info_span!("task", query_id = %task.query_id, stage = task.stage_id, partition = task.partition);
+        let _entered = span.enter();
+        let partition = task.partition as usize;
+        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
+        let files = floe_proto::required(task.files, "TaskDefinition.files")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
+        let plan = with_task_inputs(plan, &task.query_id, &task.inputs, partition)
+            .map_err(status_from_datafusion)?;
+        let (plan, split) = match &task.output {
+            None => (plan, None),
+            Some(output) => {
+                let (input, split) = shuffle_split(plan, output, partition)?;
+                (input, Some((split, output.buckets as usize)))
+            }
+        };
+        let partitions = plan.properties().output_partitioning().partition_count();
+        if partition >= partitions {
+            return Err(Status::invalid_argument(format!(
+                "task asks for partition {partition} of a fragment with {partitions}"
+            )));
+        }
+        let batches = plan
+            .execute(partition, Arc::clone(&self.state.task_ctx))
+            .map_err(status_from_datafusion)?;
+        self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(Arc::clone(&self.state));
+        let started = Instant::now();
+        let report = TaskReport {
+            executor_id: self.state.executor_id.clone(),
+            stage_id: task.stage_id,
+            partition,
+            plan: Arc::clone(&plan),
+            started,
+        };
+        let Some((split, buckets)) = split else {
+            let schema = batches.schema();
+            let rows = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&rows);
+            let batches = batches
+                .inspect_ok(move |b| {
+                    counted.fetch_add(b.num_rows(), Ordering::Relaxed);
+                })
+                .map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
+            let data = FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .build(batches)
+                .map_err(Status::from);
+            let trailer = futures::stream::once(async move {
+                let _guard = guard;
+                Ok(report.trailer(rows.load(Ordering::Relaxed) as u64, 0))
+            });
+            return Ok(data.chain(trailer).boxed());
+        };
+        let (senders, buckets_guard) = self.state.shuffles.register(
+            &task.query_id,
+            task.stage_id,
+            task.partition,
+            batches.schema(),
+            buckets,
+        );
+        let produced = futures::stream::once(async move {
+            let _guard = guard;
+            let _buckets = buckets_guard;
+            let produced = shuffle::produce(batches, split, senders)
+                .await
+                .map_err(status_from_datafusion)?;
+            Ok(report.trailer(produced.rows, produced.bytes))
+        });
+        Ok(produced.boxed())
+    }
+
+    /// Serves a consumer's bucket of one of this executor's shuffle producers.
+    async fn serve_shuffle(
+        &self,
+        read: ShuffleRead,
+    ) -> Result<BoxedFlightStream<FlightData>, Status> {
+        self.check_token(read.protocol_version, &read.task_token)?;
+        let (schema, receiver) = self.state.shuffles.claim(&read).await?;
+        let batches = shuffle::serve_bucket(receiver, read)
+            .map_err(|s| FlightError::Tonic(Box::new(mark_from_executor(s))));
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(data.boxed())
+    }
+}
+
+/// What a task reports when it ends.
+struct TaskReport {
+    executor_id: String,
+    stage_id: u32,
+    partition: usize,
+    plan: Arc<dyn ExecutionPlan>,
+    started: Instant,
+}
+
+impl TaskReport {
+    /// The trailer message: [`TaskMetrics`] in app_metadata, no IPC message.
+    fn trailer(&self, output_rows: u64, shuffle_bytes_written: u64) -> FlightData {
+        let plan = &self.plan;
+        let metrics = TaskMetrics {
+            executor_id: self.executor_id.clone(),
+            partition: self.partition as u32,
+            files_scanned: sum_metric(plan, metric::FILES_SCANNED),
+            bytes_scanned: sum_metric(plan, metric::BYTES_SCANNED),
+            rows_scanned: sum_metric(plan, metric::ROWS_SCANNED),
+            output_rows,
+            elapsed_nanos: self.started.elapsed().as_nanos() as u64,
+            spill_count: sum_metric(plan, "spill_count"),
+            spilled_bytes: sum_metric(plan, "spilled_bytes"),
+            stage_id: self.stage_id,
+            shuffle_bytes_written,
+            shuffle_bytes_read: sum_metric(plan, shuffle::SHUFFLE_BYTES_READ),
+        };
+        FlightData::new().with_app_metadata(metrics.encode_to_vec())
+    }
+}
+
+/// The producer's input and how to split it: a hash shuffle's plan is rooted at the
+/// `RepartitionExec` that says how (which is not run), a broadcast's plan is the input itself.
+fn shuffle_split(
+    plan: Arc<dyn ExecutionPlan>,
+    output: &ShuffleOutput,
+    partition: usize,
+) -> Result<(Arc<dyn ExecutionPlan>, shuffle::Split), Status> {
+    if output.buckets == 0 {
+        return Err(Status::invalid_argument(
+            "a shuffle needs at least one bucket",
+        ));
+    }
+    if output.broadcast {
+        return Ok((plan, shuffle::Split::Broadcast));
+    }
+    let Some(repartition) = plan.as_any().downcast_ref::<RepartitionExec>() else {
+        return Err(Status::invalid_argument(
+            "a hash shuffle's plan must be rooted at a RepartitionExec",
+        ));
+    };
+    let partitioning = repartition.partitioning().clone();
+    if partitioning.partition_count() != output.buckets as usize {
+        return Err(Status::invalid_argument(format!(
+            "shuffle of {} buckets under a RepartitionExec into {}",
+            output.buckets,
+            partitioning.partition_count()
+        )));
+    }
+    let input = Arc::clone(repartition.input());
+    let partitions = input.properties().output_partitioning().partition_count();
+    let partitioner = BatchPartitioner::try_new(
+        partitioning,
+        datafusion::physical_plan::metrics::Time::new(),
+        partition,
+        partitions,
+    )
+    .map_err(status_from_datafusion)?;
+    Ok((input, shuffle::Split::Hash(partitioner)))
+}
+
+/// Binds the plan's shuffle readers to this task: where their producers run and which bucket
+/// of a broadcast is this task's.
+fn with_task_inputs(
+    plan: Arc<dyn ExecutionPlan>,
+    query_id: &str,
+    inputs: &[StageInput],
+    partition: usize,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let plan = plan.transform_up(|node| {
+        let Some(reader) = node.as_any().downcast_ref::<ShuffleReaderExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(input) = inputs.iter().find(|i| i.stage_id == reader.stage_id()) else {
+            return Err(datafusion::common::DataFusionError::Plan(format!(
+                "task reads stage {} but was not told where its tasks run",
+                reader.stage_id()
+            )));
+        };
+        Ok(Transformed::yes(Arc::new(reader.with_producers(
+            query_id,
+            input.tasks.clone(),
+            partition,
+        )?) as Arc<dyn ExecutionPlan>))
+    })?;
+    Ok(plan.data)
 }
 
 /// Decrements the running-task count when a task's stream is dropped, finished or not.
@@ -151,59 +355,17 @@ impl FlightService for ExecutorFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let task = TaskDefinition::decode(request.into_inner().ticket).map_err(|e| {
-            Status::invalid_argument(format!("ticket is not a TaskDefinition: {e}"))
-        })?;
-        self.check_task(&task)?;
-        let span = info_span!("task", query_id = %task.query_id, stage = task.stage_id, partition = task.partition);
-        let _entered = span.enter();
-        let partition = task.partition as usize;
-        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
-        let files = floe_proto::required(task.files, "TaskDefinition.files")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
-        let partitions = plan.properties().output_partitioning().partition_count();
-        if partition >= partitions {
-            return Err(Status::invalid_argument(format!(
-                "task asks for partition {partition} of a fragment with {partitions}"
-            )));
-        }
-        let batches = plan
-            .execute(partition, Arc::clone(&self.state.task_ctx))
-            .map_err(status_from_datafusion)?;
-        self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
-        let guard = RunningGuard(Arc::clone(&self.state));
-        let started = Instant::now();
-        let schema = batches.schema();
-        let rows = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&rows);
-        let batches = batches
-            .inspect_ok(move |b| {
-                counted.fetch_add(b.num_rows(), Ordering::Relaxed);
-            })
-            .map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(Status::from);
-        let executor_id = self.state.executor_id.clone();
-        let trailer = futures::stream::once(async move {
-            let _guard = guard;
-            let metrics = TaskMetrics {
-                executor_id,
-                partition: partition as u32,
-                files_scanned: sum_metric(&plan, metric::FILES_SCANNED),
-                bytes_scanned: sum_metric(&plan, metric::BYTES_SCANNED),
-                rows_scanned: sum_metric(&plan, metric::ROWS_SCANNED),
-                output_rows: rows.load(Ordering::Relaxed) as u64,
-                elapsed_nanos: started.elapsed().as_nanos() as u64,
-                spill_count: sum_metric(&plan, "spill_count"),
-                spilled_bytes: sum_metric(&plan, "spilled_bytes"),
-            };
-            Ok(FlightData::new().with_app_metadata(metrics.encode_to_vec()))
-        });
-        let stream: BoxStream<'static, Result<FlightData, Status>> = data.chain(trailer).boxed();
-        Ok(Response::new(stream))
+        let ticket = FloeTicket::decode(request.into_inner().ticket)
+            .map_err(|e| Status::invalid_argument(format!("ticket is not a FloeTicket: {e}")));
+        let result = match ticket.map(|t| t.kind) {
+            Ok(Some(Kind::Task(task))) => self.run_task(task),
+            Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read).await,
+            Ok(None) => Err(Status::invalid_argument("empty FloeTicket")),
+            Err(e) => Err(e),
+        };
+        result
+            .map(|stream| Response::new(stream.map_err(mark_from_executor).boxed()))
+            .map_err(mark_from_executor)
     }
 
     async fn handshake(

@@ -35,7 +35,7 @@ fn status_of(e: &DataFusionError) -> Status {
         DataFusionError::Substrait(m) => Status::invalid_argument(m.clone()),
         DataFusionError::Context(context, inner) => {
             let status = status_of(inner);
-            Status::new(status.code(), format!("{context}: {}", status.message()))
+            with_message(&status, format!("{context}: {}", status.message()))
         }
         DataFusionError::Diagnostic(_, inner) => status_of(inner),
         DataFusionError::Collection(errors) => match errors.first() {
@@ -46,6 +46,43 @@ fn status_of(e: &DataFusionError) -> Status {
         DataFusionError::External(e) => status_of_external(e.as_ref()),
         DataFusionError::Ffi(m) => Status::internal(m.clone()),
     }
+}
+
+/// A status with another message, keeping the code and Floe's metadata.
+fn with_message(status: &Status, message: String) -> Status {
+    let mut out = Status::new(status.code(), message);
+    *out.metadata_mut() = status.metadata().clone();
+    out
+}
+
+/// Metadata on every error status an executor raises itself, so that the coordinator can tell
+/// "the executor failed the task" from "the connection to the executor broke".
+pub const ORIGIN_KEY: &str = "floe-origin";
+/// Metadata naming an executor that was found lost (a shuffle producer a consumer could not
+/// reach), so that the coordinator drops that executor rather than the one that reported it.
+pub const LOST_EXECUTOR_KEY: &str = "floe-lost-executor";
+
+/// Marks a status as raised by an executor.
+pub fn mark_from_executor(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        ORIGIN_KEY,
+        tonic::metadata::MetadataValue::from_static("executor"),
+    );
+    status
+}
+
+/// Whether an executor raised this status itself (rather than the transport).
+pub fn is_from_executor(status: &Status) -> bool {
+    status.metadata().get(ORIGIN_KEY).is_some()
+}
+
+/// The executor a status says was lost, if it says so.
+pub fn lost_executor(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LOST_EXECUTOR_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// An executor died or became unreachable while running a task: the task's output is lost
@@ -79,10 +116,14 @@ pub fn is_executor_lost(e: &DataFusionError) -> bool {
 
 fn status_of_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Status {
     if let Some(lost) = e.downcast_ref::<ExecutorLost>() {
-        return Status::unavailable(lost.to_string());
+        let mut status = Status::unavailable(lost.to_string());
+        if let Ok(id) = lost.executor_id.parse() {
+            status.metadata_mut().insert(LOST_EXECUTOR_KEY, id);
+        }
+        return status;
     }
     if let Some(status) = e.downcast_ref::<Status>() {
-        return Status::new(status.code(), status.message());
+        return with_message(status, status.message().to_string());
     }
     if let Some(c) = e.downcast_ref::<CatalogError>() {
         return status_of_catalog(c);
@@ -148,6 +189,22 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[test]
+    fn a_lost_producer_is_named_in_the_status_through_wrapping() {
+        let lost = DataFusionError::External(Box::new(ExecutorLost {
+            executor_id: "executor-7".into(),
+            reason: "connection refused".into(),
+        }));
+        let status = mark_from_executor(status_from_datafusion(DataFusionError::Context(
+            "task 3".into(),
+            Box::new(lost),
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(lost_executor(&status).as_deref(), Some("executor-7"));
+        assert!(is_from_executor(&status));
+        assert!(!is_from_executor(&Status::unavailable("transport error")));
     }
 
     #[test]

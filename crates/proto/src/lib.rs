@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  executor ──Register/Heartbeat (ControlPlane gRPC)──▶ coordinator
-//!  coordinator ──DoGet(ticket = TaskDefinition)──▶ executor ──FlightData stream──▶ coordinator
+//!  coordinator ──DoGet(ticket = FloeTicket::Task)──▶ executor ──FlightData stream──▶ coordinator
+//!  executor ──DoGet(ticket = FloeTicket::ShuffleRead)──▶ executor   (one bucket of a shuffle)
 //! ```
 //!
 //! Generated from `proto/floe/v1/floe.proto` by build.rs into OUT_DIR. This crate depends on
@@ -11,7 +12,7 @@
 #![allow(clippy::all, missing_docs)]
 
 /// Version of the coordinator↔executor protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated messages and services of package `floe.v1`.
 pub mod v1 {

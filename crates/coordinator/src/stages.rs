@@ -1,0 +1,552 @@
+//! Cutting the physical plan into stages that run on executors.
+//!
+//! DataFusion's plan is walked bottom-up. Everything that can run partition by partition next
+//! to an Iceberg scan is *on the executors*; the plan is cut where data must move:
+//!
+//! * a hash `RepartitionExec` (under a partitioned join or a final aggregation) becomes a
+//!   **hash shuffle**: its input runs as a producer stage whose tasks split their rows into
+//!   buckets, and the consumers above read bucket `j` of every producer (executor to executor);
+//! * the build side of a `CollectLeft` hash join (DataFusion chose it because Iceberg's row
+//!   counts put that side under its broadcast threshold), a cross join or a nested-loop join
+//!   becomes a **broadcast**: every probe task reads the whole build side from its producers;
+//! * where the executors' share ends (a merge, a final aggregation over one partition, a
+//!   global limit, a union, …) a [`RemoteStageExec`] **gathers** the tasks' output on the
+//!   coordinator.
+//!
+//! Every shuffle is pipelined through bounded in-memory buckets (see `floe_executor::shuffle`).
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, JoinType, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode,
+};
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use floe_catalog::IcebergScanExec;
+use floe_executor::shuffle::ShuffleReaderExec;
+use floe_proto::{FileGroup, ShuffleOutput, ShuffleReaderNode, TaskMetrics};
+use tracing::warn;
+
+use crate::registry::ExecutorRegistry;
+use crate::remote::RemoteStageExec;
+
+/// A stage whose tasks feed a shuffle: its plan, encoded once, and the stages it reads.
+#[derive(Debug)]
+pub struct ShuffleStage {
+    /// The stage's id within its query.
+    pub stage_id: u32,
+    /// The producer plan as shown in EXPLAIN (a hash shuffle's is rooted at its
+    /// `RepartitionExec`).
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// The plan as sent to executors (scan files taken out).
+    pub encoded: Arc<Vec<u8>>,
+    /// Each task's files, when the stage scans a table.
+    pub files: Arc<Vec<FileGroup>>,
+    /// How many tasks the stage runs.
+    pub tasks: usize,
+    /// How its tasks split their output.
+    pub output: ShuffleOutput,
+    /// The stages its tasks read.
+    pub inputs: Vec<Arc<ShuffleStage>>,
+    /// What its tasks reported, for EXPLAIN ANALYZE.
+    pub reports: Mutex<Vec<TaskMetrics>>,
+}
+
+/// Formats task reports for EXPLAIN ANALYZE.
+pub fn format_reports(reports: &Mutex<Vec<TaskMetrics>>) -> Option<String> {
+    let mut reports = reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if reports.is_empty() {
+        return None;
+    }
+    reports.sort_by_key(|r| r.partition);
+    let tasks: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let mut line = format!("t{}@{}", r.partition, r.executor_id);
+            if r.files_scanned > 0 {
+                line += &format!(
+                    " files={} bytes={} rows_read={}",
+                    r.files_scanned, r.bytes_scanned, r.rows_scanned
+                );
+            }
+            if r.shuffle_bytes_read > 0 {
+                line += &format!(" shuffle_read={}", r.shuffle_bytes_read);
+            }
+            line += &format!(" rows_out={}", r.output_rows);
+            if r.shuffle_bytes_written > 0 {
+                line += &format!(" shuffle_written={}", r.shuffle_bytes_written);
+            }
+            line += &format!(
+                " spills={} spilled_bytes={} time={:.1}ms",
+                r.spill_count,
+                r.spilled_bytes,
+                r.elapsed_nanos as f64 / 1e6
+            );
+            line
+        })
+        .collect();
+    Some(format!("executed=[{}]", tasks.join("; ")))
+}
+
+/// Where a shuffle stage's output is read: on the coordinator it shows the producer stage as
+/// its child; sent to an executor it becomes a [`ShuffleReaderExec`].
+#[derive(Debug)]
+pub struct ShuffleExchangeExec {
+    stage: Arc<ShuffleStage>,
+    reader: Arc<ShuffleReaderExec>,
+    properties: Arc<PlanProperties>,
+    /// Why and how data moves, for EXPLAIN.
+    choice: String,
+}
+
+impl ShuffleExchangeExec {
+    /// The stage it reads.
+    pub fn stage(&self) -> &Arc<ShuffleStage> {
+        &self.stage
+    }
+}
+
+impl DisplayAs for ShuffleExchangeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ShuffleExchangeExec: stage={}, {}, tasks={}, plan_bytes={}",
+            self.stage.stage_id,
+            self.choice,
+            self.stage.tasks,
+            self.stage.encoded.len()
+        )?;
+        if let Some(reports) = format_reports(&self.stage.reports) {
+            write!(f, ", {reports}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ShuffleExchangeExec {
+    fn name(&self) -> &str {
+        "ShuffleExchangeExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.stage.plan]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match children.as_slice() {
+            [only] if Arc::ptr_eq(only, &self.stage.plan) => Ok(self),
+            _ => Err(DataFusionError::Internal(
+                "a shuffle stage's plan is fixed once encoded".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(format!(
+            "shuffle stage {} is read by executors, not by the coordinator",
+            self.stage.stage_id
+        )))
+    }
+}
+
+/// Where a rewritten subtree runs.
+enum Placement {
+    /// On executors, partition by partition; reading these shuffle stages.
+    Executors(Vec<Arc<ShuffleStage>>),
+    /// On the coordinator.
+    Coordinator,
+}
+
+/// The physical optimizer rule that cuts a query's plan into stages.
+#[derive(Debug)]
+pub struct PlanStages {
+    registry: ExecutorRegistry,
+    query_id: String,
+}
+
+struct Cutter<'a> {
+    rule: &'a PlanStages,
+    next_stage: u32,
+}
+
+impl PlanStages {
+    /// A rule for one query.
+    pub fn new(registry: ExecutorRegistry, query_id: String) -> Self {
+        Self { registry, query_id }
+    }
+}
+
+impl Cutter<'_> {
+    fn place(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
+        let any = plan.as_any();
+        if any.is::<IcebergScanExec>() {
+            return Ok((plan, Placement::Executors(vec![])));
+        }
+        if is_broadcast_join(plan.as_ref()) {
+            return self.broadcast_join(plan);
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+        if children.is_empty() {
+            return Ok((plan, Placement::Coordinator));
+        }
+        let mut placed = Vec::with_capacity(children.len());
+        for child in children {
+            placed.push(self.place(child)?);
+        }
+        if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
+            if let (Partitioning::Hash(..), [(child, Placement::Executors(_))]) =
+                (repartition.partitioning(), placed.as_slice())
+            {
+                if !repartition.preserve_order() {
+                    let child = Arc::clone(child);
+                    let Some((_, Placement::Executors(inputs))) = placed.pop() else {
+                        unreachable!("matched above");
+                    };
+                    return self.hash_shuffle(plan, child, inputs);
+                }
+            }
+        }
+        let all_on_executors = placed
+            .iter()
+            .all(|(_, p)| matches!(p, Placement::Executors(_)));
+        if all_on_executors && is_partition_local(plan.as_ref()) {
+            let mut stages = Vec::new();
+            let mut children = Vec::new();
+            for (child, placement) in placed {
+                if let Placement::Executors(s) = placement {
+                    stages.extend(s);
+                }
+                children.push(child);
+            }
+            return Ok((
+                plan.with_new_children(children)?,
+                Placement::Executors(stages),
+            ));
+        }
+        let children = placed
+            .into_iter()
+            .map(|(child, placement)| self.gather(child, placement))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((plan.with_new_children(children)?, Placement::Coordinator))
+    }
+
+    /// The producer's input runs as a stage whose tasks hash-split their rows into the
+    /// repartition's buckets.
+    fn hash_shuffle(
+        &mut self,
+        repartition: Arc<dyn ExecutionPlan>,
+        input: Arc<dyn ExecutionPlan>,
+        inputs: Vec<Arc<ShuffleStage>>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
+        let tasks = partitions(&input);
+        let producer = Arc::clone(&repartition).with_new_children(vec![input])?;
+        let buckets = partitions(&repartition);
+        let choice = match repartition.properties().output_partitioning() {
+            Partitioning::Hash(exprs, n) => {
+                let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                format!("hash([{}], {n})", exprs.join(", "))
+            }
+            other => other.to_string(),
+        };
+        let stage = self.stage(
+            producer,
+            inputs,
+            ShuffleOutput {
+                buckets: buckets as u32,
+                broadcast: false,
+            },
+            tasks,
+        )?;
+        let exchange = self.exchange(
+            stage,
+            Arc::clone(repartition.properties()),
+            buckets,
+            false,
+            choice,
+        )?;
+        let stages = vec![Arc::clone(exchange.stage())];
+        Ok((Arc::new(exchange), Placement::Executors(stages)))
+    }
+
+    /// A join whose build side every probe task needs whole: the build side becomes a
+    /// broadcast stage when both sides can run on executors.
+    fn broadcast_join(
+        &mut self,
+        join: Arc<dyn ExecutionPlan>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
+        let children: Vec<Arc<dyn ExecutionPlan>> = join.children().into_iter().cloned().collect();
+        let [build, probe] = children.as_slice() else {
+            return Err(DataFusionError::Internal("a join has two inputs".into()));
+        };
+        let coalesce = build.as_any().downcast_ref::<CoalescePartitionsExec>();
+        let build_input = match coalesce {
+            Some(c) => Arc::clone(c.input()),
+            None => Arc::clone(build),
+        };
+        let (probe, probe_placement) = self.place(Arc::clone(probe))?;
+        let (build_input, build_placement) = self.place(build_input)?;
+        match (build_placement, probe_placement) {
+            (Placement::Executors(build_stages), Placement::Executors(mut stages)) => {
+                let consumers = partitions(&probe);
+                let rows = build
+                    .partition_statistics(None)
+                    .ok()
+                    .and_then(|s| s.num_rows.get_value().copied());
+                let choice = format!(
+                    "broadcast to {consumers} task(s), build side {}",
+                    match rows {
+                        Some(r) => format!("≈{r} rows"),
+                        None => "of unknown size".to_string(),
+                    }
+                );
+                let tasks = partitions(&build_input);
+                let stage = self.stage(
+                    build_input,
+                    build_stages,
+                    ShuffleOutput {
+                        buckets: consumers as u32,
+                        broadcast: true,
+                    },
+                    tasks,
+                )?;
+                let exchange =
+                    self.exchange(stage, Arc::clone(build.properties()), 1, true, choice)?;
+                stages.push(Arc::clone(exchange.stage()));
+                let join = join.with_new_children(vec![Arc::new(exchange), probe])?;
+                Ok((join, Placement::Executors(stages)))
+            }
+            (build_placement, probe_placement) => {
+                let build_input = self.gather(build_input, build_placement)?;
+                let build = match coalesce {
+                    Some(_) => Arc::clone(build).with_new_children(vec![build_input])?,
+                    None => build_input,
+                };
+                let probe = self.gather(probe, probe_placement)?;
+                Ok((
+                    join.with_new_children(vec![build, probe])?,
+                    Placement::Coordinator,
+                ))
+            }
+        }
+    }
+
+    /// Encodes a producer stage.
+    fn stage(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        inputs: Vec<Arc<ShuffleStage>>,
+        output: ShuffleOutput,
+        tasks: usize,
+    ) -> Result<Arc<ShuffleStage>> {
+        let (encoded, files) = encode_fragment(&plan)?;
+        self.next_stage += 1;
+        Ok(Arc::new(ShuffleStage {
+            stage_id: self.next_stage,
+            plan,
+            encoded: Arc::new(encoded),
+            files: Arc::new(files),
+            tasks,
+            output,
+            inputs,
+            reports: Mutex::default(),
+        }))
+    }
+
+    fn exchange(
+        &self,
+        stage: Arc<ShuffleStage>,
+        properties: Arc<PlanProperties>,
+        partitions: usize,
+        broadcast: bool,
+        choice: String,
+    ) -> Result<ShuffleExchangeExec> {
+        let schema = stage.plan.schema();
+        let reader = ShuffleReaderExec::try_new(ShuffleReaderNode {
+            stage_id: stage.stage_id,
+            schema: floe_catalog::exec::encode_schema(&schema)?,
+            partitions: partitions as u32,
+            broadcast,
+            bucket: 0,
+        })?;
+        Ok(ShuffleExchangeExec {
+            stage,
+            reader: Arc::new(reader),
+            properties,
+            choice,
+        })
+    }
+
+    /// Wraps what runs on executors so that the coordinator reads its tasks' output.
+    fn gather(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        placement: Placement,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Placement::Executors(inputs) = placement else {
+            return Ok(plan);
+        };
+        match encode_fragment(&plan) {
+            Ok((encoded, files)) => {
+                self.next_stage += 1;
+                Ok(Arc::new(RemoteStageExec::new(
+                    plan,
+                    encoded,
+                    files,
+                    inputs,
+                    self.rule.query_id.clone(),
+                    self.next_stage,
+                    self.rule.registry.clone(),
+                )))
+            }
+            Err(e) if inputs.is_empty() => {
+                warn!("fragment stays on the coordinator: {e}");
+                Ok(plan)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    plan.properties().output_partitioning().partition_count()
+}
+
+/// The fragment as executors receive it: shuffle exchanges become readers, the scan's files
+/// are taken out (each task gets its own next to the plan); and those files per partition.
+fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<FileGroup>)> {
+    let mut files = Vec::new();
+    let plan = Arc::clone(fragment).transform_down(|node| {
+        if let Some(exchange) = node.as_any().downcast_ref::<ShuffleExchangeExec>() {
+            let reader = Arc::clone(&exchange.reader) as Arc<dyn ExecutionPlan>;
+            return Ok(Transformed::new(
+                reader,
+                true,
+                datafusion::common::tree_node::TreeNodeRecursion::Jump,
+            ));
+        }
+        let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if !files.is_empty() {
+            return Err(DataFusionError::NotImplemented(
+                "a fragment with two table scans".into(),
+            ));
+        }
+        files = scan.node().file_groups.clone();
+        Ok(Transformed::yes(
+            Arc::new(scan.without_files()?) as Arc<dyn ExecutionPlan>
+        ))
+    })?;
+    Ok((floe_executor::codec::encode_plan(plan.data)?, files))
+}
+
+/// Joins that read all of their build (left) side in every partition and emit only rows driven
+/// by the probe side, so every probe task can join against its own copy of the build side.
+fn is_broadcast_join(plan: &dyn ExecutionPlan) -> bool {
+    let any = plan.as_any();
+    let probe_driven = |t: &JoinType| {
+        matches!(
+            t,
+            JoinType::Inner
+                | JoinType::Right
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        )
+    };
+    if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+        return *join.partition_mode() == PartitionMode::CollectLeft
+            && probe_driven(join.join_type());
+    }
+    if let Some(join) = any.downcast_ref::<NestedLoopJoinExec>() {
+        return probe_driven(join.join_type());
+    }
+    any.is::<CrossJoinExec>()
+}
+
+/// Operators that work on each partition alone, so they run in the tasks of their input.
+fn is_partition_local(plan: &dyn ExecutionPlan) -> bool {
+    let any = plan.as_any();
+    if any.is::<FilterExec>()
+        || any.is::<ProjectionExec>()
+        || any.is::<LocalLimitExec>()
+        || any.is::<CooperativeExec>()
+        || any.is::<BoundedWindowAggExec>()
+        || any.is::<WindowAggExec>()
+    {
+        return true;
+    }
+    if let Some(agg) = any.downcast_ref::<AggregateExec>() {
+        return matches!(
+            agg.mode(),
+            AggregateMode::Partial
+                | AggregateMode::FinalPartitioned
+                | AggregateMode::SinglePartitioned
+        );
+    }
+    if let Some(sort) = any.downcast_ref::<SortExec>() {
+        return sort.preserve_partitioning();
+    }
+    if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+        return *join.partition_mode() == PartitionMode::Partitioned;
+    }
+    false
+}
+
+impl PhysicalOptimizerRule for PlanStages {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut cutter = Cutter {
+            rule: self,
+            next_stage: 0,
+        };
+        let (plan, placement) = cutter.place(plan)?;
+        cutter.gather(plan, placement)
+    }
+
+    fn name(&self) -> &str {
+        "floe_plan_stages"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,467 @@
+//! Shuffles between executors, pipelined and in memory.
+//!
+//! ```text
+//!  producer task (stage s, task i) ──bucket j──▶ bounded channel ──DoGet(ShuffleRead s,i,j)──▶
+//!      ShuffleReaderExec partition j of every consumer task merges bucket j of all producers
+//! ```
+//!
+//! A producer task splits its output into buckets (by hash, or every row to every bucket for a
+//! broadcast) and pushes each piece into that bucket's bounded channel, so it runs only as fast
+//! as its consumers read: backpressure, and nothing on disk. Consumers claim a bucket with a
+//! `ShuffleRead` ticket. A producer's task stream (the coordinator's DoGet) stays open until
+//! every bucket was read to its end, so unread buckets never outlive their query: when the
+//! coordinator drops the query, the producer and its channels go with it.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::Ticket;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use floe_proto::{FloeTicket, ShuffleRead, ShuffleReaderNode, TaskLocation, PROTOCOL_VERSION};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::sync::{mpsc, Notify};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::status::{is_from_executor, ExecutorLost};
+use crate::MAX_MESSAGE_SIZE;
+
+/// What travels through a bucket's channel: batches, then exactly one end marker.
+#[derive(Debug)]
+pub enum ShuffleItem {
+    /// A piece of the producer's output.
+    Batch(RecordBatch),
+    /// The producer finished (`Ok`) or failed with this status.
+    End(std::result::Result<(), Status>),
+}
+
+/// Batches a bucket buffers before its producer waits for the consumer.
+const BUCKET_CAPACITY: usize = 4;
+
+/// How long a consumer waits for a producer task to register its buckets.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+
+type BucketKey = (String, u32, u32, u32);
+
+#[derive(Debug)]
+struct Bucket {
+    schema: SchemaRef,
+    receiver: mpsc::Receiver<ShuffleItem>,
+}
+
+/// The buckets of the shuffle producers running on this executor, until a consumer claims them.
+#[derive(Debug, Default)]
+pub struct ShuffleRegistry {
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    registered: Notify,
+}
+
+/// Un-registers a producer's buckets that no consumer claimed, when the producer ends.
+pub struct BucketsGuard {
+    registry: Arc<ShuffleRegistry>,
+    keys: Vec<BucketKey>,
+}
+
+impl Drop for BucketsGuard {
+    fn drop(&mut self) {
+        let mut buckets = self
+            .registry
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            buckets.remove(key);
+        }
+    }
+}
+
+impl ShuffleRegistry {
+    /// Opens the buckets of producer task `task` of `stage`: their senders, and a guard that
+    /// removes the unclaimed ones when dropped.
+    pub fn register(
+        self: &Arc<Self>,
+        query_id: &str,
+        stage: u32,
+        task: u32,
+        schema: SchemaRef,
+        count: usize,
+    ) -> (Vec<mpsc::Sender<ShuffleItem>>, BucketsGuard) {
+        let mut senders = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count);
+        {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            for bucket in 0..count as u32 {
+                let (tx, rx) = mpsc::channel(BUCKET_CAPACITY);
+                let key = (query_id.to_string(), stage, task, bucket);
+                buckets.insert(
+                    key.clone(),
+                    Bucket {
+                        schema: Arc::clone(&schema),
+                        receiver: rx,
+                    },
+                );
+                senders.push(tx);
+                keys.push(key);
+            }
+        }
+        self.registered.notify_waiters();
+        let guard = BucketsGuard {
+            registry: Arc::clone(self),
+            keys,
+        };
+        (senders, guard)
+    }
+
+    /// Takes a bucket for reading, waiting for its producer to start if needed.
+    pub async fn claim(
+        &self,
+        read: &ShuffleRead,
+    ) -> std::result::Result<(SchemaRef, mpsc::Receiver<ShuffleItem>), Status> {
+        let key = (read.query_id.clone(), read.stage_id, read.task, read.bucket);
+        let deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
+        loop {
+            let notified = self.registered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(bucket) = self
+                .buckets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key)
+            {
+                return Ok((bucket.schema, bucket.receiver));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Status::not_found(format!(
+                    "bucket {} of task {} of stage {} (query {}) is not on this executor: the \
+                     producer never started here, or it ended",
+                    read.bucket, read.task, read.stage_id, read.query_id
+                )));
+            }
+        }
+    }
+}
+
+/// How a producer splits its output.
+pub enum Split {
+    /// By DataFusion's hash of these expressions (the same hash as its `RepartitionExec`, so
+    /// both sides of a join agree).
+    Hash(BatchPartitioner),
+    /// Every row to every bucket.
+    Broadcast,
+}
+
+/// What a producer task did, for its report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Produced {
+    /// Rows read from its input.
+    pub rows: u64,
+    /// Bytes of Arrow data it handed to its buckets.
+    pub bytes: u64,
+}
+
+/// Runs a producer: reads `input`, splits each batch and pushes the pieces into the buckets,
+/// then ends every bucket and waits until each was read to its end (or its reader went away).
+pub async fn produce(
+    mut input: SendableRecordBatchStream,
+    mut split: Split,
+    senders: Vec<mpsc::Sender<ShuffleItem>>,
+) -> Result<Produced> {
+    let mut produced = Produced::default();
+    let outcome: Result<()> = async {
+        while let Some(batch) = input.next().await {
+            let batch = batch?;
+            produced.rows += batch.num_rows() as u64;
+            let mut pieces = Vec::new();
+            match &mut split {
+                Split::Hash(partitioner) => partitioner.partition(batch, |bucket, piece| {
+                    pieces.push((bucket, piece));
+                    Ok(())
+                })?,
+                Split::Broadcast => pieces.extend((0..senders.len()).map(|b| (b, batch.clone()))),
+            }
+            for (bucket, piece) in pieces {
+                produced.bytes += piece.get_array_memory_size() as u64;
+                // A reader that went away (its query is ending) just stops receiving.
+                let _ = senders[bucket].send(ShuffleItem::Batch(piece)).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            for sender in &senders {
+                let _ = sender.send(ShuffleItem::End(Ok(()))).await;
+            }
+            for sender in &senders {
+                sender.closed().await;
+            }
+            Ok(produced)
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            let status = crate::status::mark_from_executor(crate::status::status_from_datafusion(
+                DataFusionError::Shared(Arc::clone(&e)),
+            ));
+            for sender in &senders {
+                let _ = sender.try_send(ShuffleItem::End(Err(status.clone())));
+            }
+            Err(DataFusionError::Shared(e))
+        }
+    }
+}
+
+/// Reads one stage's shuffle output: partition `j` merges bucket `j` of every producer task
+/// (for a broadcast, its single partition reads this task's own bucket).
+#[derive(Debug)]
+pub struct ShuffleReaderExec {
+    node: ShuffleReaderNode,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    /// The producer tasks, known only when the task runs.
+    producers: Vec<TaskLocation>,
+    query_id: String,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ShuffleReaderExec {
+    /// A reader as decoded from a plan; producers are set per task with [`Self::with_producers`].
+    pub fn try_new(node: ShuffleReaderNode) -> Result<Self> {
+        let schema = floe_catalog::exec::decode_schema(&node.schema)?;
+        let partitions = (node.partitions as usize).max(1);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            node,
+            schema,
+            properties: Arc::new(properties),
+            producers: Vec::new(),
+            query_id: String::new(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// Its wire form.
+    pub fn node(&self) -> &ShuffleReaderNode {
+        &self.node
+    }
+
+    /// The stage it reads.
+    pub fn stage_id(&self) -> u32 {
+        self.node.stage_id
+    }
+
+    /// The same reader bound to one task: where the producers run, and (for a broadcast) which
+    /// bucket is this task's.
+    pub fn with_producers(
+        &self,
+        query_id: &str,
+        producers: Vec<TaskLocation>,
+        task: usize,
+    ) -> Result<Self> {
+        let mut node = self.node.clone();
+        if node.broadcast {
+            node.bucket = task as u32;
+        }
+        let mut reader = Self::try_new(node)?;
+        reader.producers = producers;
+        reader.query_id = query_id.to_string();
+        Ok(reader)
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ShuffleReaderExec: stage={}, {}",
+            self.node.stage_id,
+            if self.node.broadcast {
+                "broadcast".to_string()
+            } else {
+                format!("buckets={}", self.node.partitions)
+            }
+        )
+    }
+}
+
+/// Channels to other executors, one per endpoint, shared by every task of this process.
+fn channel(endpoint: &str) -> Result<Channel> {
+    static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+    let mut channels = CHANNELS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = channels.get(endpoint) {
+        return Ok(c.clone());
+    }
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| DataFusionError::Plan(format!("bad producer endpoint '{endpoint}': {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    channels.insert(endpoint.to_string(), channel.clone());
+    Ok(channel)
+}
+
+/// A producer's error as the consumer reports it: the producer's own error keeps its status;
+/// a broken connection means the producer's executor is lost.
+fn producer_error(producer: &TaskLocation, status: Status) -> DataFusionError {
+    if is_from_executor(&status) {
+        DataFusionError::External(Box::new(status))
+    } else {
+        DataFusionError::External(Box::new(ExecutorLost {
+            executor_id: producer.executor_id.clone(),
+            reason: format!("reading its shuffle output: {}", status.message()),
+        }))
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "ShuffleReaderExec takes no children".into(),
+            ))
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let bucket = if self.node.broadcast {
+            self.node.bucket
+        } else {
+            partition as u32
+        };
+        let read_bytes = MetricBuilder::new(&self.metrics).counter(SHUFFLE_BYTES_READ, partition);
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let mut inputs = Vec::with_capacity(self.producers.len());
+        for (task, producer) in self.producers.iter().enumerate() {
+            let read = ShuffleRead {
+                protocol_version: PROTOCOL_VERSION,
+                task_token: producer.task_token.clone(),
+                query_id: self.query_id.clone(),
+                stage_id: self.node.stage_id,
+                task: task as u32,
+                bucket,
+            };
+            let channel = channel(&producer.endpoint)?;
+            let producer = producer.clone();
+            let read_bytes = read_bytes.clone();
+            let opened = async move {
+                let ticket = FloeTicket {
+                    kind: Some(floe_proto::floe_ticket::Kind::ShuffleRead(read)),
+                };
+                let mut client = FlightServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE);
+                let response = client
+                    .do_get(Ticket::new(ticket.encode_to_vec()))
+                    .await
+                    .map_err(|s| producer_error(&producer, s))?;
+                let data = response
+                    .into_inner()
+                    .inspect_ok(move |d| read_bytes.add(d.data_body.len() + d.data_header.len()))
+                    .map_err(arrow_flight::error::FlightError::from);
+                let batches = FlightDataDecoder::new(data).try_filter_map(|d| {
+                    futures::future::ready(Ok(match d.payload {
+                        DecodedPayload::RecordBatch(b) => Some(b),
+                        _ => None,
+                    }))
+                });
+                Ok::<_, DataFusionError>(batches.map_err(move |e| match e {
+                    arrow_flight::error::FlightError::Tonic(s) => producer_error(&producer, *s),
+                    other => DataFusionError::External(Box::new(other)),
+                }))
+            };
+            inputs.push(futures::stream::once(opened).try_flatten().boxed());
+        }
+        let merged = futures::stream::select_all(inputs).inspect_ok(move |b| {
+            output_rows.add(b.num_rows());
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            merged,
+        )))
+    }
+}
+
+/// The metric a shuffle reader counts its network bytes in.
+pub const SHUFFLE_BYTES_READ: &str = "shuffle_bytes_read";
+
+/// Serves one claimed bucket as a stream: its batches, then its end marker (a producer that
+/// vanished without one fails the stream).
+pub fn serve_bucket(
+    receiver: mpsc::Receiver<ShuffleItem>,
+    read: ShuffleRead,
+) -> futures::stream::BoxStream<'static, std::result::Result<RecordBatch, Status>> {
+    futures::stream::unfold(Some(receiver), move |receiver| {
+        let (task, stage) = (read.task, read.stage_id);
+        async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(ShuffleItem::Batch(b)) => Some((Ok(b), Some(receiver))),
+                Some(ShuffleItem::End(Ok(()))) => None,
+                Some(ShuffleItem::End(Err(status))) => Some((Err(status), None)),
+                None => Some((
+                    Err(Status::aborted(format!(
+                        "producer task {task} of stage {stage} ended before finishing its \
+                         output (its query was cancelled or failed)"
+                    ))),
+                    None,
+                )),
+            }
+        }
+    })
+    .boxed()
+}
