@@ -30,7 +30,7 @@ from compare import assert_same, fetch, plan_text
 
 DROP_DEADLINE_S = 12.0      # 5 s expiry + 1 s reaper period, with slack for a loaded machine
 FAIL_FAST_S = 15.0
-TASK_RE = re.compile(r"\bp(\d+)@(\S+?) files=")
+TASK_RE = re.compile(r"\bt(\d+)@(\S+?) files=")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 QUERIES = [
@@ -98,7 +98,7 @@ def _executed_on(conn) -> dict[int, str]:
     """{partition: executor id} of the tasks of EXPLAIN ANALYZE's remote stage(s)."""
     text = plan_text(fetch(conn, f"EXPLAIN ANALYZE {ANALYZE_SQL}"))
     tasks = TASK_RE.findall(text)
-    assert tasks, f"no executed=[p<N>@<executor> files=...] in EXPLAIN ANALYZE:\n{text}"
+    assert tasks, f"no executed=[t<N>@<executor> files=...] in EXPLAIN ANALYZE:\n{text}"
     return {int(p): ex for p, ex in tasks}
 
 

@@ -95,17 +95,36 @@ def pb_decode(data: bytes) -> dict[int, list]:
     return out
 
 
-def task_definition(protocol_version: int = 1, task_token: str = "not-the-token", query_id: str = "q-1",
-                    stage_id: int = 1, partition: int = 0, plan: bytes = b"\x0a\x00") -> bytes:
-    """floe.v1.TaskDefinition."""
-    return (
-        pb_uint(1, protocol_version)
+PROTOCOL_VERSION = 2  # floe-proto's PROTOCOL_VERSION
+
+
+def task_definition(protocol_version: int = PROTOCOL_VERSION, task_token: str = "not-the-token",
+                    query_id: str = "q-1", stage_id: int = 1, partition: int = 0,
+                    plan: bytes = b"\x0a\x00") -> bytes:
+    """A DoGet ticket: floe.v1.FloeTicket { task: TaskDefinition } (a zero
+    protocol_version is omitted, as proto3 does)."""
+    task = (
+        (pb_uint(1, protocol_version) if protocol_version else b"")
         + pb_bytes(2, task_token)
         + pb_bytes(3, query_id)
         + pb_uint(4, stage_id)
         + pb_uint(5, partition)
         + pb_bytes(6, plan)
     )
+    return pb_bytes(1, task)
+
+
+def shuffle_read(task_token: str, protocol_version: int = PROTOCOL_VERSION) -> bytes:
+    """A DoGet ticket: floe.v1.FloeTicket { shuffle_read: ShuffleRead }."""
+    read = (
+        pb_uint(1, protocol_version)
+        + pb_bytes(2, task_token)
+        + pb_bytes(3, "q-1")
+        + pb_uint(4, 1)
+        + pb_uint(5, 0)
+        + pb_uint(6, 0)
+    )
+    return pb_bytes(2, read)
 
 
 def register_request(executor_id: str, endpoint: str, protocol_version: int, secret: str = "") -> bytes:
@@ -295,7 +314,7 @@ def test_executor_rejects_garbage_ticket(executor_client):
         executor_client.do_get(flight.Ticket(b"\xff\xff\xff\xff not a protobuf")).read_all()
     e = info.value
     assert isinstance(e, pa.ArrowInvalid) and "invalid argument" in str(e).lower(), f"{type(e).__name__}: {e}"
-    assert "TaskDefinition" in str(e), str(e)
+    assert "FloeTicket" in str(e), str(e)
 
 
 @pytest.mark.parametrize("token", ["not-the-token", "", "0" * 64], ids=["wrong", "empty", "zeros"])
@@ -315,9 +334,25 @@ def test_executor_rejects_wrong_task_token(target, token):
             client.close()
 
 
-@pytest.mark.parametrize("version", [99, 2, 0])
+@pytest.mark.parametrize("token", ["not-the-token", ""], ids=["wrong", "empty"])
+def test_executor_serves_shuffle_buckets_only_with_its_token(target, token):
+    """Another executor's request for a shuffle bucket needs the producer's task
+    token, which only the coordinator hands out (inside the consumer's task)."""
+    for ep in _executor_endpoints(target):
+        client = flight.connect(ep)
+        try:
+            with pytest.raises(pa.ArrowException) as info:
+                client.do_get(flight.Ticket(shuffle_read(token))).read_all()
+            e = info.value
+            assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
+            assert "bad task token" in str(e), str(e)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("version", [99, 1, 0])
 def test_executor_rejects_other_protocol_version(executor_client, version):
-    ticket = task_definition(protocol_version=version) if version else task_definition()[2:]  # 0: field omitted
+    ticket = task_definition(protocol_version=version)
     with pytest.raises(pa.ArrowException) as info:
         executor_client.do_get(flight.Ticket(ticket)).read_all()
     e = info.value
@@ -386,23 +421,23 @@ def _register(dep: floe_cluster.Deployment, request: bytes):
 
 def test_control_plane_checks_protocol_version(lone_coordinator):
     dep = lone_coordinator()
-    for version in (2, 0):
+    for version in (PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1, 0):
         with pytest.raises(grpc.RpcError) as info:
             _register(dep, register_request("py-exec-old", "http://127.0.0.1:9", version))
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
         assert f"protocol version {version}" in info.value.details(), info.value.details()
     assert not dep.registrations(), "a refused executor was registered"
 
-    resp = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", 1)))
+    resp = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", PROTOCOL_VERSION)))
     token = resp.get(1, [b""])[0]
     assert re.fullmatch(rb"[0-9a-f]{32,}", token), f"task_token {token!r}"
-    assert resp.get(3) == [1], f"protocol_version in response: {resp}"
+    assert resp.get(3) == [PROTOCOL_VERSION], f"protocol_version in response: {resp}"
     assert resp.get(2, [0])[0] > 0, f"heartbeat_interval_ms: {resp}"
     dep.coordinator.wait_for(floe_cluster.REGISTERED_RE, timeout=10, what="FLOE_EXECUTOR_REGISTERED py-exec-ok",
                              predicate=lambda m: m["id"] == "py-exec-ok")
 
     # Each registration gets a fresh random token.
-    again = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", 1)))[1][0]
+    again = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", PROTOCOL_VERSION)))[1][0]
     assert again != token
 
 
@@ -410,8 +445,8 @@ def test_control_plane_checks_cluster_secret(lone_coordinator):
     dep = lone_coordinator("--cluster-secret", "s3cr3t-for-tests")
     for secret in ("", "wrong"):
         with pytest.raises(grpc.RpcError) as info:
-            _register(dep, register_request("py-exec-nosecret", "http://127.0.0.1:9", 1, secret))
+            _register(dep, register_request("py-exec-nosecret", "http://127.0.0.1:9", PROTOCOL_VERSION, secret))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value
     assert not dep.registrations(), "an executor without the secret was registered"
-    resp = pb_decode(_register(dep, register_request("py-exec-secret", "http://127.0.0.1:9", 1, "s3cr3t-for-tests")))
+    resp = pb_decode(_register(dep, register_request("py-exec-secret", "http://127.0.0.1:9", PROTOCOL_VERSION, "s3cr3t-for-tests")))
     assert resp.get(1, [b""])[0], resp

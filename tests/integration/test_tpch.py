@@ -251,3 +251,24 @@ def test_small_build_side_is_broadcast(floe_conn, tpch):
     joins = [i for i, l in enumerate(text.splitlines()) if "HashJoinExec" in l]
     assert joins and all(i > gather for i in joins), f"the join runs on the coordinator:\n{text}"
     assert_close(fetch(floe_conn, sql), tpch.oracle(sql), order_keys=["n_name"], context="broadcast join")
+
+
+def test_join_that_cannot_fit_fails_with_resource_exhausted_naming_the_operator(small_memory_floe, tpch):
+    """A hash join's build side cannot spill: joining lineitem with itself on its
+    comment under 24 MiB fails with gRPC RESOURCE_EXHAUSTED whose message names
+    the join's memory consumer, and the same deployment answers the next query."""
+    from adbc_driver_manager import Error
+
+    sql = ("SELECT count(*) AS n, max(a.l_shipinstruct) AS s FROM tpch.lineitem a JOIN tpch.lineitem b "
+           "ON a.l_comment = b.l_comment AND a.l_shipmode = b.l_shipmode")
+    conn = small_memory_floe.connect()
+    try:
+        with pytest.raises(Error) as info:
+            fetch(conn, sql)
+        message = str(info.value)
+        print(f"\n{message}")
+        assert "ResourceExhausted" in message, message
+        assert "HashJoin" in message, message
+        assert fetch(conn, "SELECT count(*) AS n FROM tpch.lineitem").column(0)[0].as_py() == tpch.rows["lineitem"]
+    finally:
+        conn.close()
