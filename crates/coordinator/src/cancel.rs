@@ -121,10 +121,14 @@ mod tests {
     async fn a_cancelled_run_ends_with_cancelled_and_leaves_the_registry() {
         let runs = RunRegistry::default();
         let endless = futures::stream::repeat(Ok::<u32, Status>(1)).boxed();
-        let mut tracked = Box::pin(runs.track("r1", endless).unwrap());
-        assert_eq!(tracked.next().await.unwrap().unwrap(), 1);
+        let mut tracked = Box::pin(runs.track("r1", endless).expect("not cancelled yet"));
+        assert_eq!(tracked.next().await.expect("an item").expect("a value"), 1);
         assert_eq!(runs.cancel("r1"), Cancelled::Running);
-        let err = tracked.next().await.unwrap().unwrap_err();
+        let err = tracked
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("cancelled");
         assert_eq!(err.code(), tonic::Code::Cancelled);
         assert!(tracked.next().await.is_none());
         drop(tracked);
