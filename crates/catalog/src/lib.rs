@@ -9,9 +9,11 @@
 //!  object_store                       │ partitions and column bounds
 //!                                     ▼
 //!                               exec: IcebergScanExec (file groups; runs on executors)
+//!                               write: IcebergWriteExec (executors write data files),
+//!                                      IcebergCommitExec (coordinator commits one snapshot)
 //! ```
 //!
-//! This crate depends on `floe-proto` only. The scan node lives here because both the
+//! This crate depends on `floe-proto` only. The scan and write nodes live here because both the
 //! coordinator (which plans it) and the executors (which run it) depend on this crate.
 
 pub mod config;
@@ -21,6 +23,7 @@ pub mod exec;
 pub mod predicate;
 pub mod provider;
 pub mod storage;
+pub mod write;
 
 pub use config::{CatalogKind, CatalogSettings, StorageSettings, CATALOG_NAME};
 pub use connect::connect;

@@ -23,6 +23,9 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use crate::error::CatalogError;
 use crate::exec::{encode_schema, IcebergScanExec};
 use crate::predicate::filters_to_predicate;
+use crate::write::{write_node, CommitKind, IcebergCommitExec, IcebergWriteExec};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 
 /// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
 pub async fn catalog_provider(catalog: Arc<dyn Catalog>) -> Result<Arc<dyn CatalogProvider>> {
@@ -104,7 +107,10 @@ impl SchemaProvider for IcebergSchema {
                 crate::exec::error_chain(&e)
             )))
         })?;
-        Ok(Some(Arc::new(IcebergTableProvider::try_new(table)?)))
+        Ok(Some(Arc::new(IcebergTableProvider::try_new(
+            table,
+            Arc::clone(&self.catalog),
+        )?)))
     }
 
     async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
@@ -121,13 +127,14 @@ impl SchemaProvider for IcebergSchema {
 #[derive(Debug)]
 pub struct IcebergTableProvider {
     table: Table,
+    catalog: Arc<dyn Catalog>,
     name: String,
     schema: SchemaRef,
 }
 
 impl IcebergTableProvider {
-    /// Wraps a loaded table.
-    pub fn try_new(table: Table) -> Result<Self> {
+    /// Wraps a loaded table of `catalog`.
+    pub fn try_new(table: Table, catalog: Arc<dyn Catalog>) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
         let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
@@ -141,6 +148,7 @@ impl IcebergTableProvider {
         let schema = ArrowSchema::new(fields);
         Ok(Self {
             table,
+            catalog,
             name,
             schema: Arc::new(schema),
         })
@@ -286,6 +294,38 @@ impl TableProvider for IcebergTableProvider {
                 .unwrap_or_default(),
         };
         Ok(Arc::new(IcebergScanExec::try_new(node)?))
+    }
+
+    /// INSERT INTO: every partition of `input` is written by an [`IcebergWriteExec`] (on the
+    /// executors, next to the input's last stage), and one [`IcebergCommitExec`] on the
+    /// coordinator commits all files in one snapshot.
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let kind = match insert_op {
+            InsertOp::Append => CommitKind::Append,
+            InsertOp::Overwrite | InsertOp::Replace => {
+                return Err(external(CatalogError::Unsupported(format!(
+                    "INSERT OVERWRITE into {}: replacing data files needs an overwrite commit, \
+                     which iceberg-rust 0.10 does not offer yet",
+                    self.name
+                ))))
+            }
+        };
+        let write_id = uuid::Uuid::new_v4().to_string();
+        let node = write_node(&self.table, &self.name, &write_id)?;
+        let write = Arc::new(IcebergWriteExec::try_new(node, input)?);
+        let gathered = Arc::new(CoalescePartitionsExec::new(write));
+        Ok(Arc::new(IcebergCommitExec::new(
+            gathered,
+            Arc::clone(&self.catalog),
+            self.table.identifier().clone(),
+            self.name.clone(),
+            kind,
+        )))
     }
 }
 

@@ -14,6 +14,24 @@ pub enum CoordinatorError {
     /// A table or schema the query names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The table or schema to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The statement would act outside what clients may touch.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The statement needs a state the object is not in (e.g. dropping a non-empty schema).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Floe does not do this yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The catalog could not be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug.
+    #[error("{0}")]
+    Internal(String),
     /// Planning or running the query failed.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -27,6 +45,12 @@ impl From<CoordinatorError> for Status {
         match e {
             CoordinatorError::InvalidArgument(m) => Status::invalid_argument(m),
             CoordinatorError::NotFound(m) => Status::not_found(m),
+            CoordinatorError::AlreadyExists(m) => Status::already_exists(m),
+            CoordinatorError::PermissionDenied(m) => Status::permission_denied(m),
+            CoordinatorError::FailedPrecondition(m) => Status::failed_precondition(m),
+            CoordinatorError::Unimplemented(m) => Status::unimplemented(m),
+            CoordinatorError::Unavailable(m) => Status::unavailable(m),
+            CoordinatorError::Internal(m) => Status::internal(m),
             CoordinatorError::DataFusion(e) => floe_executor::status::status_from_datafusion(e),
             CoordinatorError::Catalog(e) => floe_executor::status::status_from_catalog(e),
         }

@@ -21,8 +21,9 @@ use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
     CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
@@ -57,14 +58,14 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     builder.append(SqlInfo::FlightSqlServerName, "Floe");
     builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
     builder.append(SqlInfo::FlightSqlServerArrowVersion, "58");
-    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerReadOnly, false);
     builder.append(SqlInfo::FlightSqlServerSql, true);
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
     builder.append(SqlInfo::FlightSqlServerCancel, true);
     builder.append(SqlInfo::SqlDdlCatalog, false);
-    builder.append(SqlInfo::SqlDdlSchema, false);
-    builder.append(SqlInfo::SqlDdlTable, false);
+    builder.append(SqlInfo::SqlDdlSchema, true);
+    builder.append(SqlInfo::SqlDdlTable, true);
     builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     builder.append(SqlInfo::SqlQuotedIdentifierCase, 3i32);
     builder.append(SqlInfo::SqlIdentifierCase, 2i32);
@@ -95,7 +96,7 @@ impl FloeFlightSql {
         handle.run_id = uuid::Uuid::new_v4().to_string();
         let params = decode_parameters(&handle.parameters)?;
         let planned = self.engine.plan("describe", &handle.sql, params).await?;
-        let schema = planned.plan.schema().as_arrow().clone();
+        let schema = planned.schema().as_ref().clone();
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
@@ -116,6 +117,25 @@ impl FloeFlightSql {
             return Ok(Response::new(self.runs.track(&run_id, stream)?.boxed()));
         }
         self.run_uncancellable(handle).await
+    }
+
+    /// Runs a statement to its end and adds up the rows its count batches report.
+    async fn update(&self, handle: StatementHandle) -> Result<i64, Status> {
+        let params = decode_parameters(&handle.parameters)?;
+        let stream = start_query(self.engine.clone(), handle.sql.clone(), params.clone()).await?;
+        let mut retrying = RetryingQuery {
+            engine: self.engine.clone(),
+            sql: handle.sql,
+            params,
+            stream,
+            sent_rows: false,
+            attempts: 1,
+        };
+        let mut batches = Vec::new();
+        while let Some(batch) = retrying.next().await {
+            batches.push(batch.map_err(status_from_datafusion)?);
+        }
+        Ok(crate::session::sum_counts(&batches) as i64)
     }
 
     /// Stops the runs a FlightInfo's tickets name.
@@ -212,8 +232,7 @@ async fn start_query(
     async {
         info!(sql = %sql, "running query");
         let planned = engine.plan(&query_id, &sql, params).await?;
-        let df = planned.ctx.execute_logical_plan(planned.plan).await?;
-        Ok(df.execute_stream().await?)
+        engine.execute(planned).await
     }
     .instrument(span)
     .await
@@ -419,10 +438,9 @@ impl FlightSqlService for FloeFlightSql {
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let planned = self.engine.plan("prepare", &query.query, vec![]).await?;
-        let dataset_schema = planned.plan.schema().as_arrow().clone();
+        let dataset_schema = planned.schema().as_ref().clone();
         let mut parameters: Vec<(String, Option<DataType>)> = planned
-            .plan
-            .get_parameter_types()
+            .parameter_types()
             .map_err(|e| Status::invalid_argument(format!("parameters of the statement: {e}")))?
             .into_iter()
             .collect();
@@ -473,6 +491,30 @@ impl FlightSqlService for FloeFlightSql {
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.encode_to_vec().into()),
         })
+    }
+
+    /// A write or DDL statement through Flight SQL's update path: the rows it wrote.
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = StatementHandle {
+            sql: command.query,
+            parameters: vec![],
+            run_id: String::new(),
+        };
+        self.update(handle).await
+    }
+
+    /// A prepared write or DDL statement through the update path.
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = decode_handle(&query.prepared_statement_handle)?;
+        self.update(handle).await
     }
 
     /// The deprecated Flight SQL `CancelQuery` action.
@@ -661,6 +703,7 @@ async fn table_schema(
         .load_table(ident)
         .await
         .map_err(|e| Status::unavailable(format!("loading table {ident}: {e}")))?;
-    let provider = IcebergTableProvider::try_new(table).map_err(status_from_datafusion)?;
+    let provider = IcebergTableProvider::try_new(table, Arc::clone(catalog))
+        .map_err(status_from_datafusion)?;
     Ok(provider.schema())
 }

@@ -14,6 +14,7 @@
 //! Flight SQL and the executors' control plane share one port.
 
 pub mod cancel;
+pub mod ddl;
 pub mod error;
 pub mod flight_sql;
 pub mod registry;

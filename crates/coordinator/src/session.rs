@@ -15,9 +15,18 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use floe_catalog::{provider::catalog_provider, CATALOG_NAME};
 use iceberg::Catalog;
 
+use crate::ddl::{self, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
 use crate::registry::ExecutorRegistry;
 use crate::stages::PlanStages;
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::sql::sqlparser::ast::ObjectType;
+use floe_catalog::write::count_schema;
+use futures::TryStreamExt;
 
 /// Plans queries against the catalog for the cluster's executors.
 #[derive(Debug, Clone)]
@@ -84,20 +93,36 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    /// Parses, resolves and plans one SQL statement, binding `params` to `$1, $2, …`.
+    /// Parses, resolves and plans one SQL statement, binding `params` to `$1, $2, …`. DDL is
+    /// parsed and checked, not run.
     pub async fn plan(
         &self,
         query_id: &str,
         sql: &str,
         params: Vec<ScalarValue>,
-    ) -> Result<PlannedQuery> {
+    ) -> Result<Planned> {
         let ctx = self.session(query_id).await?;
+        let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let statement = state.sql_to_statement(&sql, &dialect)?;
+        if is_ddl(&statement) {
+            if !params.is_empty() {
+                return Err(CoordinatorError::InvalidArgument(
+                    "DDL statements take no parameters".into(),
+                ));
+            }
+            let command = ddl::parse(&ctx, statement, partition_items).await?;
+            return Ok(Planned::Command { command, ctx });
+        }
+        if !partition_items.is_empty() {
+            return Err(CoordinatorError::InvalidArgument(
+                "PARTITIONED BY belongs to CREATE TABLE".into(),
+            ));
+        }
         if !is_query(&statement) {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "statement not supported: {} (Floe runs queries only)",
+                "statement not supported: {} (Floe runs queries, INSERT and DDL on its catalog)",
                 statement_kind(&statement)
             )));
         }
@@ -111,26 +136,174 @@ impl QueryEngine {
         let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
-            .with_allow_dml(false)
+            .with_allow_dml(true)
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| {
-                CoordinatorError::InvalidArgument(format!("{e} (Floe runs queries only)"))
+                CoordinatorError::InvalidArgument(format!(
+                    "{e} (Floe runs queries, INSERT and DDL on its catalog)"
+                ))
             })?;
         let plan = if params.is_empty() {
             plan
         } else {
             plan.with_param_values(ParamValues::from(params))?
         };
-        Ok(PlannedQuery { ctx, plan })
+        Ok(Planned::Query(PlannedQuery { ctx, plan }))
+    }
+
+    /// Runs a planned statement: a query's batches as they come, or a write's row count.
+    pub async fn execute(&self, planned: Planned) -> Result<SendableRecordBatchStream> {
+        match planned {
+            Planned::Query(query) => {
+                let df = query.ctx.execute_logical_plan(query.plan).await?;
+                Ok(df.execute_stream().await?)
+            }
+            Planned::Command { command, .. } => {
+                let rows = match &command {
+                    Command::CreateTable(create) if create.query.is_some() => {
+                        self.create_table_as(create).await?
+                    }
+                    other => {
+                        ddl::run(&self.catalog, other).await?;
+                        0
+                    }
+                };
+                let batch = RecordBatch::try_new(
+                    count_schema(),
+                    vec![Arc::new(UInt64Array::from(vec![rows]))],
+                )
+                .map_err(DataFusionError::from)?;
+                Ok(Box::pin(MemoryStream::try_new(
+                    vec![batch],
+                    count_schema(),
+                    None,
+                )?))
+            }
+        }
+    }
+
+    /// CREATE TABLE … AS SELECT: creates the table, then runs `INSERT INTO` it (distributed,
+    /// one commit). If the insert fails the new table is dropped again.
+    async fn create_table_as(&self, create: &CreateTableCommand) -> Result<u64> {
+        let Some(query) = &create.query else {
+            return Ok(0);
+        };
+        if !ddl::create_iceberg_table(&self.catalog, create).await? {
+            return Ok(0);
+        }
+        let insert = format!(
+            "INSERT INTO \"{}\".\"{}\" {query}",
+            create
+                .table
+                .namespace()
+                .to_url_string()
+                .replace('"', "\"\""),
+            create.table.name().replace('"', "\"\"")
+        );
+        let result = self.run_insert(&insert).await;
+        if result.is_err() {
+            if let Err(e) = self.catalog.drop_table(&create.table).await {
+                tracing::warn!("could not drop {} after its CTAS failed: {e}", create.table);
+            }
+        }
+        result
+    }
+
+    /// Runs an INSERT to its end, again (at most 3 attempts) if an executor is lost before its
+    /// commit; returns the rows written.
+    async fn run_insert(&self, sql: &str) -> Result<u64> {
+        let mut attempt = 1;
+        loop {
+            let query_id = uuid::Uuid::new_v4().to_string();
+            let planned = self.plan(&query_id, sql, vec![]).await?;
+            let Planned::Query(query) = planned else {
+                return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
+            };
+            let outcome = async {
+                let df = query.ctx.execute_logical_plan(query.plan).await?;
+                let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+                Ok::<_, CoordinatorError>(sum_counts(&batches))
+            }
+            .await;
+            match outcome {
+                Err(CoordinatorError::DataFusion(e))
+                    if floe_executor::status::is_executor_lost(&e) && attempt < 3 =>
+                {
+                    tracing::warn!(attempt, "running the insert again: {e}");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
-/// Queries, EXPLAIN of queries, SHOW and DESCRIBE: the statements Floe runs.
+/// A planned statement.
+pub enum Planned {
+    /// A query or an INSERT: a DataFusion plan.
+    Query(PlannedQuery),
+    /// DDL (and CREATE TABLE … AS SELECT), run against the catalog.
+    Command {
+        /// The statement.
+        command: Command,
+        /// The session it was planned in.
+        ctx: SessionContext,
+    },
+}
+
+impl Planned {
+    /// The schema of what the statement returns.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
+            Planned::Command { .. } => count_schema(),
+        }
+    }
+
+    /// The types of its `$n` parameters.
+    pub fn parameter_types(
+        &self,
+    ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
+        match self {
+            Planned::Query(q) => q.plan.get_parameter_types(),
+            Planned::Command { .. } => Ok(Default::default()),
+        }
+    }
+}
+
+/// The rows a write statement's count batches add up to.
+pub fn sum_counts(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .sum()
+}
+
+/// Statements Floe runs against its catalog itself.
+fn is_ddl(statement: &DfStatement) -> bool {
+    let DfStatement::Statement(s) = statement else {
+        return false;
+    };
+    match s.as_ref() {
+        SqlStatement::CreateSchema { .. }
+        | SqlStatement::CreateTable(_)
+        | SqlStatement::AlterTable(_) => true,
+        SqlStatement::Drop { object_type, .. } => matches!(
+            object_type,
+            ObjectType::Schema | ObjectType::Database | ObjectType::Table
+        ),
+        _ => false,
+    }
+}
+
+/// Queries, INSERT, EXPLAIN of them, SHOW and DESCRIBE: the statements DataFusion plans.
 fn is_query(statement: &DfStatement) -> bool {
     match statement {
         DfStatement::Statement(s) => match s.as_ref() {
             SqlStatement::Query(_)
+            | SqlStatement::Insert(_)
             | SqlStatement::ShowTables { .. }
             | SqlStatement::ShowColumns { .. }
             | SqlStatement::ExplainTable { .. } => true,

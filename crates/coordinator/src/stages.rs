@@ -39,6 +39,7 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use floe_catalog::write::IcebergWriteExec;
 use floe_catalog::IcebergScanExec;
 use floe_executor::shuffle::ShuffleReaderExec;
 use floe_proto::{FileGroup, ShuffleOutput, ShuffleReaderNode, TaskMetrics};
@@ -508,6 +509,7 @@ fn is_partition_local(plan: &dyn ExecutionPlan) -> bool {
         || any.is::<CooperativeExec>()
         || any.is::<BoundedWindowAggExec>()
         || any.is::<WindowAggExec>()
+        || any.is::<IcebergWriteExec>()
     {
         return true;
     }

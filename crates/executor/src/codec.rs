@@ -9,6 +9,7 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
+use floe_catalog::write::IcebergWriteExec;
 use floe_catalog::IcebergScanExec;
 use floe_proto::{floe_plan_node, FloePlanNode};
 use prost::Message;
@@ -45,6 +46,15 @@ impl PhysicalExtensionCodec for FloeCodec {
                 }
                 Ok(Arc::new(ShuffleReaderExec::try_new(reader)?))
             }
+            Some(floe_plan_node::Node::IcebergWrite(write)) => match inputs {
+                [input] => Ok(Arc::new(IcebergWriteExec::try_new(
+                    write,
+                    Arc::clone(input),
+                )?)),
+                _ => Err(DataFusionError::Plan(
+                    "IcebergWriteNode takes one input".into(),
+                )),
+            },
             None => Err(DataFusionError::Plan(
                 "required protobuf field 'FloePlanNode.node' is missing".into(),
             )),
@@ -55,6 +65,14 @@ impl PhysicalExtensionCodec for FloeCodec {
         if let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() {
             let msg = FloePlanNode {
                 node: Some(floe_plan_node::Node::IcebergScan(scan.node().clone())),
+            };
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;
+            return Ok(());
+        }
+        if let Some(write) = node.as_any().downcast_ref::<IcebergWriteExec>() {
+            let msg = FloePlanNode {
+                node: Some(floe_plan_node::Node::IcebergWrite(write.node().clone())),
             };
             msg.encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;

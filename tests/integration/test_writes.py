@@ -1,0 +1,255 @@
+"""Writes: DDL, CREATE TABLE … AS SELECT, INSERT INTO, through Flight SQL
+against a coordinator + 2 executor processes on SeaweedFS, once with the
+SQLite SQL catalog and once with SeaweedFS's Iceberg REST catalog.
+
+Every result is checked independently: pyiceberg (pinned) loads the tables
+Floe wrote from the same catalog and reads them itself; file statistics are
+checked against the data; partition specs, schemas and snapshot histories
+are read from the catalog by pyiceberg.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from adbc_driver_manager import Error
+from pyiceberg.expressions import EqualTo
+from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform, TruncateTransform
+
+from compare import fetch, plan_text, rows
+
+NS = "wt"
+
+
+class Writes:
+    def __init__(self, kind, dep, data, conn):
+        self.kind, self.dep, self.data, self.conn = kind, dep, data, conn
+
+    @property
+    def catalog(self):
+        return self.data.catalog
+
+    def load(self, name: str):
+        return self.catalog.load_table(f"{NS}.{name}")
+
+
+@pytest.fixture(scope="module", params=["sql", "rest"])
+def w(request):
+    dep = request.getfixturevalue(f"cluster_{request.param}")
+    data = request.getfixturevalue(f"{request.param}_data")
+    conn = dep.connect()
+    fetch(conn, f"DROP SCHEMA IF EXISTS {NS} CASCADE")
+    fetch(conn, f"CREATE SCHEMA {NS}")
+    try:
+        yield Writes(request.param, dep, data, conn)
+    finally:
+        try:
+            fetch(conn, f"DROP SCHEMA IF EXISTS {NS} CASCADE")
+        finally:
+            conn.close()
+
+
+def execute_update(conn, sql: str) -> int:
+    """ADBC's update path: Flight SQL CommandStatementUpdate (DoPut)."""
+    cur = conn.cursor()
+    try:
+        cur.adbc_statement.set_sql_query(sql)
+        return cur.adbc_statement.execute_update()
+    finally:
+        cur.close()
+
+
+def error_of(conn, sql: str) -> str:
+    with pytest.raises(Error) as info:
+        fetch(conn, sql)
+    return str(info.value)
+
+
+def test_create_table_with_hidden_partitioning_is_seen_by_pyiceberg(w):
+    fetch(w.conn, f"""
+        CREATE TABLE {NS}.spec_demo (ts TIMESTAMP, user_id BIGINT, city VARCHAR, amount DECIMAL(12, 2))
+        PARTITIONED BY (day(ts), bucket(16, user_id), truncate(4, city), city)
+        WITH ('write.target-file-size-bytes' = '1048576', 'owner' = 'dwd-team')""")
+    t = w.load("spec_demo")
+    names = [f.name for f in t.schema().fields]
+    assert names == ["ts", "user_id", "city", "amount"]
+    assert str(t.schema().find_field("amount").field_type) == "decimal(12, 2)"
+    by_source = {t.schema().find_column_name(f.source_id): f.transform for f in t.spec().fields}
+    assert isinstance(by_source["ts"], DayTransform)
+    assert by_source["user_id"] == BucketTransform(16)
+    assert len(t.spec().fields) == 4
+    transforms = [f.transform for f in t.spec().fields]
+    assert TruncateTransform(4) in transforms and IdentityTransform() in transforms
+    assert t.properties.get("owner") == "dwd-team"
+    assert t.properties.get("write.target-file-size-bytes") == "1048576"
+
+    assert "already exists" in error_of(w.conn, f"CREATE TABLE {NS}.spec_demo (a INT)")
+    fetch(w.conn, f"CREATE TABLE IF NOT EXISTS {NS}.spec_demo (a INT)")  # no-op
+    assert [f.name for f in w.load("spec_demo").schema().fields] == names
+
+
+SOURCE_COLUMNS = "event_id, user_id, city, ts, amount, event_date"
+
+
+def test_ctas_into_partitioned_table_is_read_back_exactly_by_pyiceberg(w):
+    n = fetch(w.conn, f"""
+        CREATE TABLE {NS}.events_by_day PARTITIONED BY (day(ts), city)
+        AS SELECT {SOURCE_COLUMNS} FROM demo.events""")
+    source = w.data.arrow("events").select([c.strip() for c in SOURCE_COLUMNS.split(",")])
+    assert n.column("count").to_pylist() == [source.num_rows]
+
+    t = w.load("events_by_day")
+    assert len(t.snapshots()) == 1
+    assert t.current_snapshot().summary.operation.value == "append"
+    got = t.scan().to_arrow()
+    assert got.num_rows == source.num_rows
+    key = lambda tbl: sorted(rows(tbl.select(source.column_names)), key=lambda r: r[0])  # noqa: E731
+    assert key(got) == key(source)
+    # ... and Floe reads back the same.
+    floe = fetch(w.conn, f"SELECT {SOURCE_COLUMNS} FROM {NS}.events_by_day")
+    assert key(floe) == key(source)
+
+
+def test_ctas_file_statistics_are_present_and_right(w):
+    t = w.load("events_by_day")
+    files = t.inspect.files().to_pylist()
+    source = w.data.arrow("events")
+    assert sum(f["record_count"] for f in files) == source.num_rows
+    assert len(files) >= 10  # one or more per (day, city) partition
+    event_id_field = t.schema().find_field("event_id").field_id
+    amount_field = t.schema().find_field("amount").field_id
+    lows, highs = [], []
+    null_amounts = 0
+    for f in files:
+        for k in ("value_counts", "column_sizes", "null_value_counts"):
+            f[k] = dict(f[k] or [])  # Arrow maps come back as (key, value) lists
+        assert f["file_format"] == "PARQUET" and f["file_size_in_bytes"] > 0
+        assert f["value_counts"][event_id_field] == f["record_count"], f
+        assert f["column_sizes"][event_id_field] > 0, f
+        m = f["readable_metrics"]
+        assert m["event_id"]["lower_bound"] <= m["event_id"]["upper_bound"]
+        # identity partition column: every row of the file has the partition's city
+        assert m["city"]["lower_bound"] == m["city"]["upper_bound"] == f["partition"]["city"], f
+        lows.append(m["event_id"]["lower_bound"])
+        highs.append(m["event_id"]["upper_bound"])
+        null_amounts += f["null_value_counts"].get(amount_field, 0)
+    assert min(lows) == pc.min(source["event_id"]).as_py()
+    assert max(highs) == pc.max(source["event_id"]).as_py()
+    assert null_amounts == source["amount"].null_count
+
+
+def test_floe_prunes_the_table_it_wrote(w):
+    t = w.load("events_by_day")
+    expected_files = len(list(t.scan(row_filter=EqualTo("city", "Oslo")).plan_files()))
+    total = len(t.inspect.files())
+    assert 0 < expected_files < total
+    sql = f"SELECT count(*) AS n, sum(amount) AS s FROM {NS}.events_by_day WHERE city = 'Oslo'"
+    text = plan_text(fetch(w.conn, f"EXPLAIN {sql}"))
+    assert f"files={expected_files}/{total}" in text, text
+    src = w.data.arrow("events").filter(pc.equal(w.data.arrow("events")["city"], "Oslo"))
+    got = fetch(w.conn, sql).to_pylist()[0]
+    assert got["n"] == src.num_rows
+    assert Decimal(got["s"]) == pc.sum(src["amount"]).as_py()
+
+
+def test_insert_appends_one_snapshot_per_statement_and_reports_rows(w):
+    fetch(w.conn, f"CREATE TABLE {NS}.log (id BIGINT, note VARCHAR)")
+    # the update path (DoPut CommandStatementUpdate) returns the row count
+    assert execute_update(w.conn, f"INSERT INTO {NS}.log VALUES (1, 'a'), (2, 'b'), (3, NULL)") == 3
+    # the query path returns it as a one-row result
+    got = fetch(w.conn, f"INSERT INTO {NS}.log SELECT event_id + 100, city FROM demo.events WHERE event_id < 5")
+    want_more = w.data.arrow("events").filter(pc.less(w.data.arrow("events")["event_id"], 5)).num_rows
+    assert got.column(0).to_pylist() == [want_more]
+    t = w.load("log")
+    snaps = sorted(t.snapshots(), key=lambda s: s.sequence_number)
+    assert len(snaps) == 2
+    assert snaps[1].parent_snapshot_id == snaps[0].snapshot_id
+    assert all(s.summary.operation.value == "append" for s in snaps)
+    assert t.scan().to_arrow().num_rows == 3 + want_more
+    assert sorted(rows(fetch(w.conn, f"SELECT id, note FROM {NS}.log WHERE id <= 3"))) == [
+        (1, "a"), (2, "b"), (3, None)]
+
+
+def test_alter_table_evolves_the_schema_by_field_id(w):
+    fetch(w.conn, f"CREATE TABLE {NS}.evolve (id BIGINT, note VARCHAR)")
+    fetch(w.conn, f"INSERT INTO {NS}.evolve VALUES (1, 'old')")
+    before = w.load("evolve").schema()
+    fetch(w.conn, f"ALTER TABLE {NS}.evolve ADD COLUMN device VARCHAR")
+    after = w.load("evolve").schema()
+    device = after.find_field("device")
+    assert device.field_id > before.highest_field_id
+    assert after.find_field("id").field_id == before.find_field("id").field_id
+    fetch(w.conn, f"INSERT INTO {NS}.evolve VALUES (2, 'new', 'ios')")
+    assert sorted(rows(fetch(w.conn, f"SELECT id, note, device FROM {NS}.evolve"))) == [
+        (1, "old", None), (2, "new", "ios")]
+    fetch(w.conn, f"ALTER TABLE {NS}.evolve DROP COLUMN note")
+    t = w.load("evolve")
+    assert [f.name for f in t.schema().fields] == ["id", "device"]
+    assert sorted(rows(fetch(w.conn, f"SELECT * FROM {NS}.evolve"))) == [(1, None), (2, "ios")]
+    assert sorted(rows(t.scan().to_arrow())) == [(1, None), (2, "ios")]
+    fetch(w.conn, f"ALTER TABLE {NS}.evolve SET TBLPROPERTIES ('layer' = 'dwd')")
+    assert w.load("evolve").properties.get("layer") == "dwd"
+
+
+def test_a_failing_insert_or_ctas_leaves_everything_as_it_was(w):
+    fetch(w.conn, f"CREATE TABLE IF NOT EXISTS {NS}.stable (id BIGINT, city VARCHAR)")
+    fetch(w.conn, f"INSERT INTO {NS}.stable VALUES (1, 'x')")
+    before = w.load("stable").current_snapshot().snapshot_id
+    # the cast fails on the executors, while other tasks may already have written files
+    bad = f"SELECT event_id, city FROM demo.events UNION ALL SELECT CAST(city AS BIGINT), city FROM demo.events"
+    message = error_of(w.conn, f"INSERT INTO {NS}.stable {bad}")
+    assert "cast" in message.lower(), message
+    t = w.load("stable")
+    assert t.current_snapshot().snapshot_id == before
+    assert t.scan().to_arrow().num_rows == 1
+    error_of(w.conn, f"CREATE TABLE {NS}.never AS {bad}")
+    assert not w.catalog.table_exists(f"{NS}.never")
+
+
+def test_eight_concurrent_writers_lose_nothing_and_leave_one_chain(w):
+    fetch(w.conn, f"CREATE TABLE {NS}.concurrent (client INT, seq INT)")
+    clients, statements, per = 8, 3, 5
+    errors = []
+
+    def writer(c: int) -> None:
+        conn = w.dep.connect()
+        try:
+            for s in range(statements):
+                values = ", ".join(f"({c}, {s * per + i})" for i in range(per))
+                assert execute_update(conn, f"INSERT INTO {NS}.concurrent VALUES {values}") == per
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    assert not errors, errors
+    got = sorted(rows(fetch(w.conn, f"SELECT client, seq FROM {NS}.concurrent")))
+    assert got == sorted((c, s) for c in range(clients) for s in range(statements * per))
+    t = w.load("concurrent")
+    snaps = sorted(t.snapshots(), key=lambda s: s.sequence_number)
+    assert len(snaps) == clients * statements
+    for prev, nxt in zip(snaps, snaps[1:]):
+        assert nxt.parent_snapshot_id == prev.snapshot_id, "snapshot history is not a single chain"
+    assert sorted(rows(t.scan().to_arrow())) == got
+
+
+def test_write_statement_errors(w):
+    assert "write.data.path" in error_of(
+        w.conn, f"CREATE TABLE {NS}.elsewhere (a INT) WITH ('write.data.path' = 'file:///tmp/x')")
+    assert "LOCATION" in error_of(w.conn, f"CREATE TABLE {NS}.elsewhere (a INT) LOCATION '/etc'")
+    assert not w.catalog.table_exists(f"{NS}.elsewhere")
+    assert "CASCADE" in error_of(w.conn, f"DROP SCHEMA {NS}")
+    assert f"{NS}.nope" in error_of(w.conn, f"INSERT INTO {NS}.nope VALUES (1)")
+    assert "no_such" in error_of(w.conn, f"CREATE TABLE {NS}.p (a INT) PARTITIONED BY (day(no_such))")
+    assert "OVERWRITE" in error_of(w.conn, f"INSERT OVERWRITE {NS}.log SELECT * FROM {NS}.log")
+    assert "not found" in error_of(w.conn, f"DROP TABLE {NS}.nope")
+    fetch(w.conn, f"DROP TABLE IF EXISTS {NS}.nope")
