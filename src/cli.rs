@@ -144,6 +144,9 @@ pub struct StandaloneArgs {
     /// machine's memory, shared by them). Beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
+    /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
+    #[arg(long, env = "FLOE_READ_ONLY")]
+    pub read_only: bool,
 }
 
 /// Flags of `floe coordinator`.
@@ -171,6 +174,9 @@ pub struct CoordinatorArgs {
     /// beyond it they spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
+    /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
+    #[arg(long, env = "FLOE_READ_ONLY")]
+    pub read_only: bool,
 }
 
 /// Flags of `floe executor`.
@@ -263,6 +269,7 @@ fn coordinator_config(
     expiry: Duration,
     secret: Option<String>,
     memory_limit: usize,
+    read_only: bool,
 ) -> CoordinatorConfig {
     CoordinatorConfig {
         bind,
@@ -271,6 +278,7 @@ fn coordinator_config(
         executor_expiry: expiry,
         cluster_secret: secret,
         memory_limit,
+        read_only,
     }
 }
 
@@ -306,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Duration::from_secs(5),
                 None,
                 memory_limit,
+                args.read_only,
             ))
             .await?;
             let url = format!("http://{}", coordinator.addr);
@@ -342,6 +351,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 args.cluster_secret,
                 args.memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
+                args.read_only,
             ))
             .await?;
             announce(&coordinator.addr, &settings);

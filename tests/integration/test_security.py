@@ -176,12 +176,7 @@ REFUSED_STATEMENTS = [
     ("copy_table_to_file", "COPY demo.accounts TO '{tmp}/accounts.parquet' STORED AS PARQUET",
      ["accounts.parquet"]),
     ("copy_select_to_dir", "COPY (SELECT * FROM demo.events LIMIT 5) TO '{tmp}/leakdir/' STORED AS CSV", ["leakdir"]),
-    ("create_table_as", "CREATE TABLE t AS SELECT 1", []),
-    ("create_table_as_into_ns", "CREATE TABLE demo.t2 AS SELECT * FROM demo.accounts", []),
     ("create_view", "CREATE VIEW v AS SELECT 1", []),
-    ("drop_table", "DROP TABLE demo.accounts", []),
-    ("insert_values", "INSERT INTO demo.events (event_id, city) VALUES (999999, 'Nowhere')", []),
-    ("insert_select", "INSERT INTO demo.accounts SELECT * FROM demo.accounts", []),
     ("delete", "DELETE FROM demo.accounts WHERE account_id > 0", []),
     ("set_batch_size", "SET datafusion.execution.batch_size = 1", []),
     ("set_timezone", "SET datafusion.execution.time_zone = '+05:00'", []),
@@ -245,6 +240,58 @@ def test_client_sql_cannot_read_files_or_urls(target, conn, tmp_path, canary_fil
     assert err.status_code in (AdbcStatusCode.INVALID_ARGUMENT, AdbcStatusCode.NOT_FOUND), f"{sql!r}: {msg}"
 
 
+# Writes to the catalog's own tables are Floe's job (test_writes.py); a coordinator started
+# with --read-only refuses them all.
+WRITES = [
+    ("create_table_as", "CREATE TABLE t AS SELECT 1"),
+    ("create_table_as_into_ns", "CREATE TABLE demo.t2 AS SELECT * FROM demo.accounts"),
+    ("create_table", "CREATE TABLE demo.t3 (a INT)"),
+    ("create_schema", "CREATE SCHEMA sneaky"),
+    ("drop_table", "DROP TABLE demo.accounts"),
+    ("drop_schema", "DROP SCHEMA demo CASCADE"),
+    ("alter_table", "ALTER TABLE demo.accounts ADD COLUMN x INT"),
+    ("insert_values", "INSERT INTO demo.events (event_id, city) VALUES (999999, 'Nowhere')"),
+    ("insert_select", "INSERT INTO demo.accounts SELECT * FROM demo.accounts"),
+    ("explain_analyze_insert", "EXPLAIN ANALYZE INSERT INTO demo.accounts SELECT * FROM demo.accounts"),
+]
+
+
+@pytest.fixture(scope="module")
+def read_only_floe(seaweed, sql_data, workdir):
+    """`floe standalone --read-only` over the SQL catalog."""
+    import catalogs
+
+    cfg = floe_cluster.CatalogConfig(
+        warehouse=seaweed.sql_warehouse,
+        kind="sql",
+        catalog_uri=catalogs.floe_sqlite_uri(workdir),
+        storage_args=seaweed.floe_storage_args() + ["--read-only"],
+    )
+    dep = floe_cluster.start_standalone("standalone_read_only", cfg, workdir / "logs-read-only")
+    try:
+        yield dep
+    finally:
+        dep.stop()
+
+
+@pytest.mark.parametrize("case", WRITES, ids=lambda c: c[0])
+def test_read_only_coordinator_refuses_writes(read_only_floe, sql_data, case):
+    _, sql = case
+    conn = read_only_floe.connect()
+    try:
+        err = _error_of(conn, sql)
+        assert isinstance(err, ProgrammingError), repr(err)
+        assert err.status_code == AdbcStatusCode.INVALID_ARGUMENT, str(err)
+        assert "read-only" in str(err), str(err)
+        # still answers queries
+        assert scalar(fetch(conn, "SELECT count(*) FROM demo.accounts")) == sql_data.arrow("accounts").num_rows
+    finally:
+        conn.close()
+    assert not sql_data.catalog.table_exists("demo.t2")
+    assert not sql_data.catalog.table_exists("demo.t3")
+    assert "accounts" in {t[-1] for t in sql_data.catalog.list_tables("demo")}
+
+
 def test_data_unchanged_after_refused_statements(target, conn):
     """Runs after the refusals (file order): the tables are what pyiceberg says."""
     assert scalar(fetch(conn, "SELECT count(*) FROM demo.accounts")) == target.data.arrow("accounts").num_rows
@@ -271,7 +318,6 @@ def test_forged_ticket_runs_only_queries(target, tmp_path):
         leak = tmp_path / "forged.csv"
         for sql in (f"COPY (SELECT 1 AS a) TO '{leak}'",
                     f"COPY demo.accounts TO '{leak}' STORED AS CSV",
-                    "INSERT INTO demo.accounts SELECT * FROM demo.accounts",
                     "SET datafusion.execution.batch_size = 1"):
             with pytest.raises(pa.ArrowException) as info:
                 client.do_get(flight.Ticket(forged_statement_ticket(sql))).read_all()

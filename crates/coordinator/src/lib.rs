@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     pub cluster_secret: Option<String>,
     /// Memory for the operators that run on the coordinator; they spill beyond it.
     pub memory_limit: usize,
+    /// Refuse INSERT and DDL: clients may only query.
+    pub read_only: bool,
 }
 
 /// A running coordinator.
@@ -105,7 +107,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     );
     let runtime = floe_executor::runtime_env(config.memory_limit)
         .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
-    let engine = session::QueryEngine::new(catalog, registry.clone(), runtime);
+    let engine =
+        session::QueryEngine::new(catalog, registry.clone(), runtime).read_only(config.read_only);
     let flight = FlightServiceServer::new(flight_sql::FloeFlightSql::new(engine))
         .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);

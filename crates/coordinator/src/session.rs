@@ -34,6 +34,7 @@ pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     registry: ExecutorRegistry,
     runtime: Arc<RuntimeEnv>,
+    read_only: bool,
 }
 
 /// A planned query: its session and logical plan.
@@ -56,7 +57,14 @@ impl QueryEngine {
             catalog,
             registry,
             runtime,
+            read_only: false,
         }
+    }
+
+    /// An engine that refuses INSERT and DDL when `read_only`.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
     }
 
     /// The catalog.
@@ -106,6 +114,12 @@ impl QueryEngine {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(&sql, &dialect)?;
+        if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "statement not supported: {} (this coordinator is read-only: --read-only)",
+                statement_kind(&statement)
+            )));
+        }
         if is_ddl(&statement) {
             if !params.is_empty() {
                 return Err(CoordinatorError::InvalidArgument(
@@ -279,6 +293,20 @@ pub fn sum_counts(batches: &[RecordBatch]) -> u64 {
         .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
         .flat_map(|a| a.iter().flatten())
         .sum()
+}
+
+fn is_insert(statement: &DfStatement) -> bool {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Insert(_) => true,
+            SqlStatement::Explain { statement, .. } => {
+                is_insert(&DfStatement::Statement(statement.clone()))
+            }
+            _ => false,
+        },
+        DfStatement::Explain(explain) => is_insert(&explain.statement),
+        _ => false,
+    }
 }
 
 /// Statements Floe runs against its catalog itself.
