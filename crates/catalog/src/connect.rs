@@ -9,7 +9,28 @@ use iceberg_catalog_sql::SqlCatalogBuilder;
 
 use crate::config::{CatalogKind, CatalogSettings, CATALOG_NAME};
 use crate::error::{CatalogError, Result};
+use crate::overwrite::SqlMetadataSwap;
 use crate::storage::ObjectStoreStorageFactory;
+
+/// For the SQL catalog, the compare-and-swap INSERT OVERWRITE commits with (iceberg-rust has
+/// no overwrite commit of its own yet); `None` for other catalogs.
+pub async fn metadata_swap(settings: &CatalogSettings) -> Result<Option<Arc<SqlMetadataSwap>>> {
+    match &settings.kind {
+        CatalogKind::Sql { uri } => Ok(Some(Arc::new(
+            SqlMetadataSwap::connect(&sql_uri(uri), CATALOG_NAME).await?,
+        ))),
+        CatalogKind::Rest { .. } => Ok(None),
+    }
+}
+
+/// The SQL catalog URI as sqlx takes it (SQLite files are created when missing).
+fn sql_uri(uri: &str) -> String {
+    if uri.starts_with("sqlite://") && !uri.contains('?') {
+        format!("{uri}?mode=rwc")
+    } else {
+        uri.to_string()
+    }
+}
 
 /// Opens the catalog; every FileIO it hands out reads and writes through `object_store`.
 pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
@@ -28,11 +49,7 @@ pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
                     })?;
                 }
             }
-            let uri = if uri.starts_with("sqlite://") && !uri.contains('?') {
-                format!("{uri}?mode=rwc")
-            } else {
-                uri.clone()
-            };
+            let uri = sql_uri(uri);
             let bind_style = if uri.starts_with("postgres") {
                 "DollarNumeric"
             } else {

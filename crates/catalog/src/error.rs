@@ -20,6 +20,9 @@ pub enum CatalogError {
     /// A metadata or data file is missing or unreadable.
     #[error("{0}")]
     DataLoss(String),
+    /// A commit lost to a conflicting concurrent one.
+    #[error("{0}")]
+    Conflict(String),
     /// Something Floe does not support yet.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod exec;
+pub mod overwrite;
 pub mod predicate;
 pub mod provider;
 pub mod storage;

@@ -22,13 +22,17 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 
 use crate::error::CatalogError;
 use crate::exec::{encode_schema, IcebergScanExec};
+use crate::overwrite::SqlMetadataSwap;
 use crate::predicate::filters_to_predicate;
 use crate::write::{write_node, CommitKind, IcebergCommitExec, IcebergWriteExec};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 
 /// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
-pub async fn catalog_provider(catalog: Arc<dyn Catalog>) -> Result<Arc<dyn CatalogProvider>> {
+pub async fn catalog_provider(
+    catalog: Arc<dyn Catalog>,
+    swap: Option<Arc<SqlMetadataSwap>>,
+) -> Result<Arc<dyn CatalogProvider>> {
     let namespaces = catalog.list_namespaces(None).await.map_err(|e| {
         external(CatalogError::Unavailable(format!(
             "listing namespaces: {e}"
@@ -43,6 +47,7 @@ pub async fn catalog_provider(catalog: Arc<dyn Catalog>) -> Result<Arc<dyn Catal
         let name = ns.to_url_string();
         let schema = IcebergSchema {
             catalog: Arc::clone(&catalog),
+            swap: swap.clone(),
             namespace: ns,
             tables: tables.into_iter().map(|t| t.name).collect(),
         };
@@ -79,6 +84,7 @@ impl CatalogProvider for IcebergCatalog {
 #[derive(Debug)]
 struct IcebergSchema {
     catalog: Arc<dyn Catalog>,
+    swap: Option<Arc<SqlMetadataSwap>>,
     namespace: NamespaceIdent,
     tables: Vec<String>,
 }
@@ -110,6 +116,7 @@ impl SchemaProvider for IcebergSchema {
         Ok(Some(Arc::new(IcebergTableProvider::try_new(
             table,
             Arc::clone(&self.catalog),
+            self.swap.clone(),
         )?)))
     }
 
@@ -128,13 +135,18 @@ impl SchemaProvider for IcebergSchema {
 pub struct IcebergTableProvider {
     table: Table,
     catalog: Arc<dyn Catalog>,
+    swap: Option<Arc<SqlMetadataSwap>>,
     name: String,
     schema: SchemaRef,
 }
 
 impl IcebergTableProvider {
     /// Wraps a loaded table of `catalog`.
-    pub fn try_new(table: Table, catalog: Arc<dyn Catalog>) -> Result<Self> {
+    pub fn try_new(
+        table: Table,
+        catalog: Arc<dyn Catalog>,
+        swap: Option<Arc<SqlMetadataSwap>>,
+    ) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
         let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
@@ -149,6 +161,7 @@ impl IcebergTableProvider {
         Ok(Self {
             table,
             catalog,
+            swap,
             name,
             schema: Arc::new(schema),
         })
@@ -305,12 +318,19 @@ impl TableProvider for IcebergTableProvider {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let kind = match insert_op {
-            InsertOp::Append => CommitKind::Append,
-            InsertOp::Overwrite | InsertOp::Replace => {
+        let kind = match (insert_op, &self.swap) {
+            (InsertOp::Append, _) => CommitKind::Append,
+            (InsertOp::Overwrite, Some(swap)) => CommitKind::Overwrite(Arc::clone(swap)),
+            (InsertOp::Overwrite, None) => {
                 return Err(external(CatalogError::Unsupported(format!(
-                    "INSERT OVERWRITE into {}: replacing data files needs an overwrite commit, \
-                     which iceberg-rust 0.10 does not offer yet",
+                    "INSERT OVERWRITE into {}: Floe commits overwrites through the SQL catalog \
+                     only; this REST catalog has no overwrite commit in iceberg-rust 0.10",
+                    self.name
+                ))))
+            }
+            (InsertOp::Replace, _) => {
+                return Err(external(CatalogError::Unsupported(format!(
+                    "REPLACE INTO {}",
                     self.name
                 ))))
             }

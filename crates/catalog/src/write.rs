@@ -52,6 +52,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::CatalogError;
 use crate::exec::error_chain;
+use crate::overwrite::SqlMetadataSwap;
 use crate::storage::ObjectStoreStorageFactory;
 
 /// Table property: bytes after which a writer starts a new data file.
@@ -320,10 +321,13 @@ fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 }
 
 /// How a statement changes a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum CommitKind {
     /// Add the new files (INSERT INTO, CTAS).
     Append,
+    /// Replace the partitions the new files touch (INSERT OVERWRITE), committed with the SQL
+    /// catalog's compare-and-swap.
+    Overwrite(Arc<SqlMetadataSwap>),
 }
 
 /// Commits every file its input describes in one snapshot, then outputs the rows written.
@@ -378,7 +382,11 @@ impl IcebergCommitExec {
 
 impl DisplayAs for IcebergCommitExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IcebergCommitExec: table={}, {:?}", self.name, self.kind)
+        let kind = match self.kind {
+            CommitKind::Append => "append",
+            CommitKind::Overwrite(_) => "overwrite",
+        };
+        write!(f, "IcebergCommitExec: table={}, {kind}", self.name)
     }
 }
 
@@ -413,7 +421,7 @@ impl ExecutionPlan for IcebergCommitExec {
                 Arc::clone(&self.catalog),
                 self.ident.clone(),
                 self.name.clone(),
-                self.kind,
+                self.kind.clone(),
             ))),
             Err(_) => Err(DataFusionError::Internal(
                 "IcebergCommitExec has one input".into(),
@@ -435,6 +443,7 @@ impl ExecutionPlan for IcebergCommitExec {
         let catalog = Arc::clone(&self.catalog);
         let ident = self.ident.clone();
         let name = self.name.clone();
+        let kind = self.kind.clone();
         let stream = futures::stream::once(async move {
             // Every write task must finish before anything is committed.
             let batches: Vec<RecordBatch> = input.try_collect().await?;
@@ -454,8 +463,21 @@ impl ExecutionPlan for IcebergCommitExec {
                     rows += counts.value(i);
                 }
             }
-            if !descriptions.is_empty() {
-                commit_append(catalog.as_ref(), &ident, &name, &descriptions).await?;
+            match kind {
+                CommitKind::Append if descriptions.is_empty() => {}
+                CommitKind::Append => {
+                    commit_append(catalog.as_ref(), &ident, &name, &descriptions).await?
+                }
+                CommitKind::Overwrite(swap) => {
+                    crate::overwrite::commit_overwrite(
+                        catalog.as_ref(),
+                        &swap,
+                        &ident,
+                        &name,
+                        &descriptions,
+                    )
+                    .await?
+                }
             }
             Ok::<_, DataFusionError>(RecordBatch::try_new(
                 count_schema(),

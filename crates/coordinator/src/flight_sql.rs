@@ -703,7 +703,7 @@ async fn table_schema(
         .load_table(ident)
         .await
         .map_err(|e| Status::unavailable(format!("loading table {ident}: {e}")))?;
-    let provider = IcebergTableProvider::try_new(table, Arc::clone(catalog))
+    let provider = IcebergTableProvider::try_new(table, Arc::clone(catalog), None)
         .map_err(status_from_datafusion)?;
     Ok(provider.schema())
 }

@@ -98,6 +98,7 @@ pub enum StartError {
 /// Opens the catalog, binds the port and serves Flight SQL and the control plane.
 pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
     let catalog = floe_catalog::connect(&config.catalog).await?;
+    let swap = floe_catalog::connect::metadata_swap(&config.catalog).await?;
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let registry = ExecutorRegistry::new(
@@ -107,8 +108,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     );
     let runtime = floe_executor::runtime_env(config.memory_limit)
         .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
-    let engine =
-        session::QueryEngine::new(catalog, registry.clone(), runtime).read_only(config.read_only);
+    let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
+        .read_only(config.read_only)
+        .with_metadata_swap(swap);
     let flight = FlightServiceServer::new(flight_sql::FloeFlightSql::new(engine))
         .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);

@@ -25,6 +25,7 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::sql::sqlparser::ast::ObjectType;
+use floe_catalog::overwrite::SqlMetadataSwap;
 use floe_catalog::write::count_schema;
 use futures::TryStreamExt;
 
@@ -35,6 +36,7 @@ pub struct QueryEngine {
     registry: ExecutorRegistry,
     runtime: Arc<RuntimeEnv>,
     read_only: bool,
+    swap: Option<Arc<SqlMetadataSwap>>,
 }
 
 /// A planned query: its session and logical plan.
@@ -58,7 +60,14 @@ impl QueryEngine {
             registry,
             runtime,
             read_only: false,
+            swap: None,
         }
+    }
+
+    /// The SQL catalog's compare-and-swap, which INSERT OVERWRITE commits with.
+    pub fn with_metadata_swap(mut self, swap: Option<Arc<SqlMetadataSwap>>) -> Self {
+        self.swap = swap;
+        self
     }
 
     /// An engine that refuses INSERT and DDL when `read_only`.
@@ -96,7 +105,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
             CATALOG_NAME,
-            catalog_provider(Arc::clone(&self.catalog)).await?,
+            catalog_provider(Arc::clone(&self.catalog), self.swap.clone()).await?,
         );
         Ok(ctx)
     }

@@ -147,6 +147,7 @@ fn status_of_catalog(e: &CatalogError) -> Status {
         CatalogError::Unavailable(_) => Status::unavailable(message),
         CatalogError::DataLoss(_) => Status::data_loss(message),
         CatalogError::Unsupported(_) => Status::unimplemented(message),
+        CatalogError::Conflict(_) => Status::aborted(message),
         CatalogError::Iceberg(e) => {
             let message = error_chain(e);
             match e.kind() {

@@ -1,0 +1,464 @@
+//! INSERT OVERWRITE: one Iceberg `overwrite` snapshot that replaces the partitions the new
+//! data touches (dynamic partition overwrite), or the whole table when it is unpartitioned.
+//!
+//! iceberg-rust 0.10 has no public overwrite action, so Floe builds the snapshot itself from
+//! iceberg's public pieces: the new files go into a new manifest, manifests holding no file of
+//! a replaced partition are kept as they are, the others are rewritten without those files;
+//! then a manifest list, the snapshot, and the next metadata file. The commit is the catalog's
+//! compare-and-swap of the table's metadata location, which Floe does itself for the SQL
+//! catalog (the same conditional UPDATE the SQL catalog runs). A commit that loses the race
+//! re-reads the table and tries again unless the winner wrote into a partition this statement
+//! replaces, which is a conflict.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use datafusion::common::{DataFusionError, Result};
+use iceberg::spec::{
+    deserialize_data_file_from_json, DataContentType, DataFile, FormatVersion, ManifestContentType,
+    ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Snapshot,
+    Struct, Summary, TableMetadata,
+};
+use iceberg::table::Table;
+use iceberg::{Catalog, MetadataLocation, TableIdent};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
+use sqlx::AnyPool;
+
+use crate::error::CatalogError;
+use crate::exec::error_chain;
+
+/// The SQL catalog's compare-and-swap of a table's metadata location.
+#[derive(Debug)]
+pub struct SqlMetadataSwap {
+    pool: AnyPool,
+    catalog_name: String,
+    dollar_params: bool,
+}
+
+impl SqlMetadataSwap {
+    /// Connects to the SQL catalog's database.
+    pub async fn connect(uri: &str, catalog_name: &str) -> crate::error::Result<Self> {
+        install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(uri)
+            .await
+            .map_err(|e| CatalogError::Unavailable(format!("SQL catalog for commits: {e}")))?;
+        Ok(Self {
+            pool,
+            catalog_name: catalog_name.to_string(),
+            dollar_params: uri.starts_with("postgres"),
+        })
+    }
+
+    /// Points the table at `new` if it still points at `expected`; false if it did not.
+    async fn swap(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<bool> {
+        let p = |i: usize| {
+            if self.dollar_params {
+                format!("${i}")
+            } else {
+                "?".to_string()
+            }
+        };
+        let sql = format!(
+            "UPDATE iceberg_tables SET metadata_location = {}, previous_metadata_location = {} \
+             WHERE catalog_name = {} AND table_namespace = {} AND table_name = {} \
+             AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6)
+        );
+        let result = sqlx::query(&sql)
+            .bind(new)
+            .bind(expected)
+            .bind(&self.catalog_name)
+            .bind(ident.namespace().join("."))
+            .bind(ident.name())
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| unavailable(format!("committing {ident}: {e}")))?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+fn unavailable(message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(CatalogError::Unavailable(message)))
+}
+
+fn fail(what: &str, e: iceberg::Error) -> DataFusionError {
+    unavailable(format!("{what}: {}", error_chain(&e)))
+}
+
+/// How many times a commit that lost a race is tried again.
+const ATTEMPTS: usize = 10;
+
+/// Replaces the partitions the described files touch (every file of an unpartitioned table)
+/// with those files, in one snapshot.
+pub async fn commit_overwrite(
+    catalog: &dyn Catalog,
+    swap: &SqlMetadataSwap,
+    ident: &TableIdent,
+    name: &str,
+    descriptions: &[String],
+) -> Result<()> {
+    let mut base_snapshot: Option<Option<i64>> = None;
+    let mut touched_at_base: Option<HashSet<Struct>> = None;
+    for attempt in 0..ATTEMPTS {
+        let table = catalog
+            .load_table(ident)
+            .await
+            .map_err(|e| fail(&format!("loading {name}"), e))?;
+        let metadata = table.metadata();
+        let spec = metadata.default_partition_spec();
+        let schema = metadata.current_schema();
+        let partition_type = spec
+            .partition_type(schema)
+            .map_err(|e| fail("partition type", e))?;
+        let files = descriptions
+            .iter()
+            .map(|d| deserialize_data_file_from_json(d, spec.spec_id(), &partition_type, schema))
+            .collect::<iceberg::Result<Vec<DataFile>>>()
+            .map_err(|e| fail("reading the written files", e))?;
+        let whole_table = spec.is_unpartitioned();
+        let touched: HashSet<Struct> = files.iter().map(|f| f.partition().clone()).collect();
+        // After losing a race: the winner must not have written into what this replaces.
+        if let (Some(base), Some(_)) = (base_snapshot, &touched_at_base) {
+            check_no_conflict(&table, base, &touched, whole_table, name).await?;
+        }
+        base_snapshot.get_or_insert(metadata.current_snapshot_id());
+        touched_at_base.get_or_insert_with(|| touched.clone());
+
+        let expected = table
+            .metadata_location()
+            .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?
+            .to_string();
+        let (new_metadata, new_location) =
+            overwrite_metadata(&table, files, &touched, whole_table, name).await?;
+        new_metadata
+            .write_to(table.file_io(), &new_location)
+            .await
+            .map_err(|e| fail("writing table metadata", e))?;
+        if swap
+            .swap(ident, &expected, &new_location.to_string())
+            .await?
+        {
+            return Ok(());
+        }
+        tracing::info!(table = name, attempt, "overwrite lost a race, trying again");
+        tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt as u64 + 1))).await;
+    }
+    Err(DataFusionError::External(Box::new(
+        CatalogError::Unavailable(format!(
+            "overwriting {name}: lost the race to other writers {ATTEMPTS} times"
+        )),
+    )))
+}
+
+/// Fails if a snapshot committed after `base` added or removed files in `touched` partitions.
+async fn check_no_conflict(
+    table: &Table,
+    base: Option<i64>,
+    touched: &HashSet<Struct>,
+    whole_table: bool,
+    name: &str,
+) -> Result<()> {
+    let metadata = table.metadata();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        if Some(s.snapshot_id()) == base {
+            return Ok(());
+        }
+        let list = table
+            .manifest_list_reader(&s)
+            .load()
+            .await
+            .map_err(|e| fail("reading a manifest list", e))?;
+        for manifest in list.entries() {
+            if manifest.added_snapshot_id != s.snapshot_id() {
+                continue;
+            }
+            let entries = manifest
+                .load_manifest(table.file_io())
+                .await
+                .map_err(|e| fail("reading a manifest", e))?;
+            for entry in entries.entries() {
+                let changed = entry.status() != ManifestStatus::Existing
+                    && (whole_table || touched.contains(entry.data_file().partition()));
+                if changed {
+                    return Err(DataFusionError::External(Box::new(tonic_like_conflict(
+                        name,
+                        s.snapshot_id(),
+                    ))));
+                }
+            }
+        }
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p).cloned());
+    }
+    Ok(())
+}
+
+fn tonic_like_conflict(name: &str, snapshot: i64) -> CatalogError {
+    CatalogError::Conflict(format!(
+        "INSERT OVERWRITE into {name} conflicts with snapshot {snapshot}, committed meanwhile \
+         into a partition this statement replaces; nothing was written"
+    ))
+}
+
+/// The table's next metadata: an `overwrite` snapshot and where to write it.
+async fn overwrite_metadata(
+    table: &Table,
+    files: Vec<DataFile>,
+    touched: &HashSet<Struct>,
+    whole_table: bool,
+    name: &str,
+) -> Result<(TableMetadata, MetadataLocation)> {
+    let metadata = table.metadata();
+    let file_io = table.file_io();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let snapshot_id = new_snapshot_id(metadata);
+    let sequence_number = metadata.last_sequence_number() + 1;
+    let metadata_dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
+    let commit_uuid = uuid::Uuid::new_v4();
+    let version = metadata.format_version();
+    if version == FormatVersion::V3 {
+        return Err(DataFusionError::External(Box::new(
+            CatalogError::Unsupported(format!(
+                "INSERT OVERWRITE into {name}: Iceberg format version 3 tables"
+            )),
+        )));
+    }
+    let mut manifest_count = 0;
+    let mut next_manifest = || {
+        manifest_count += 1;
+        format!("{metadata_dir}/{commit_uuid}-m{manifest_count}.avro")
+    };
+    let build = |builder: ManifestWriterBuilder| match version {
+        FormatVersion::V1 => builder.build_v1(),
+        FormatVersion::V2 => builder.build_v2_data(),
+        FormatVersion::V3 => builder.build_v3_data(),
+    };
+
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let (mut added_records, mut added_size, added_files) = (0u64, 0u64, files.len() as u64);
+    if !files.is_empty() {
+        let output = file_io
+            .new_output(next_manifest())
+            .map_err(|e| fail("creating a manifest", e))?;
+        let mut writer = build(ManifestWriterBuilder::new(
+            output,
+            Some(snapshot_id),
+            Arc::clone(&schema),
+            spec.clone(),
+        ));
+        for file in files {
+            added_records += file.record_count();
+            added_size += file.file_size_in_bytes();
+            writer
+                .add_file(file, sequence_number)
+                .map_err(|e| fail("adding a file to a manifest", e))?;
+        }
+        manifests.push(
+            writer
+                .write_manifest_file()
+                .await
+                .map_err(|e| fail("writing a manifest", e))?,
+        );
+    }
+
+    let (mut deleted_files, mut deleted_records, mut deleted_size) = (0u64, 0u64, 0u64);
+    if let Some(current) = metadata.current_snapshot() {
+        let list = table
+            .manifest_list_reader(current)
+            .load()
+            .await
+            .map_err(|e| fail("reading the manifest list", e))?;
+        for manifest in list.entries() {
+            if manifest.content != ManifestContentType::Data {
+                return Err(DataFusionError::External(Box::new(
+                    CatalogError::Unsupported(format!(
+                        "INSERT OVERWRITE into {name}: the table has delete files"
+                    )),
+                )));
+            }
+            let loaded = manifest
+                .load_manifest(file_io)
+                .await
+                .map_err(|e| fail("reading a manifest", e))?;
+            let live: Vec<_> = loaded
+                .entries()
+                .iter()
+                .filter(|e| e.status() != ManifestStatus::Deleted)
+                .collect();
+            let replaced = |e: &&_| {
+                let e: &iceberg::spec::ManifestEntryRef = e;
+                whole_table
+                    || (manifest.partition_spec_id == spec.spec_id()
+                        && touched.contains(e.data_file().partition()))
+            };
+            if !live.iter().any(replaced) {
+                manifests.push(manifest.clone());
+                continue;
+            }
+            let kept: Vec<_> = live.iter().filter(|e| !replaced(e)).collect();
+            for e in live.iter().filter(|e| replaced(e)) {
+                deleted_files += 1;
+                deleted_records += e.data_file().record_count();
+                deleted_size += e.data_file().file_size_in_bytes();
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            let manifest_spec = metadata
+                .partition_spec_by_id(manifest.partition_spec_id)
+                .map(|s| s.as_ref().clone())
+                .unwrap_or_else(|| spec.clone());
+            let output = file_io
+                .new_output(next_manifest())
+                .map_err(|e| fail("creating a manifest", e))?;
+            let mut writer = build(ManifestWriterBuilder::new(
+                output,
+                Some(snapshot_id),
+                Arc::clone(&schema),
+                manifest_spec,
+            ));
+            for e in kept {
+                if e.content_type() != DataContentType::Data {
+                    continue;
+                }
+                writer
+                    .add_existing_file(
+                        e.data_file().clone(),
+                        e.snapshot_id().unwrap_or(manifest.added_snapshot_id),
+                        e.sequence_number().unwrap_or(manifest.sequence_number),
+                        Some(e.file_sequence_number.unwrap_or(manifest.sequence_number)),
+                    )
+                    .map_err(|e| fail("rewriting a manifest", e))?;
+            }
+            manifests.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .map_err(|e| fail("writing a manifest", e))?,
+            );
+        }
+    }
+
+    let list_path = format!("{metadata_dir}/snap-{snapshot_id}-0-{commit_uuid}.avro");
+    let list_writer = file_io
+        .new_output(&list_path)
+        .map_err(|e| fail("creating the manifest list", e))?
+        .writer()
+        .await
+        .map_err(|e| fail("creating the manifest list", e))?;
+    let parent = metadata.current_snapshot_id();
+    let mut list = match version {
+        FormatVersion::V1 => ManifestListWriter::v1(list_writer, snapshot_id, parent),
+        FormatVersion::V2 => {
+            ManifestListWriter::v2(list_writer, snapshot_id, parent, sequence_number)
+        }
+        FormatVersion::V3 => ManifestListWriter::v3(
+            list_writer,
+            snapshot_id,
+            parent,
+            sequence_number,
+            Some(metadata.next_row_id()),
+        ),
+    };
+    list.add_manifests(manifests.into_iter())
+        .map_err(|e| fail("writing the manifest list", e))?;
+    list.close()
+        .await
+        .map_err(|e| fail("writing the manifest list", e))?;
+
+    let previous = metadata
+        .current_snapshot()
+        .map(|s| s.summary().additional_properties.clone())
+        .unwrap_or_default();
+    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let mut summary = HashMap::new();
+    let mut put = |k: &str, v: u64| {
+        summary.insert(k.to_string(), v.to_string());
+    };
+    put("added-data-files", added_files);
+    put("added-records", added_records);
+    put("added-files-size", added_size);
+    put("deleted-data-files", deleted_files);
+    put("deleted-records", deleted_records);
+    put("removed-files-size", deleted_size);
+    put(
+        "total-data-files",
+        (total("total-data-files") + added_files).saturating_sub(deleted_files),
+    );
+    put(
+        "total-records",
+        (total("total-records") + added_records).saturating_sub(deleted_records),
+    );
+    put(
+        "total-files-size",
+        (total("total-files-size") + added_size).saturating_sub(deleted_size),
+    );
+    for key in [
+        "total-delete-files",
+        "total-position-deletes",
+        "total-equality-deletes",
+    ] {
+        summary.insert(key.to_string(), "0".to_string());
+    }
+    summary.insert("engine-name".to_string(), "floe".to_string());
+    if !whole_table {
+        summary.insert("replace-partitions".to_string(), "true".to_string());
+    }
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(chrono_now_ms())
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation: Operation::Overwrite,
+            additional_properties: summary,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    let location = table
+        .metadata_location()
+        .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?;
+    let new_metadata = metadata
+        .clone()
+        .into_builder(Some(location.to_string()))
+        .set_branch_snapshot(snapshot, "main")
+        .map_err(|e| fail("adding the snapshot", e))?
+        .build()
+        .map_err(|e| fail("building table metadata", e))?
+        .metadata;
+    let new_location = MetadataLocation::from_str(location)
+        .map_err(|e| fail("parsing the metadata location", e))?
+        .with_next_version()
+        .with_new_metadata(&new_metadata);
+    Ok((new_metadata, new_location))
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A positive snapshot id the table does not use yet.
+fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
+    loop {
+        let id = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
+        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
