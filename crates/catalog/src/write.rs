@@ -312,12 +312,34 @@ fn format_version(v: i32) -> Result<FormatVersion> {
     }
 }
 
-/// The batch under the table's Arrow schema (which carries the Parquet field ids).
+/// The batch under the table's Arrow schema (which carries the Parquet field ids), columns
+/// cast where DataFusion's physical type differs from the table's (e.g. a decimal's precision).
 fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        Arc::clone(schema),
-        batch.columns().to_vec(),
-    )?)
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                arrow::compute::cast_with_options(column, field.data_type(), &options).map_err(
+                    |e| {
+                        DataFusionError::Execution(format!(
+                            "column {} does not fit the table's type {}: {e}",
+                            field.name(),
+                            field.data_type()
+                        ))
+                    },
+                )
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// How a statement changes a table.
