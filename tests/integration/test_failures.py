@@ -697,3 +697,102 @@ def test_cancel_or_disconnect_ends_executor_tasks(cluster, tpch_data, request, h
         took, st = c.wait_all_idle(5)
         assert took is not None, f"tasks left running after a completed query: {st}"
         assert not c.loss_lines(), c.loss_lines()
+
+
+# ----------------------------------------------- 4. writes: killed executor, cancelled client
+
+WRITE_SOURCE = ("SELECT l_orderkey, l_linenumber, l_quantity, l_shipdate, l_comment FROM tpch.lineitem")
+
+
+def _table_state(conn, catalog, name: str) -> tuple[Optional[int], int]:
+    t = catalog.load_table(name)
+    snap = t.current_snapshot()
+    return (snap.snapshot_id if snap else None), scalar(fetch(conn, f"SELECT count(*) FROM {name}"))
+
+
+def _fresh_target(conn, name: str) -> None:
+    fetch(conn, "CREATE SCHEMA IF NOT EXISTS wfail")
+    fetch(conn, f"DROP TABLE IF EXISTS {name}")
+    fetch(conn, f"CREATE TABLE {name} (l_orderkey BIGINT, l_linenumber INT, l_quantity DECIMAL(15, 2), "
+                f"l_shipdate DATE, l_comment VARCHAR) PARTITIONED BY (month(l_shipdate))")
+    fetch(conn, f"INSERT INTO {name} VALUES (1, 1, 1.00, DATE '1995-01-01', 'seed')")
+
+
+@pytest.mark.timeout(420)
+def test_executor_killed_mid_insert_never_leaves_a_partial_write(cluster, tpch_data, sql_data, request):
+    """SIGKILL a busy executor while INSERT … SELECT writes lineitem: the
+    statement either fails with the table exactly as before (same snapshot,
+    same rows) or, run again by the coordinator, commits exactly one complete
+    append; never a partial or doubled write."""
+    c = cluster
+    name = "wfail.killed"
+    conn = c.dep.connect(timeout_s=240)
+    n = tpch_data.rows["lineitem"]
+    with logs_on_failure(request, c):
+        try:
+            _fresh_target(conn, name)
+            outcomes = []
+            for attempt in range(1, MAX_TRIES + 1):
+                while len(c.live) < 2:
+                    c.add_executor()
+                before = _table_state(conn, sql_data.catalog, name)
+                q = BackgroundQuery(conn, f"INSERT INTO {name} {WRITE_SOURCE}").start()
+                kill = _kill_busy_executor(c, q, 0.3, prefer=attempt)
+                q.join(240)
+                after = _table_state(conn, sql_data.catalog, name)
+                outcomes.append({"attempt": attempt, "killed": kill is not None, "error": repr(q.error)[:200],
+                                 "before": before, "after": after})
+                if q.error is None:
+                    assert q.result.column(0).to_pylist() == [n]
+                    assert after[1] == before[1] + n, outcomes
+                    t = sql_data.catalog.load_table(name)
+                    assert t.current_snapshot().parent_snapshot_id == before[0], outcomes
+                else:
+                    assert after == before, f"a failed write changed the table: {outcomes}"
+                if kill is not None and q.ended > kill.t_kill:
+                    break
+            print(f"\nkill during INSERT: {outcomes}")
+            assert outcomes[-1]["killed"], f"no kill overlapped the INSERT in {MAX_TRIES} tries: {outcomes}"
+        finally:
+            conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_cancelled_insert_leaves_the_table_unchanged(cluster, tpch_data, sql_data, request):
+    """A client cancels INSERT … SELECT while executors write: the table keeps
+    its snapshot and rows, and every executor is idle within a second."""
+    c = cluster
+    name = "wfail.cancelled"
+    conn = c.dep.connect(timeout_s=240)
+    with logs_on_failure(request, c):
+        try:
+            _fresh_target(conn, name)
+            before = _table_state(conn, sql_data.catalog, name)
+            cur = conn.cursor()
+            done = threading.Event()
+
+            def run():
+                try:
+                    cur.execute(f"INSERT INTO {name} {WRITE_SOURCE} UNION ALL {WRITE_SOURCE}")
+                    cur.fetch_arrow_table()
+                except Exception:  # noqa: BLE001
+                    pass
+                finally:
+                    done.set()
+
+            th = threading.Thread(target=run, daemon=True)
+            th.start()
+            t0 = time.monotonic()
+            while _pick_busy(c)[0] is None:
+                assert time.monotonic() - t0 < 30, "no executor ran the INSERT's tasks"
+                assert not done.is_set(), "the INSERT finished before it could be cancelled"
+                time.sleep(0.02)
+            cur.adbc_cancel()
+            idle_s, st = c.wait_all_idle(CANCEL_DEADLINE_S)
+            assert done.wait(30)
+            assert idle_s is not None, f"tasks still running {CANCEL_DEADLINE_S}s after the cancel: {st}"
+            time.sleep(1.0)  # a commit, had one been under way, would have landed by now
+            assert _table_state(conn, sql_data.catalog, name) == before
+            _quietly(cur.close)
+        finally:
+            conn.close()
