@@ -453,6 +453,86 @@ fn chrono_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// ALTER TABLE … RENAME COLUMN: a new current schema in which field `from` is called `to`
+/// (same id, so every existing file still reads right), swapped in like an overwrite.
+pub async fn rename_column(
+    catalog: &dyn Catalog,
+    swap: &SqlMetadataSwap,
+    ident: &TableIdent,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    for attempt in 0..ATTEMPTS {
+        let table = catalog
+            .load_table(ident)
+            .await
+            .map_err(|e| fail(&format!("loading {name}"), e))?;
+        let metadata = table.metadata();
+        let schema = metadata.current_schema();
+        if schema.field_by_name(to).is_some() {
+            return Err(DataFusionError::External(Box::new(CatalogError::Conflict(
+                format!("table {name} already has a column '{to}'"),
+            ))));
+        }
+        let Some(field) = schema.field_by_name(from) else {
+            return Err(DataFusionError::External(Box::new(CatalogError::NotFound(
+                format!("table {name} has no column '{from}'"),
+            ))));
+        };
+        let renamed_id = field.id;
+        let fields: Vec<_> = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.id == renamed_id {
+                    let mut renamed = f.as_ref().clone();
+                    renamed.name = to.to_string();
+                    Arc::new(renamed)
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect();
+        let new_schema = iceberg::spec::Schema::builder()
+            .with_fields(fields)
+            .with_identifier_field_ids(schema.identifier_field_ids())
+            .build()
+            .map_err(|e| fail("building the renamed schema", e))?;
+        let location = table
+            .metadata_location()
+            .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?
+            .to_string();
+        let new_metadata = metadata
+            .clone()
+            .into_builder(Some(location.clone()))
+            .add_current_schema(new_schema)
+            .map_err(|e| fail("adding the renamed schema", e))?
+            .build()
+            .map_err(|e| fail("building table metadata", e))?
+            .metadata;
+        let new_location = MetadataLocation::from_str(&location)
+            .map_err(|e| fail("parsing the metadata location", e))?
+            .with_next_version()
+            .with_new_metadata(&new_metadata);
+        new_metadata
+            .write_to(table.file_io(), &new_location)
+            .await
+            .map_err(|e| fail("writing table metadata", e))?;
+        if swap
+            .swap(ident, &location, &new_location.to_string())
+            .await?
+        {
+            return Ok(());
+        }
+        tracing::info!(table = name, attempt, "rename lost a race, trying again");
+    }
+    Err(unavailable(format!(
+        "renaming a column of {name}: lost the race to other writers {ATTEMPTS} times"
+    )))
+}
+
 /// A positive snapshot id the table does not use yet.
 fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
     loop {

@@ -33,6 +33,7 @@ use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
 use crate::error::{CoordinatorError, Result};
+use floe_catalog::overwrite::SqlMetadataSwap;
 
 /// A DDL statement, parsed and checked but not yet run.
 #[derive(Debug, Clone)]
@@ -94,6 +95,15 @@ pub enum Change {
     DropColumn { names: Vec<String>, if_exists: bool },
     /// SET TBLPROPERTIES.
     SetProperties(HashMap<String, String>),
+    /// RENAME COLUMN: the field keeps its id, so existing files read right.
+    RenameColumn { from: String, to: String },
+}
+
+fn normalized(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> CoordinatorError {
@@ -461,13 +471,13 @@ pub async fn parse(
                     AlterTableOperation::SetTblProperties { table_properties } => {
                         Change::SetProperties(properties(table_properties)?)
                     }
-                    AlterTableOperation::RenameColumn { .. } => {
-                        return Err(CoordinatorError::Unimplemented(
-                            "ALTER TABLE … RENAME COLUMN: iceberg-rust 0.10 cannot commit a \
-                             renamed schema yet"
-                                .into(),
-                        ))
-                    }
+                    AlterTableOperation::RenameColumn {
+                        old_column_name,
+                        new_column_name,
+                    } => Change::RenameColumn {
+                        from: normalized(old_column_name),
+                        to: normalized(new_column_name),
+                    },
                     other => {
                         return Err(CoordinatorError::Unimplemented(format!(
                             "ALTER TABLE {other} is not supported"
@@ -658,7 +668,11 @@ pub async fn create_iceberg_table(
 }
 
 /// Runs every DDL command but CTAS's query (the caller runs that as an INSERT).
-pub async fn run(catalog: &Arc<dyn Catalog>, command: &Command) -> Result<()> {
+pub async fn run(
+    catalog: &Arc<dyn Catalog>,
+    swap: Option<&SqlMetadataSwap>,
+    command: &Command,
+) -> Result<()> {
     match command {
         Command::CreateSchema {
             namespace,
@@ -754,12 +768,13 @@ pub async fn run(catalog: &Arc<dyn Catalog>, command: &Command) -> Result<()> {
             table,
             if_exists,
             changes,
-        } => alter_table(catalog, table, *if_exists, changes).await,
+        } => alter_table(catalog, swap, table, *if_exists, changes).await,
     }
 }
 
 async fn alter_table(
     catalog: &Arc<dyn Catalog>,
+    swap: Option<&SqlMetadataSwap>,
     ident: &TableIdent,
     if_exists: bool,
     changes: &[Change],
@@ -824,6 +839,24 @@ async fn alter_table(
                     continue;
                 }
                 action.apply(tx)
+            }
+            Change::RenameColumn { from, to } => {
+                let Some(swap) = swap else {
+                    return Err(CoordinatorError::Unimplemented(format!(
+                        "ALTER TABLE {name} RENAME COLUMN: Floe commits renames through the SQL \
+                         catalog only; iceberg-rust 0.10 has no rename for this catalog"
+                    )));
+                };
+                floe_catalog::overwrite::rename_column(
+                    catalog.as_ref(),
+                    swap,
+                    ident,
+                    &name,
+                    from,
+                    to,
+                )
+                .await?;
+                continue;
             }
             Change::SetProperties(props) => {
                 let mut action = tx.update_table_properties();

@@ -507,14 +507,33 @@ impl FlightSqlService for FloeFlightSql {
         self.update(handle).await
     }
 
-    /// A prepared write or DDL statement through the update path.
+    /// A prepared write or DDL statement through the update path: run once, or once per row of
+    /// parameters sent with it (each its own statement and commit), adding up the rows written.
     async fn do_put_prepared_statement_update(
         &self,
         query: CommandPreparedStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
-        self.update(handle).await
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
+        let rows: Vec<RecordBatch> = batches
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
+            .collect();
+        if rows.is_empty() {
+            return self.update(handle).await;
+        }
+        let mut total = 0;
+        for row in rows {
+            let mut bound = handle.clone();
+            bound.parameters = encode_parameters(&row)?;
+            total += self.update(bound).await?;
+        }
+        Ok(total)
     }
 
     /// The deprecated Flight SQL `CancelQuery` action.

@@ -188,7 +188,7 @@ impl QueryEngine {
                         self.create_table_as(create).await?
                     }
                     other => {
-                        ddl::run(&self.catalog, other).await?;
+                        ddl::run(&self.catalog, self.swap.as_deref(), other).await?;
                         0
                     }
                 };
