@@ -141,32 +141,49 @@ SPILL_RE = re.compile(r"\bexecutor_spill_count=(\d+)")
 SPILLED_BYTES_RE = re.compile(r"\bspilled_bytes=(\d+)")
 
 
-@pytest.fixture(scope="module")
-def small_memory_floe(seaweed, sql_data, workdir, tpch):
-    """`floe standalone` whose coordinator and executors may each hold only 24 MiB."""
+def _limited_floe(seaweed, workdir, limit: str, executors: int = 2):
+    """`floe standalone` whose coordinator and executors may each hold only `limit`."""
     import catalogs
 
     cfg = floe_cluster.CatalogConfig(
         warehouse=seaweed.sql_warehouse,
         kind="sql",
         catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args() + ["--memory-limit", "24MiB"],
+        storage_args=seaweed.floe_storage_args() + ["--memory-limit", limit],
     )
-    dep = floe_cluster.start_standalone("standalone_small_memory", cfg, workdir / "logs-small-memory")
+    return floe_cluster.start_standalone(f"standalone_{limit}", cfg, workdir / f"logs-{limit}",
+                                         executors=executors)
+
+
+@pytest.fixture(scope="module")
+def small_memory_floe(seaweed, sql_data, workdir, tpch):
+    """Each process of `floe standalone` may hold 24 MiB: a self-join's build side cannot fit."""
+    dep = _limited_floe(seaweed, workdir, "24MiB")
     try:
         yield dep
     finally:
         dep.stop()
 
 
-def test_sort_larger_than_memory_spills_and_is_right(small_memory_floe, tpch):
+@pytest.fixture(scope="module")
+def spilling_floe(seaweed, sql_data, workdir, tpch):
+    """3 executors (one of lineitem's 3 sort tasks each) that may hold 16 MiB: each sort keeps
+    DataFusion's 10 MiB back for merging its spills, so its ~11 MiB of rows must spill."""
+    dep = _limited_floe(seaweed, workdir, "16MiB", executors=3)
+    try:
+        yield dep
+    finally:
+        dep.stop()
+
+
+def test_sort_larger_than_memory_spills_and_is_right(spilling_floe, tpch):
     from compare import plan_text
 
     sql = (
         "SELECT l_orderkey, l_linenumber, l_comment FROM tpch.lineitem "
         "ORDER BY l_comment, l_orderkey, l_linenumber"
     )
-    conn = small_memory_floe.connect()
+    conn = spilling_floe.connect()
     try:
         got = fetch(conn, sql)
         text = plan_text(fetch(conn, f"EXPLAIN ANALYZE {sql}"))
@@ -179,7 +196,7 @@ def test_sort_larger_than_memory_spills_and_is_right(small_memory_floe, tpch):
     assert got.column(1).to_pylist() == want.column(1).to_pylist()
     assert got.column(2).to_pylist() == want.column(2).to_pylist()
     spills = [int(x) for x in SPILL_RE.findall(text)]
-    assert spills and sum(spills) > 0, f"no spilling reported under a 24 MiB limit:\n{text}"
+    assert spills and sum(spills) > 0, f"no spilling reported under a 16 MiB limit:\n{text}"
     assert any(int(x) > 0 for x in SPILLED_BYTES_RE.findall(text)), text
 
 

@@ -323,3 +323,44 @@ def test_prepared_insert_with_bound_parameters(w):
     assert sorted(rows(fetch(w.conn, f"SELECT id, note FROM {NS}.params"))) == [
         (1, "one"), (2, "two"), (3, "three")]
     assert sorted(rows(w.load("params").scan().to_arrow())) == [(1, "one"), (2, "two"), (3, "three")]
+
+
+def test_concurrent_overwrites_of_one_partition_leave_exactly_one_writers_rows(w):
+    """Two clients rebuild the same partition at once, several times: each
+    statement either commits or fails with ABORTED naming the conflict; the
+    partition always ends up holding exactly one statement's rows, and the
+    other partitions are untouched."""
+    if w.kind == "rest":
+        pytest.skip("INSERT OVERWRITE commits through the SQL catalog only")
+    fetch(w.conn, f"CREATE TABLE {NS}.contended (dt DATE, writer INT, k INT) PARTITIONED BY (dt)")
+    fetch(w.conn, f"INSERT INTO {NS}.contended VALUES (DATE '2024-01-01', 0, 1), (DATE '2024-01-02', 0, 1)")
+    outcomes = []
+
+    def rebuild(writer: int, rounds: int) -> None:
+        conn = w.dep.connect()
+        try:
+            for r in range(rounds):
+                values = ", ".join(f"(DATE '2024-01-02', {writer}, {k})" for k in range(writer + 2))
+                try:
+                    execute_update(conn, f"INSERT OVERWRITE {NS}.contended VALUES {values}")
+                    outcomes.append((writer, "ok"))
+                except Error as e:
+                    outcomes.append((writer, str(e)))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=rebuild, args=(wr, 4)) for wr in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    failures = [o for o in outcomes if o[1] != "ok"]
+    assert all("conflict" in msg.lower() for _, msg in failures), failures
+    assert len(outcomes) == 8 and len(failures) < 8, outcomes
+    day2 = sorted(rows(fetch(w.conn, f"SELECT writer, k FROM {NS}.contended WHERE dt = DATE '2024-01-02'")))
+    writers = {wr for wr, _ in day2}
+    assert len(writers) == 1, f"rows of two overwrites mixed: {day2}"
+    (wr,) = writers
+    assert day2 == [(wr, k) for k in range(wr + 2)], day2
+    assert rows(fetch(w.conn, f"SELECT writer, k FROM {NS}.contended WHERE dt = DATE '2024-01-01'")) == [(0, 1)]
+    print(f"\noverwrite outcomes: {outcomes}")

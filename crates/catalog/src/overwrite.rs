@@ -133,20 +133,8 @@ pub async fn commit_overwrite(
         base_snapshot.get_or_insert(metadata.current_snapshot_id());
         touched_at_base.get_or_insert_with(|| touched.clone());
 
-        let expected = table
-            .metadata_location()
-            .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?
-            .to_string();
-        let (new_metadata, new_location) =
-            overwrite_metadata(&table, files, &touched, whole_table, name).await?;
-        new_metadata
-            .write_to(table.file_io(), &new_location)
-            .await
-            .map_err(|e| fail("writing table metadata", e))?;
-        if swap
-            .swap(ident, &expected, &new_location.to_string())
-            .await?
-        {
+        let new_metadata = overwrite_metadata(&table, files, &touched, whole_table, name).await?;
+        if swap_in(&table, new_metadata, swap, name).await? {
             return Ok(());
         }
         tracing::info!(table = name, attempt, "overwrite lost a race, trying again");
@@ -157,6 +145,29 @@ pub async fn commit_overwrite(
             "overwriting {name}: lost the race to other writers {ATTEMPTS} times"
         )),
     )))
+}
+
+/// Writes the table's next metadata file and points the catalog at it, if the table is still
+/// where `table` found it; false when another commit got there first.
+async fn swap_in(
+    table: &Table,
+    new_metadata: TableMetadata,
+    swap: &SqlMetadataSwap,
+    name: &str,
+) -> Result<bool> {
+    let location = table
+        .metadata_location()
+        .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?;
+    let new_location = MetadataLocation::from_str(location)
+        .map_err(|e| fail("parsing the metadata location", e))?
+        .with_next_version()
+        .with_new_metadata(&new_metadata);
+    new_metadata
+        .write_to(table.file_io(), &new_location)
+        .await
+        .map_err(|e| fail("writing table metadata", e))?;
+    swap.swap(table.identifier(), location, &new_location.to_string())
+        .await
 }
 
 /// Fails if a snapshot committed after `base` added or removed files in `touched` partitions.
@@ -211,14 +222,14 @@ fn tonic_like_conflict(name: &str, snapshot: i64) -> CatalogError {
     ))
 }
 
-/// The table's next metadata: an `overwrite` snapshot and where to write it.
+/// The table's next metadata: with an `overwrite` snapshot.
 async fn overwrite_metadata(
     table: &Table,
     files: Vec<DataFile>,
     touched: &HashSet<Struct>,
     whole_table: bool,
     name: &str,
-) -> Result<(TableMetadata, MetadataLocation)> {
+) -> Result<TableMetadata> {
     let metadata = table.metadata();
     let file_io = table.file_io();
     let schema = metadata.current_schema().clone();
@@ -428,22 +439,14 @@ async fn overwrite_metadata(
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    let location = table
-        .metadata_location()
-        .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?;
-    let new_metadata = metadata
+    metadata
         .clone()
-        .into_builder(Some(location.to_string()))
+        .into_builder(table.metadata_location().map(str::to_string))
         .set_branch_snapshot(snapshot, "main")
         .map_err(|e| fail("adding the snapshot", e))?
         .build()
-        .map_err(|e| fail("building table metadata", e))?
-        .metadata;
-    let new_location = MetadataLocation::from_str(location)
-        .map_err(|e| fail("parsing the metadata location", e))?
-        .with_next_version()
-        .with_new_metadata(&new_metadata);
-    Ok((new_metadata, new_location))
+        .map(|r| r.metadata)
+        .map_err(|e| fail("building table metadata", e))
 }
 
 fn chrono_now_ms() -> i64 {
@@ -500,30 +503,15 @@ pub async fn rename_column(
             .with_identifier_field_ids(schema.identifier_field_ids())
             .build()
             .map_err(|e| fail("building the renamed schema", e))?;
-        let location = table
-            .metadata_location()
-            .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?
-            .to_string();
         let new_metadata = metadata
             .clone()
-            .into_builder(Some(location.clone()))
+            .into_builder(table.metadata_location().map(str::to_string))
             .add_current_schema(new_schema)
             .map_err(|e| fail("adding the renamed schema", e))?
             .build()
             .map_err(|e| fail("building table metadata", e))?
             .metadata;
-        let new_location = MetadataLocation::from_str(&location)
-            .map_err(|e| fail("parsing the metadata location", e))?
-            .with_next_version()
-            .with_new_metadata(&new_metadata);
-        new_metadata
-            .write_to(table.file_io(), &new_location)
-            .await
-            .map_err(|e| fail("writing table metadata", e))?;
-        if swap
-            .swap(ident, &location, &new_location.to_string())
-            .await?
-        {
+        if swap_in(&table, new_metadata, swap, name).await? {
             return Ok(());
         }
         tracing::info!(table = name, attempt, "rename lost a race, trying again");

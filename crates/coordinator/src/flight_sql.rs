@@ -350,6 +350,17 @@ fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
     Ok(values)
 }
 
+/// The parameter batches a client sent with a DoPut.
+async fn parameter_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<RecordBatch>, Status> {
+    let stream = request.into_inner().map_err(FlightError::from);
+    FlightRecordBatchStream::new_from_flight_data(stream)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))
+}
+
 fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
     let mut out = Vec::new();
     {
@@ -473,11 +484,7 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut handle = decode_handle(&query.prepared_statement_handle)?;
-        let stream = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
+        let batches = parameter_batches(request).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > 1 {
             return Err(Status::invalid_argument(format!(
@@ -515,11 +522,7 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
-        let stream = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
+        let batches = parameter_batches(request).await?;
         let rows: Vec<RecordBatch> = batches
             .iter()
             .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
