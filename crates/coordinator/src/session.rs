@@ -136,7 +136,7 @@ impl QueryEngine {
                 ));
             }
             let command = ddl::parse(&ctx, statement, partition_items).await?;
-            return Ok(Planned::Command { command, ctx });
+            return Ok(Planned::Command(command));
         }
         if !partition_items.is_empty() {
             return Err(CoordinatorError::InvalidArgument(
@@ -172,7 +172,7 @@ impl QueryEngine {
         } else {
             plan.with_param_values(ParamValues::from(params))?
         };
-        Ok(Planned::Query(PlannedQuery { ctx, plan }))
+        Ok(Planned::Query(Box::new(PlannedQuery { ctx, plan })))
     }
 
     /// Runs a planned statement: a query's batches as they come, or a write's row count.
@@ -182,7 +182,7 @@ impl QueryEngine {
                 let df = query.ctx.execute_logical_plan(query.plan).await?;
                 Ok(df.execute_stream().await?)
             }
-            Planned::Command { command, .. } => {
+            Planned::Command(command) => {
                 let rows = match &command {
                     Command::CreateTable(create) if create.query.is_some() => {
                         self.create_table_as(create).await?
@@ -265,14 +265,9 @@ impl QueryEngine {
 /// A planned statement.
 pub enum Planned {
     /// A query or an INSERT: a DataFusion plan.
-    Query(PlannedQuery),
+    Query(Box<PlannedQuery>),
     /// DDL (and CREATE TABLE … AS SELECT), run against the catalog.
-    Command {
-        /// The statement.
-        command: Command,
-        /// The session it was planned in.
-        ctx: SessionContext,
-    },
+    Command(Command),
 }
 
 impl Planned {
@@ -280,7 +275,7 @@ impl Planned {
     pub fn schema(&self) -> SchemaRef {
         match self {
             Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
-            Planned::Command { .. } => count_schema(),
+            Planned::Command(_) => count_schema(),
         }
     }
 
@@ -290,7 +285,7 @@ impl Planned {
     ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
         match self {
             Planned::Query(q) => q.plan.get_parameter_types(),
-            Planned::Command { .. } => Ok(Default::default()),
+            Planned::Command(_) => Ok(Default::default()),
         }
     }
 }
