@@ -311,7 +311,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 settings.clone(),
                 SocketAddr::new(args.host, args.port),
                 Duration::from_millis(500),
-                Duration::from_secs(5),
+                // Executors in this process die only with it; a long expiry keeps CPU-heavy
+                // work (which can delay the coordinator's heartbeat handling) from dropping them.
+                Duration::from_secs(60),
                 None,
                 memory_limit,
                 args.read_only,

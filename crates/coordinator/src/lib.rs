@@ -30,7 +30,7 @@ use floe_catalog::CatalogSettings;
 use floe_proto::control_plane_server::ControlPlaneServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use error::CoordinatorError;
 pub use registry::ExecutorRegistry;
@@ -119,9 +119,13 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         tonic::transport::Server::builder()
             .add_service(flight)
             .add_service(ControlPlaneServer::new(registry.clone()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.changed().await;
-            }),
+            .serve_with_incoming_shutdown(
+                // No Nagle: small messages (a query's plan, a batch) must not wait for an ACK.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ),
     );
     let reaper = tokio::spawn(registry.clone().reap_forever());
     Ok(CoordinatorHandle {

@@ -30,7 +30,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use service::{ExecutorFlightService, ExecutorState};
 
@@ -76,14 +76,12 @@ pub struct ExecutorHandle {
     pub executor_id: String,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    registration: tokio::task::JoinHandle<()>,
 }
 
 impl ExecutorHandle {
     /// Stops serving and registering.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        self.registration.abort();
         let _ = self.server.await;
     }
 
@@ -135,23 +133,50 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.changed().await;
-            }),
+            .serve_with_incoming_shutdown(
+                // No Nagle: small messages (a query's plan, a batch) must not wait for an ACK.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ),
     );
     let endpoint = format!("http://{}:{}", config.advertise_host, addr.port());
-    let registration = tokio::spawn(registration::run(
-        config.coordinator_url.clone(),
-        endpoint,
-        config.cluster_secret.clone(),
-        state,
-        Duration::from_secs(1),
-    ));
+    // Heartbeats get their own thread and runtime: tasks that keep every worker of the main
+    // runtime busy (encoding and compressing Parquet) must not make a busy executor look dead.
+    let coordinator_url = config.coordinator_url.clone();
+    let cluster_secret = config.cluster_secret.clone();
+    let mut stop_heartbeats = shutdown.subscribe();
+    std::thread::Builder::new()
+        .name("floe-heartbeat".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot start the heartbeat runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = registration::run(
+                        coordinator_url,
+                        endpoint,
+                        cluster_secret,
+                        state,
+                        Duration::from_secs(1),
+                    ) => {}
+                    _ = stop_heartbeats.changed() => {}
+                }
+            });
+        })?;
     Ok(ExecutorHandle {
         addr,
         executor_id,
         shutdown,
         server,
-        registration,
     })
 }
