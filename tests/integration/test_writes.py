@@ -364,3 +364,23 @@ def test_concurrent_overwrites_of_one_partition_leave_exactly_one_writers_rows(w
     assert day2 == [(wr, k) for k in range(wr + 2)], day2
     assert rows(fetch(w.conn, f"SELECT writer, k FROM {NS}.contended WHERE dt = DATE '2024-01-01'")) == [(0, 1)]
     print(f"\noverwrite outcomes: {outcomes}")
+
+
+def test_writers_roll_files_at_the_target_size(w):
+    """write.target-file-size-bytes set on the table: a CTAS of 20,000 rows into
+    an unpartitioned table rolls to a new file each time one passes 64 KiB."""
+    target = 64 * 1024
+    n = fetch(w.conn, f"""
+        CREATE TABLE {NS}.rolled WITH ('write.target-file-size-bytes' = '{target}')
+        AS SELECT event_id, user_id, city, ts, amount FROM demo.events""")
+    assert n.column(0).to_pylist() == [w.data.arrow("events").num_rows]
+    t = w.load("rolled")
+    assert t.properties.get("write.target-file-size-bytes") == str(target)
+    files = t.inspect.files().to_pylist()
+    sizes = sorted(f["file_size_in_bytes"] for f in files)
+    assert sum(f["record_count"] for f in files) == w.data.arrow("events").num_rows
+    tasks = len(t.scan().plan_files())  # == files
+    assert tasks == len(files) > 4, f"expected rolled files, got sizes {sizes}"
+    # every file but each task's last reached the target before rolling; none is far past it
+    assert sizes[-1] < 4 * target, sizes
+    assert sum(1 for s in sizes if s >= target * 0.5) >= len(sizes) // 2, sizes
