@@ -260,10 +260,6 @@ def _partition_rows(conn, table: str) -> list[tuple]:
 
 
 def test_insert_overwrite_replaces_only_the_partitions_it_touches(w):
-    if w.kind == "rest":
-        message = error_of(w.conn, f"INSERT OVERWRITE {NS}.log SELECT * FROM {NS}.log")
-        assert "OVERWRITE" in message and "SQL catalog" in message, message
-        pytest.skip("INSERT OVERWRITE commits through the SQL catalog only (iceberg-rust 0.10 has no overwrite commit)")
     fetch(w.conn, f"CREATE TABLE {NS}.daily (dt DATE, k INT, v VARCHAR) PARTITIONED BY (dt)")
     fetch(w.conn, f"""INSERT INTO {NS}.daily VALUES
         (DATE '2024-01-01', 1, 'a'), (DATE '2024-01-01', 2, 'b'),
@@ -296,9 +292,6 @@ def test_insert_overwrite_replaces_only_the_partitions_it_touches(w):
 def test_rename_column_keeps_the_field_id_and_old_files_read_right(w):
     fetch(w.conn, f"CREATE TABLE {NS}.renamed (id BIGINT, city VARCHAR)")
     fetch(w.conn, f"INSERT INTO {NS}.renamed VALUES (1, 'Oslo'), (2, 'Rome')")
-    if w.kind == "rest":
-        assert "RENAME COLUMN" in error_of(w.conn, f"ALTER TABLE {NS}.renamed RENAME COLUMN city TO town")
-        pytest.skip("RENAME COLUMN commits through the SQL catalog only (iceberg-rust 0.10 has no rename)")
     city_id = w.load("renamed").schema().find_field("city").field_id
     fetch(w.conn, f"ALTER TABLE {NS}.renamed RENAME COLUMN city TO town")
     t = w.load("renamed")
@@ -330,8 +323,6 @@ def test_concurrent_overwrites_of_one_partition_leave_exactly_one_writers_rows(w
     statement either commits or fails with ABORTED naming the conflict; the
     partition always ends up holding exactly one statement's rows, and the
     other partitions are untouched."""
-    if w.kind == "rest":
-        pytest.skip("INSERT OVERWRITE commits through the SQL catalog only")
     fetch(w.conn, f"CREATE TABLE {NS}.contended (dt DATE, writer INT, k INT) PARTITIONED BY (dt)")
     fetch(w.conn, f"INSERT INTO {NS}.contended VALUES (DATE '2024-01-01', 0, 1), (DATE '2024-01-02', 0, 1)")
     outcomes = []

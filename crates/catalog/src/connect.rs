@@ -9,17 +9,28 @@ use iceberg_catalog_sql::SqlCatalogBuilder;
 
 use crate::config::{CatalogKind, CatalogSettings, CATALOG_NAME};
 use crate::error::{CatalogError, Result};
-use crate::overwrite::SqlMetadataSwap;
+use crate::overwrite::{MetadataCommitter, RestCommit, SqlMetadataSwap};
 use crate::storage::ObjectStoreStorageFactory;
 
-/// For the SQL catalog, the compare-and-swap INSERT OVERWRITE commits with (iceberg-rust has
-/// no overwrite commit of its own yet); `None` for other catalogs.
-pub async fn metadata_swap(settings: &CatalogSettings) -> Result<Option<Arc<SqlMetadataSwap>>> {
+/// How INSERT OVERWRITE and RENAME COLUMN commit (iceberg-rust has no action for them yet):
+/// the SQL catalog's compare-and-swap, or a REST catalog's commit endpoint; `None` for a REST
+/// catalog that needs credentials.
+pub async fn metadata_committer(
+    settings: &CatalogSettings,
+) -> Result<Option<Arc<MetadataCommitter>>> {
     match &settings.kind {
-        CatalogKind::Sql { uri } => Ok(Some(Arc::new(
+        CatalogKind::Sql { uri } => Ok(Some(Arc::new(MetadataCommitter::Sql(
             SqlMetadataSwap::connect(&sql_uri(uri), CATALOG_NAME).await?,
-        ))),
-        CatalogKind::Rest { .. } => Ok(None),
+        )))),
+        CatalogKind::Rest {
+            uri,
+            warehouse,
+            credential,
+        } => Ok(
+            RestCommit::connect(uri, warehouse.as_deref(), credential.as_deref())
+                .await?
+                .map(|r| Arc::new(MetadataCommitter::Rest(r))),
+        ),
     }
 }
 

@@ -4,11 +4,12 @@
 //! iceberg-rust 0.10 has no public overwrite action, so Floe builds the snapshot itself from
 //! iceberg's public pieces: the new files go into a new manifest, manifests holding no file of
 //! a replaced partition are kept as they are, the others are rewritten without those files;
-//! then a manifest list, the snapshot, and the next metadata file. The commit is the catalog's
-//! compare-and-swap of the table's metadata location, which Floe does itself for the SQL
-//! catalog (the same conditional UPDATE the SQL catalog runs). A commit that loses the race
-//! re-reads the table and tries again unless the winner wrote into a partition this statement
-//! replaces, which is a conflict.
+//! then a manifest list and the snapshot. [`MetadataCommitter`] commits it: for the SQL catalog
+//! Floe writes the next metadata file and does the catalog's compare-and-swap of the table's
+//! metadata location itself (the same conditional UPDATE the SQL catalog runs); for a REST
+//! catalog it sends the snapshot as a `CommitTableRequest` with the table's UUID and current
+//! snapshot as requirements. A commit that loses the race re-reads the table and tries again
+//! unless the winner wrote into a partition this statement replaces, which is a conflict.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -20,13 +21,190 @@ use iceberg::spec::{
     ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Snapshot,
     Struct, Summary, TableMetadata,
 };
+use iceberg::spec::{SnapshotReference, SnapshotRetention};
 use iceberg::table::Table;
-use iceberg::{Catalog, MetadataLocation, TableIdent};
+use iceberg::{Catalog, MetadataLocation, TableIdent, TableRequirement, TableUpdate};
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
 use crate::error::CatalogError;
 use crate::exec::error_chain;
+
+/// Commits the metadata changes iceberg-rust 0.10 has no action for (an overwrite snapshot, a
+/// renamed schema), with the table as read as the requirement.
+#[derive(Debug)]
+pub enum MetadataCommitter {
+    /// The SQL catalog: Floe writes the metadata file and swaps the location.
+    Sql(SqlMetadataSwap),
+    /// A REST catalog: Floe sends the updates.
+    Rest(RestCommit),
+}
+
+impl MetadataCommitter {
+    /// Applies `updates` to the table as `table` shows it; false if another commit changed it
+    /// first (`requirements` say what "as it shows" means to a REST catalog).
+    async fn commit(
+        &self,
+        table: &Table,
+        updates: Vec<TableUpdate>,
+        requirements: Vec<TableRequirement>,
+        name: &str,
+    ) -> Result<bool> {
+        match self {
+            MetadataCommitter::Sql(swap) => {
+                let mut builder = table
+                    .metadata()
+                    .clone()
+                    .into_builder(table.metadata_location().map(str::to_string));
+                for update in updates {
+                    builder = update
+                        .apply(builder)
+                        .map_err(|e| fail("updating table metadata", e))?;
+                }
+                let metadata = builder
+                    .build()
+                    .map_err(|e| fail("building table metadata", e))?
+                    .metadata;
+                swap_in(table, metadata, swap, name).await
+            }
+            MetadataCommitter::Rest(rest) => {
+                rest.commit(table.identifier(), requirements, updates, name)
+                    .await
+            }
+        }
+    }
+}
+
+/// A REST catalog's table-commit endpoint.
+#[derive(Debug)]
+pub struct RestCommit {
+    client: reqwest::Client,
+    /// `{uri}/v1[/{prefix}]`
+    base: String,
+    /// `{uri}/v1/oauth/tokens`
+    token_endpoint: String,
+    /// OAuth2 client credentials (`id`, `secret`), when the catalog wants them.
+    credential: Option<(String, String)>,
+}
+
+impl RestCommit {
+    /// Reads the catalog's config (its path prefix), authenticating with OAuth2 client
+    /// credentials `id:secret` when given.
+    pub async fn connect(
+        uri: &str,
+        warehouse: Option<&str>,
+        credential: Option<&str>,
+    ) -> crate::error::Result<Option<Self>> {
+        let uri = uri.trim_end_matches('/');
+        let credential = credential.map(|c| match c.split_once(':') {
+            Some((id, secret)) => (id.to_string(), secret.to_string()),
+            None => (String::new(), c.to_string()),
+        });
+        let mut commit = Self {
+            client: reqwest::Client::new(),
+            base: format!("{uri}/v1"),
+            token_endpoint: format!("{uri}/v1/oauth/tokens"),
+            credential,
+        };
+        let config_error =
+            |e: String| CatalogError::Unavailable(format!("REST catalog config: {e}"));
+        let mut config = commit.client.get(format!("{uri}/v1/config"));
+        if let Some(w) = warehouse {
+            config = config.query(&[("warehouse", w)]);
+        }
+        if let Some(token) = commit
+            .token()
+            .await
+            .map_err(|e| config_error(e.to_string()))?
+        {
+            config = config.bearer_auth(token);
+        }
+        let config: serde_json::Value = config
+            .send()
+            .await
+            .map_err(|e| config_error(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| config_error(e.to_string()))?;
+        let prefix = ["overrides", "defaults"]
+            .iter()
+            .find_map(|k| config.get(k)?.get("prefix")?.as_str())
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
+        if let Some(p) = prefix {
+            commit.base = format!("{uri}/v1/{p}");
+        }
+        Ok(Some(commit))
+    }
+
+    /// A fresh OAuth2 access token (client-credentials grant), if the catalog takes credentials.
+    async fn token(&self) -> Result<Option<String>> {
+        let Some((id, secret)) = &self.credential else {
+            return Ok(None);
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", id)
+            .append_pair("client_secret", secret)
+            .append_pair("scope", "catalog")
+            .finish();
+        let response: serde_json::Value = self
+            .client
+            .post(&self.token_endpoint)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("REST catalog token: {e}")))?
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("REST catalog token: {e}")))?;
+        match response.get("access_token").and_then(|t| t.as_str()) {
+            Some(token) => Ok(Some(token.to_string())),
+            None => Err(unavailable(format!(
+                "REST catalog token: no access_token in {response}"
+            ))),
+        }
+    }
+
+    async fn commit(
+        &self,
+        ident: &TableIdent,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+        name: &str,
+    ) -> Result<bool> {
+        let body = serde_json::json!({
+            "identifier": { "namespace": ident.namespace().as_ref(), "name": ident.name() },
+            "requirements": requirements,
+            "updates": updates,
+        });
+        let namespace = ident.namespace().join("\u{1f}");
+        let mut url = reqwest::Url::parse(&self.base)
+            .map_err(|e| unavailable(format!("REST catalog URL {}: {e}", self.base)))?;
+        url.path_segments_mut()
+            .map_err(|_| unavailable(format!("REST catalog URL {} has no path", self.base)))?
+            .extend(["namespaces", namespace.as_str(), "tables", ident.name()]);
+        let mut request = self.client.post(url).json(&body);
+        if let Some(token) = self.token().await? {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("committing {name}: {e}")))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(true),
+            409 => Ok(false),
+            status => {
+                let text = response.text().await.unwrap_or_default();
+                Err(unavailable(format!(
+                    "committing {name}: the REST catalog answered {status}: {text}"
+                )))
+            }
+        }
+    }
+}
 
 /// The SQL catalog's compare-and-swap of a table's metadata location.
 #[derive(Debug)]
@@ -101,7 +279,7 @@ const ATTEMPTS: usize = 10;
 /// with those files, in one snapshot.
 pub async fn commit_overwrite(
     catalog: &dyn Catalog,
-    swap: &SqlMetadataSwap,
+    committer: &MetadataCommitter,
     ident: &TableIdent,
     name: &str,
     descriptions: &[String],
@@ -133,8 +311,33 @@ pub async fn commit_overwrite(
         base_snapshot.get_or_insert(metadata.current_snapshot_id());
         touched_at_base.get_or_insert_with(|| touched.clone());
 
-        let new_metadata = overwrite_metadata(&table, files, &touched, whole_table, name).await?;
-        if swap_in(&table, new_metadata, swap, name).await? {
+        let snapshot = overwrite_snapshot(&table, files, &touched, whole_table, name).await?;
+        let metadata = table.metadata();
+        let updates = vec![
+            TableUpdate::AddSnapshot {
+                snapshot: snapshot.clone(),
+            },
+            TableUpdate::SetSnapshotRef {
+                ref_name: "main".into(),
+                reference: SnapshotReference::new(
+                    snapshot.snapshot_id(),
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+        ];
+        let requirements = vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: "main".into(),
+                snapshot_id: metadata.current_snapshot_id(),
+            },
+        ];
+        if committer
+            .commit(&table, updates, requirements, name)
+            .await?
+        {
             return Ok(());
         }
         tracing::info!(table = name, attempt, "overwrite lost a race, trying again");
@@ -222,14 +425,15 @@ fn tonic_like_conflict(name: &str, snapshot: i64) -> CatalogError {
     ))
 }
 
-/// The table's next metadata: with an `overwrite` snapshot.
-async fn overwrite_metadata(
+/// The `overwrite` snapshot that replaces the touched partitions with `files` (its manifests and
+/// manifest list written).
+async fn overwrite_snapshot(
     table: &Table,
     files: Vec<DataFile>,
     touched: &HashSet<Struct>,
     whole_table: bool,
     name: &str,
-) -> Result<TableMetadata> {
+) -> Result<Snapshot> {
     let metadata = table.metadata();
     let file_io = table.file_io();
     let schema = metadata.current_schema().clone();
@@ -439,14 +643,7 @@ async fn overwrite_metadata(
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    metadata
-        .clone()
-        .into_builder(table.metadata_location().map(str::to_string))
-        .set_branch_snapshot(snapshot, "main")
-        .map_err(|e| fail("adding the snapshot", e))?
-        .build()
-        .map(|r| r.metadata)
-        .map_err(|e| fail("building table metadata", e))
+    Ok(snapshot)
 }
 
 fn chrono_now_ms() -> i64 {
@@ -460,7 +657,7 @@ fn chrono_now_ms() -> i64 {
 /// (same id, so every existing file still reads right), swapped in like an overwrite.
 pub async fn rename_column(
     catalog: &dyn Catalog,
-    swap: &SqlMetadataSwap,
+    committer: &MetadataCommitter,
     ident: &TableIdent,
     name: &str,
     from: &str,
@@ -503,15 +700,17 @@ pub async fn rename_column(
             .with_identifier_field_ids(schema.identifier_field_ids())
             .build()
             .map_err(|e| fail("building the renamed schema", e))?;
-        let new_metadata = metadata
-            .clone()
-            .into_builder(table.metadata_location().map(str::to_string))
-            .add_current_schema(new_schema)
-            .map_err(|e| fail("adding the renamed schema", e))?
-            .build()
-            .map_err(|e| fail("building table metadata", e))?
-            .metadata;
-        if swap_in(&table, new_metadata, swap, name).await? {
+        let updates = vec![
+            TableUpdate::AddSchema { schema: new_schema },
+            TableUpdate::SetCurrentSchema { schema_id: -1 },
+        ];
+        let requirements = vec![TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: metadata.current_schema_id(),
+        }];
+        if committer
+            .commit(&table, updates, requirements, name)
+            .await?
+        {
             return Ok(());
         }
         tracing::info!(table = name, attempt, "rename lost a race, trying again");

@@ -22,7 +22,7 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 
 use crate::error::CatalogError;
 use crate::exec::{encode_schema, IcebergScanExec};
-use crate::overwrite::SqlMetadataSwap;
+use crate::overwrite::MetadataCommitter;
 use crate::predicate::filters_to_predicate;
 use crate::write::{write_node, CommitKind, IcebergCommitExec, IcebergWriteExec};
 use datafusion::logical_expr::dml::InsertOp;
@@ -31,7 +31,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 /// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
 pub async fn catalog_provider(
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<SqlMetadataSwap>>,
+    swap: Option<Arc<MetadataCommitter>>,
 ) -> Result<Arc<dyn CatalogProvider>> {
     let namespaces = catalog.list_namespaces(None).await.map_err(|e| {
         external(CatalogError::Unavailable(format!(
@@ -84,7 +84,7 @@ impl CatalogProvider for IcebergCatalog {
 #[derive(Debug)]
 struct IcebergSchema {
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<SqlMetadataSwap>>,
+    swap: Option<Arc<MetadataCommitter>>,
     namespace: NamespaceIdent,
     tables: Vec<String>,
 }
@@ -135,7 +135,7 @@ impl SchemaProvider for IcebergSchema {
 pub struct IcebergTableProvider {
     table: Table,
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<SqlMetadataSwap>>,
+    swap: Option<Arc<MetadataCommitter>>,
     name: String,
     schema: SchemaRef,
 }
@@ -145,7 +145,7 @@ impl IcebergTableProvider {
     pub fn try_new(
         table: Table,
         catalog: Arc<dyn Catalog>,
-        swap: Option<Arc<SqlMetadataSwap>>,
+        swap: Option<Arc<MetadataCommitter>>,
     ) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
@@ -323,8 +323,8 @@ impl TableProvider for IcebergTableProvider {
             (InsertOp::Overwrite, Some(swap)) => CommitKind::Overwrite(Arc::clone(swap)),
             (InsertOp::Overwrite, None) => {
                 return Err(external(CatalogError::Unsupported(format!(
-                    "INSERT OVERWRITE into {}: Floe commits overwrites through the SQL catalog \
-                     only; this REST catalog has no overwrite commit in iceberg-rust 0.10",
+                    "INSERT OVERWRITE into {}: this REST catalog needs credentials, which \
+                     Floe's overwrite commit does not send yet",
                     self.name
                 ))))
             }

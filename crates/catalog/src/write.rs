@@ -52,7 +52,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::CatalogError;
 use crate::exec::error_chain;
-use crate::overwrite::SqlMetadataSwap;
+use crate::overwrite::MetadataCommitter;
 use crate::storage::ObjectStoreStorageFactory;
 
 /// Table property: bytes after which a writer starts a new data file.
@@ -349,7 +349,7 @@ pub enum CommitKind {
     Append,
     /// Replace the partitions the new files touch (INSERT OVERWRITE), committed with the SQL
     /// catalog's compare-and-swap.
-    Overwrite(Arc<SqlMetadataSwap>),
+    Overwrite(Arc<MetadataCommitter>),
 }
 
 /// Commits every file its input describes in one snapshot, then outputs the rows written.

@@ -98,7 +98,7 @@ pub enum StartError {
 /// Opens the catalog, binds the port and serves Flight SQL and the control plane.
 pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
     let catalog = floe_catalog::connect(&config.catalog).await?;
-    let swap = floe_catalog::connect::metadata_swap(&config.catalog).await?;
+    let swap = floe_catalog::connect::metadata_committer(&config.catalog).await?;
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let registry = ExecutorRegistry::new(

@@ -25,7 +25,7 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::sql::sqlparser::ast::ObjectType;
-use floe_catalog::overwrite::SqlMetadataSwap;
+use floe_catalog::overwrite::MetadataCommitter;
 use floe_catalog::write::count_schema;
 use futures::TryStreamExt;
 
@@ -36,7 +36,7 @@ pub struct QueryEngine {
     registry: ExecutorRegistry,
     runtime: Arc<RuntimeEnv>,
     read_only: bool,
-    swap: Option<Arc<SqlMetadataSwap>>,
+    swap: Option<Arc<MetadataCommitter>>,
 }
 
 /// A planned query: its session and logical plan.
@@ -65,7 +65,7 @@ impl QueryEngine {
     }
 
     /// The SQL catalog's compare-and-swap, which INSERT OVERWRITE commits with.
-    pub fn with_metadata_swap(mut self, swap: Option<Arc<SqlMetadataSwap>>) -> Self {
+    pub fn with_metadata_swap(mut self, swap: Option<Arc<MetadataCommitter>>) -> Self {
         self.swap = swap;
         self
     }

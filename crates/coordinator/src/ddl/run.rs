@@ -8,7 +8,7 @@ use iceberg::{Catalog, TableCreation, TableIdent};
 
 use super::{invalid, storable, Change, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
-use floe_catalog::overwrite::SqlMetadataSwap;
+use floe_catalog::overwrite::MetadataCommitter;
 
 fn iceberg_error(what: String, e: iceberg::Error) -> CoordinatorError {
     match e.kind() {
@@ -99,7 +99,7 @@ pub async fn create_iceberg_table(
 /// Runs every DDL command but CTAS's query (the caller runs that as an INSERT).
 pub async fn run(
     catalog: &Arc<dyn Catalog>,
-    swap: Option<&SqlMetadataSwap>,
+    swap: Option<&MetadataCommitter>,
     command: &Command,
 ) -> Result<()> {
     match command {
@@ -203,7 +203,7 @@ pub async fn run(
 
 async fn alter_table(
     catalog: &Arc<dyn Catalog>,
-    swap: Option<&SqlMetadataSwap>,
+    swap: Option<&MetadataCommitter>,
     ident: &TableIdent,
     if_exists: bool,
     changes: &[Change],
@@ -272,8 +272,8 @@ async fn alter_table(
             Change::RenameColumn { from, to } => {
                 let Some(swap) = swap else {
                     return Err(CoordinatorError::Unimplemented(format!(
-                        "ALTER TABLE {name} RENAME COLUMN: Floe commits renames through the SQL \
-                         catalog only; iceberg-rust 0.10 has no rename for this catalog"
+                        "ALTER TABLE {name} RENAME COLUMN: this REST catalog needs credentials, \
+                         which Floe's schema commit does not send yet"
                     )));
                 };
                 floe_catalog::overwrite::rename_column(
