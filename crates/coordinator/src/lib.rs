@@ -1,13 +1,14 @@
-//! # floe-coordinator — parse, plan, prune, distribute, stream
+//! # floe-coordinator — parse, plan, prune, distribute, stream, commit
 //!
 //! ```text
 //!  Flight SQL client ──▶ flight_sql::FloeFlightSql ──▶ session::QueryEngine
-//!                                                     │ DataFusion plan over the Iceberg catalog
-//!                                                     │ (scan planning prunes files)
+//!      (cancel: cancel::RunRegistry)                  │ DDL → ddl (against the catalog)
+//!                                                     │ queries, INSERT: DataFusion plan over
+//!                                                     │ the Iceberg catalog (scan planning
+//!                                                     ▼ prunes files)
+//!                 stages::PlanStages cuts the plan into stages (hash shuffles, broadcasts, gathers)
 //!                                                     ▼
-//!                          stages::PlanStages cuts the plan into stages (hash shuffles, broadcasts, gathers)
-//!                                                     ▼
-//!  executors ◀──DoGet(TaskDefinition)── remote::RemoteStageExec ──▶ batches stream to client
+//!  executors ◀──DoGet(task)── remote::RemoteStageExec ──▶ batches (or a write's commit) ──▶ client
 //!  executors ──Register/Heartbeat──▶ registry::ExecutorRegistry
 //! ```
 //!

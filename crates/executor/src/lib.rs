@@ -1,9 +1,10 @@
 //! # floe-executor — stateless task runner
 //!
 //! ```text
-//!  coordinator ◀──Register / Heartbeat── registration loop
+//!  coordinator ◀──Register / Heartbeat── registration loop (its own thread)
 //!  coordinator ──DoGet(TaskDefinition)──▶ ExecutorFlightService ──▶ decode fragment (codec)
-//!                                              │ execute one partition (DataFusion)
+//!                                              │ execute one partition (DataFusion), or fill
+//!                                              │ shuffle buckets, or write data files
 //!  coordinator ◀──FlightData batches + TaskMetrics trailer──┘
 //!  other executors ◀──DoGet(ShuffleRead): buckets of this executor's shuffle producers (shuffle)
 //! ```
