@@ -77,3 +77,12 @@ def test_missing_data_file_fails_fast_and_names_it(target):
         assert n == target.data.arrow("events").num_rows
     finally:
         conn.close()
+
+
+def test_non_ascii_sql_is_answered(target, conn):
+    """Statements are scanned for PARTITIONED BY before parsing; text outside quotes that is
+    not ASCII (an identifier, a comment) must neither panic nor confuse that scan."""
+    t = fetch(conn, "SELECT 1 AS größe /* Straße */")
+    assert t.column_names == ["größe"] and rows(t) == [(1,)]
+    err = _error_of(conn, "SELECT * FROM demo.städte")
+    assert err.status_code == AdbcStatusCode.NOT_FOUND and "städte" in str(err), str(err)

@@ -15,7 +15,9 @@ use crate::error::Result;
 /// items as SQL text (none when absent).
 pub fn take_partitioned_by(sql: &str) -> Result<(String, Vec<String>)> {
     let bytes = sql.as_bytes();
-    let lower = sql.to_ascii_lowercase();
+    // Compared byte-wise: a keyword match at a byte index inside a multi-byte character is
+    // simply no match (slicing the `str` there would panic).
+    let lower = sql.to_ascii_lowercase().into_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
     while i < bytes.len() {
@@ -38,7 +40,7 @@ pub fn take_partitioned_by(sql: &str) -> Result<(String, Vec<String>)> {
             _ => {}
         }
         let at_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        if at_word && lower[i..].starts_with("partitioned") {
+        if at_word && lower[i..].starts_with(b"partitioned") {
             let mut j = i + "partitioned".len();
             let skip_ws = |j: &mut usize| {
                 while *j < bytes.len() && bytes[*j].is_ascii_whitespace() {
@@ -46,7 +48,7 @@ pub fn take_partitioned_by(sql: &str) -> Result<(String, Vec<String>)> {
                 }
             };
             skip_ws(&mut j);
-            if lower[j..].starts_with("by") {
+            if lower[j..].starts_with(b"by") {
                 j += 2;
                 skip_ws(&mut j);
                 if bytes.get(j) == Some(&b'(') {
@@ -178,6 +180,19 @@ mod tests {
         assert_eq!(items, ["day(ts)", "bucket(16, u)", "truncate(4, c)", "c"]);
         assert!(!rest.to_lowercase().contains("partitioned"), "{rest}");
         assert!(rest.contains("AS SELECT 'x, (y)'"), "{rest}");
+    }
+
+    #[test]
+    fn non_ascii_text_outside_quotes_is_scanned_safely() {
+        let (rest, items) = take_partitioned_by(
+            "CREATE TABLE a.b (stadt VARCHAR) /* Straße */ PARTITIONED BY (stadt) AS SELECT 1 AS ü",
+        )
+        .expect("parses");
+        assert_eq!(items, ["stadt"]);
+        assert!(rest.ends_with("AS SELECT 1 AS ü"), "{rest}");
+        let (rest, items) = take_partitioned_by("SELECT 1 AS größe").expect("parses");
+        assert!(items.is_empty());
+        assert_eq!(rest, "SELECT 1 AS größe");
     }
 
     #[test]
