@@ -229,17 +229,12 @@ impl Cutter<'_> {
         for child in children {
             placed.push(self.place(child)?);
         }
-        if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
-            if let (Partitioning::Hash(..), [(child, Placement::Executors(_))]) =
-                (repartition.partitioning(), placed.as_slice())
-            {
-                if !repartition.preserve_order() {
-                    let child = Arc::clone(child);
-                    let Some((_, Placement::Executors(inputs))) = placed.pop() else {
-                        unreachable!("matched above");
-                    };
-                    return self.hash_shuffle(plan, child, inputs);
-                }
+        let is_hash_shuffle = any.downcast_ref::<RepartitionExec>().is_some_and(|r| {
+            matches!(r.partitioning(), Partitioning::Hash(..)) && !r.preserve_order()
+        });
+        if is_hash_shuffle && matches!(placed.as_slice(), [(_, Placement::Executors(_))]) {
+            if let Some((child, Placement::Executors(inputs))) = placed.pop() {
+                return self.hash_shuffle(plan, child, inputs);
             }
         }
         let all_on_executors = placed
@@ -314,7 +309,11 @@ impl Cutter<'_> {
         let [build, probe] = children.as_slice() else {
             return Err(DataFusionError::Internal("a join has two inputs".into()));
         };
-        let coalesce = build.as_any().downcast_ref::<CoalescePartitionsExec>();
+        // A coalesce with a fetch (a LIMIT) must stay: broadcasting its input would drop it.
+        let coalesce = build
+            .as_any()
+            .downcast_ref::<CoalescePartitionsExec>()
+            .filter(|c| c.fetch().is_none());
         let build_input = match coalesce {
             Some(c) => Arc::clone(c.input()),
             None => Arc::clone(build),
