@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
 use iceberg::spec::{
-    deserialize_data_file_from_json, DataContentType, DataFile, FormatVersion, ManifestContentType,
-    ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Snapshot,
-    Struct, Summary, TableMetadata,
+    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile,
+    ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Snapshot, Struct,
+    Summary, TableMetadata,
 };
 use iceberg::spec::{SnapshotReference, SnapshotRetention};
 use iceberg::table::Table;
@@ -272,8 +272,7 @@ fn fail(what: &str, e: iceberg::Error) -> DataFusionError {
     unavailable(format!("{what}: {}", error_chain(&e)))
 }
 
-/// How many times a commit that lost a race is tried again.
-const ATTEMPTS: usize = 10;
+use crate::write::{written_files, COMMIT_ATTEMPTS as ATTEMPTS};
 
 /// Replaces the partitions the described files touch (every file of an unpartitioned table)
 /// with those files, in one snapshot.
@@ -284,32 +283,24 @@ pub async fn commit_overwrite(
     name: &str,
     descriptions: &[String],
 ) -> Result<()> {
+    // The table as the first attempt read it; later attempts (after a lost race) check what was
+    // committed since.
     let mut base_snapshot: Option<Option<i64>> = None;
-    let mut touched_at_base: Option<HashSet<Struct>> = None;
     for attempt in 0..ATTEMPTS {
         let table = catalog
             .load_table(ident)
             .await
             .map_err(|e| fail(&format!("loading {name}"), e))?;
         let metadata = table.metadata();
-        let spec = metadata.default_partition_spec();
-        let schema = metadata.current_schema();
-        let partition_type = spec
-            .partition_type(schema)
-            .map_err(|e| fail("partition type", e))?;
-        let files = descriptions
-            .iter()
-            .map(|d| deserialize_data_file_from_json(d, spec.spec_id(), &partition_type, schema))
-            .collect::<iceberg::Result<Vec<DataFile>>>()
+        let files = written_files(&table, descriptions)
             .map_err(|e| fail("reading the written files", e))?;
-        let whole_table = spec.is_unpartitioned();
+        let whole_table = metadata.default_partition_spec().is_unpartitioned();
         let touched: HashSet<Struct> = files.iter().map(|f| f.partition().clone()).collect();
         // After losing a race: the winner must not have written into what this replaces.
-        if let (Some(base), Some(_)) = (base_snapshot, &touched_at_base) {
-            check_no_conflict(&table, base, &touched, whole_table, name).await?;
+        match base_snapshot {
+            Some(base) => check_no_conflict(&table, base, &touched, whole_table, name).await?,
+            None => base_snapshot = Some(metadata.current_snapshot_id()),
         }
-        base_snapshot.get_or_insert(metadata.current_snapshot_id());
-        touched_at_base.get_or_insert_with(|| touched.clone());
 
         let snapshot = overwrite_snapshot(&table, files, &touched, whole_table, name).await?;
         let metadata = table.metadata();

@@ -32,8 +32,8 @@ use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
 use iceberg::io::FileIOBuilder;
 use iceberg::spec::{
-    deserialize_data_file_from_json, serialize_data_file_to_json, DataFileFormat, FormatVersion,
-    PartitionSpec, Schema,
+    deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
+    FormatVersion, PartitionSpec, Schema,
 };
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -372,9 +372,9 @@ pub fn count_schema() -> SchemaRef {
     )]))
 }
 
-/// How many times a commit that lost a race to another writer is tried again, on top of
-/// iceberg's own retries.
-const COMMIT_ATTEMPTS: usize = 10;
+/// How many times a commit that lost a race to another writer is tried again (for appends on
+/// top of iceberg's own retries).
+pub(crate) const COMMIT_ATTEMPTS: usize = 10;
 
 impl IcebergCommitExec {
     /// A commit of `input`'s files (from [`IcebergWriteExec`] partitions) into a table.
@@ -521,6 +521,22 @@ fn string_column(batch: &RecordBatch, i: usize) -> Result<&StringArray> {
         .ok_or_else(|| DataFusionError::Internal("data_file is not Utf8".into()))
 }
 
+/// The data files the write tasks described, read against the table's current schema and
+/// default partition spec (the ones they were written with).
+pub(crate) fn written_files(
+    table: &Table,
+    descriptions: &[String],
+) -> iceberg::Result<Vec<DataFile>> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    let spec = metadata.default_partition_spec();
+    let partition_type = spec.partition_type(schema)?;
+    descriptions
+        .iter()
+        .map(|d| deserialize_data_file_from_json(d, spec.spec_id(), &partition_type, schema))
+        .collect()
+}
+
 /// Appends the described files in one snapshot. A commit that loses a race re-reads the table
 /// and tries again (appends never conflict with appends).
 async fn commit_append(
@@ -541,16 +557,7 @@ async fn commit_append(
             .load_table(ident)
             .await
             .map_err(|e| fail("loading", e))?;
-        let metadata = table.metadata();
-        let schema = metadata.current_schema();
-        let spec = metadata.default_partition_spec();
-        let partition_type = spec
-            .partition_type(schema)
-            .map_err(|e| fail("partition type of", e))?;
-        let files = descriptions
-            .iter()
-            .map(|d| deserialize_data_file_from_json(d, spec.spec_id(), &partition_type, schema))
-            .collect::<iceberg::Result<Vec<_>>>()
+        let files = written_files(&table, descriptions)
             .map_err(|e| fail("reading the written files of", e))?;
         let mut summary = HashMap::new();
         summary.insert("engine-name".to_string(), "floe".to_string());
