@@ -4,38 +4,49 @@ use std::sync::Arc;
 
 use iceberg::spec::{Transform, UnboundPartitionSpec};
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, TableCreation, TableIdent};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
 use super::{invalid, storable, Change, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
 use floe_catalog::overwrite::MetadataCommitter;
 
 fn iceberg_error(what: String, e: iceberg::Error) -> CoordinatorError {
+    let message = format!("{what}: {}", floe_catalog::exec::error_chain(&e));
     match e.kind() {
         iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound => {
-            CoordinatorError::NotFound(format!("{what}: {}", floe_catalog::exec::error_chain(&e)))
+            CoordinatorError::NotFound(message)
         }
         iceberg::ErrorKind::TableAlreadyExists | iceberg::ErrorKind::NamespaceAlreadyExists => {
-            CoordinatorError::AlreadyExists(format!(
-                "{what}: {}",
-                floe_catalog::exec::error_chain(&e)
-            ))
+            CoordinatorError::AlreadyExists(message)
         }
-        iceberg::ErrorKind::FeatureUnsupported => CoordinatorError::Unimplemented(format!(
-            "{what}: {}",
-            floe_catalog::exec::error_chain(&e)
-        )),
+        iceberg::ErrorKind::FeatureUnsupported => CoordinatorError::Unimplemented(message),
+        // DDL input the catalog rejects is the statement's fault, not lost data.
         iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::PreconditionFailed => {
-            CoordinatorError::InvalidArgument(format!(
-                "{what}: {}",
-                floe_catalog::exec::error_chain(&e)
-            ))
+            CoordinatorError::InvalidArgument(message)
         }
-        _ => CoordinatorError::Unavailable(format!(
-            "{what}: {}",
-            floe_catalog::exec::error_chain(&e)
-        )),
+        _ => CoordinatorError::Unavailable(message),
     }
+}
+
+/// `ns.table`, for messages.
+fn display(ident: &TableIdent) -> String {
+    format!("{}.{}", ident.namespace().to_url_string(), ident.name())
+}
+
+async fn table_exists(catalog: &Arc<dyn Catalog>, ident: &TableIdent) -> Result<bool> {
+    catalog
+        .table_exists(ident)
+        .await
+        .map_err(|e| iceberg_error(format!("looking up table {}", display(ident)), e))
+}
+
+async fn schema_exists(catalog: &Arc<dyn Catalog>, namespace: &NamespaceIdent) -> Result<bool> {
+    catalog.namespace_exists(namespace).await.map_err(|e| {
+        iceberg_error(
+            format!("looking up schema {}", namespace.to_url_string()),
+            e,
+        )
+    })
 }
 
 /// Creates the Iceberg table of a CREATE TABLE (without running a CTAS query). Returns false
@@ -44,16 +55,8 @@ pub async fn create_iceberg_table(
     catalog: &Arc<dyn Catalog>,
     command: &CreateTableCommand,
 ) -> Result<bool> {
-    let name = format!(
-        "{}.{}",
-        command.table.namespace().to_url_string(),
-        command.table.name()
-    );
-    let exists = catalog
-        .table_exists(&command.table)
-        .await
-        .map_err(|e| iceberg_error(format!("looking up {name}"), e))?;
-    if exists {
+    let name = display(&command.table);
+    if table_exists(catalog, &command.table).await? {
         return if command.if_not_exists {
             Ok(false)
         } else {
@@ -109,11 +112,7 @@ pub async fn run(
             properties,
         } => {
             let name = namespace.to_url_string();
-            let exists = catalog
-                .namespace_exists(namespace)
-                .await
-                .map_err(|e| iceberg_error(format!("looking up schema {name}"), e))?;
-            if exists {
+            if schema_exists(catalog, namespace).await? {
                 return if *if_not_exists {
                     Ok(())
                 } else {
@@ -134,11 +133,7 @@ pub async fn run(
             cascade,
         } => {
             let name = namespace.to_url_string();
-            let exists = catalog
-                .namespace_exists(namespace)
-                .await
-                .map_err(|e| iceberg_error(format!("looking up schema {name}"), e))?;
-            if !exists {
+            if !schema_exists(catalog, namespace).await? {
                 return if *if_exists {
                     Ok(())
                 } else {
@@ -172,18 +167,13 @@ pub async fn run(
         Command::CreateTable(create) => create_iceberg_table(catalog, create).await.map(|_| ()),
         Command::DropTable { tables, if_exists } => {
             for table in tables {
-                let exists = catalog
-                    .table_exists(table)
-                    .await
-                    .map_err(|e| iceberg_error(format!("looking up table {table}"), e))?;
-                if !exists {
+                if !table_exists(catalog, table).await? {
                     if *if_exists {
                         continue;
                     }
                     return Err(CoordinatorError::NotFound(format!(
-                        "table '{}.{}' not found",
-                        table.namespace().to_url_string(),
-                        table.name()
+                        "table '{}' not found",
+                        display(table)
                     )));
                 }
                 catalog
@@ -208,12 +198,8 @@ async fn alter_table(
     if_exists: bool,
     changes: &[Change],
 ) -> Result<()> {
-    let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
-    let exists = catalog
-        .table_exists(ident)
-        .await
-        .map_err(|e| iceberg_error(format!("looking up table {name}"), e))?;
-    if !exists {
+    let name = display(ident);
+    if !table_exists(catalog, ident).await? {
         return if if_exists {
             Ok(())
         } else {
