@@ -246,6 +246,12 @@ impl Task {
                     self.registry.remove(&executor.id);
                     last_error = Some(status);
                 }
+                // The executor is up but cannot take the task now (e.g. it is registering
+                // again): try the next one, and keep it.
+                Err(status) if is_from_executor(&status) && status.code() == Code::Unavailable => {
+                    warn!(executor_id = %executor.id, "executor turned the task away: {status}");
+                    last_error = Some(status);
+                }
                 Err(status) => return Err(external(status)),
             }
         }
@@ -487,16 +493,14 @@ fn post_order(stage: &Arc<ShuffleStage>, out: &mut Vec<Arc<ShuffleStage>>) {
     out.push(Arc::clone(stage));
 }
 
-/// The task could not start on that executor (it is unreachable, or not registered yet), as
+/// The task could not reach that executor (the transport failed; the executor said nothing), as
 /// opposed to the executor refusing or failing the task.
 fn is_connection_failure(status: &Status) -> bool {
-    if is_from_executor(status) {
-        return status.code() == Code::Unavailable;
-    }
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    )
+    !is_from_executor(status)
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
 }
 
 fn external(status: Status) -> DataFusionError {
