@@ -23,7 +23,7 @@ use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::ObjectType;
 use floe_catalog::overwrite::MetadataCommitter;
 use floe_catalog::write::count_schema;
@@ -183,25 +183,28 @@ impl QueryEngine {
                 Ok(df.execute_stream().await?)
             }
             Planned::Command(command) => {
-                let rows = match &command {
-                    Command::CreateTable(create) if create.query.is_some() => {
-                        self.create_table_as(create).await?
+                // Run when the stream is read, so that its errors travel like a query's: an
+                // executor lost during a CTAS re-runs the statement (see flight_sql).
+                let engine = self.clone();
+                let rows = futures::stream::once(async move {
+                    let rows = match &command {
+                        Command::CreateTable(create) if create.query.is_some() => {
+                            engine.create_table_as(create).await
+                        }
+                        other => ddl::run(&engine.catalog, engine.swap.as_deref(), other)
+                            .await
+                            .map(|()| 0),
                     }
-                    other => {
-                        ddl::run(&self.catalog, self.swap.as_deref(), other).await?;
-                        0
-                    }
-                };
-                let batch = RecordBatch::try_new(
+                    .map_err(into_datafusion)?;
+                    Ok(RecordBatch::try_new(
+                        count_schema(),
+                        vec![Arc::new(UInt64Array::from(vec![rows]))],
+                    )?)
+                });
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
                     count_schema(),
-                    vec![Arc::new(UInt64Array::from(vec![rows]))],
-                )
-                .map_err(DataFusionError::from)?;
-                Ok(Box::pin(MemoryStream::try_new(
-                    vec![batch],
-                    count_schema(),
-                    None,
-                )?))
+                    rows,
+                )))
             }
         }
     }
@@ -233,32 +236,24 @@ impl QueryEngine {
         result
     }
 
-    /// Runs an INSERT to its end, again (at most 3 attempts) if an executor is lost before its
-    /// commit; returns the rows written.
+    /// Runs an INSERT to its end; returns the rows written.
     async fn run_insert(&self, sql: &str) -> Result<u64> {
-        let mut attempt = 1;
-        loop {
-            let query_id = uuid::Uuid::new_v4().to_string();
-            let planned = self.plan(&query_id, sql, vec![]).await?;
-            let Planned::Query(query) = planned else {
-                return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
-            };
-            let outcome = async {
-                let df = query.ctx.execute_logical_plan(query.plan).await?;
-                let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
-                Ok::<_, CoordinatorError>(sum_counts(&batches))
-            }
-            .await;
-            match outcome {
-                Err(CoordinatorError::DataFusion(e))
-                    if floe_executor::status::is_executor_lost(&e) && attempt < 3 =>
-                {
-                    tracing::warn!(attempt, "running the insert again: {e}");
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let Planned::Query(query) = self.plan(&query_id, sql, vec![]).await? else {
+            return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
+        };
+        let df = query.ctx.execute_logical_plan(query.plan).await?;
+        let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+        Ok(sum_counts(&batches))
+    }
+}
+
+/// A coordinator error inside a stream: DataFusion's own as they are (so that a lost executor
+/// is still recognised), the others as their gRPC status.
+fn into_datafusion(e: CoordinatorError) -> DataFusionError {
+    match e {
+        CoordinatorError::DataFusion(e) => e,
+        other => DataFusionError::External(Box::new(tonic::Status::from(other))),
     }
 }
 
