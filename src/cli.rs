@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use floe_catalog::{CatalogKind, CatalogSettings, StorageSettings};
 use floe_coordinator::CoordinatorConfig;
 use floe_executor::ExecutorConfig;
+use floe_proto::auth::ClusterSecret;
 
 /// Floe: a distributed SQL engine for Iceberg tables, spoken to over Arrow Flight SQL.
 #[derive(Debug, Parser)]
@@ -43,24 +44,17 @@ pub enum CatalogChoice {
     Rest,
 }
 
-/// Where the tables are.
+/// Where the data is and how to reach it: shared by every role.
 #[derive(Debug, Args)]
-pub struct CatalogArgs {
+pub struct StorageArgs {
     /// Warehouse: a local folder (the catalog goes in DIR/catalog.db) or s3://bucket/prefix.
     #[arg(long, env = "FLOE_WAREHOUSE", default_value = "floe-warehouse")]
     pub warehouse: String,
-    /// Catalog kind.
-    #[arg(long, env = "FLOE_CATALOG", value_enum, default_value = "sql")]
-    pub catalog: CatalogChoice,
-    /// Catalog URI: sqlite:///path/catalog.db, postgres://…, or the REST catalog's http(s):// URL.
-    #[arg(long, env = "FLOE_CATALOG_URI")]
-    pub catalog_uri: Option<String>,
-    /// REST catalog `warehouse` parameter.
-    #[arg(long, env = "FLOE_REST_WAREHOUSE")]
-    pub rest_warehouse: Option<String>,
-    /// REST catalog OAuth2 client credentials, `id:secret`.
-    #[arg(long, env = "FLOE_REST_CREDENTIAL")]
-    pub rest_credential: Option<String>,
+    /// Further storage roots executors may read and write under, besides the warehouse (e.g.
+    /// the table locations a REST catalog hands out), comma-separated: s3://bucket/prefix or
+    /// a local folder.
+    #[arg(long, env = "FLOE_STORAGE_ROOTS", value_delimiter = ',')]
+    pub storage_root: Vec<String>,
     /// S3 endpoint (for S3-compatible servers).
     #[arg(long, env = "FLOE_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -78,25 +72,114 @@ pub struct CatalogArgs {
     pub s3_path_style: bool,
 }
 
-impl CatalogArgs {
-    /// The domain settings these flags describe.
-    pub fn settings(&self) -> Result<CatalogSettings> {
-        let storage = StorageSettings {
+impl StorageArgs {
+    /// The object-store settings.
+    pub fn settings(&self) -> StorageSettings {
+        StorageSettings {
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             s3_access_key_id: self.s3_access_key_id.clone(),
             s3_secret_access_key: self.s3_secret_access_key.clone(),
             s3_path_style: self.s3_path_style,
+        }
+    }
+
+    /// The warehouse as a URL (a local folder is created and made absolute).
+    pub fn warehouse_url(&self) -> Result<String> {
+        if self.warehouse.contains("://") {
+            return Ok(self.warehouse.trim_end_matches('/').to_string());
+        }
+        local_root(&self.warehouse)
+    }
+
+    /// The storage roots: the warehouse and every `--storage-root`.
+    pub fn roots(&self) -> Result<Vec<String>> {
+        let mut roots = vec![self.warehouse_url()?];
+        for root in self.storage_root.iter().filter(|r| !r.trim().is_empty()) {
+            roots.push(if root.contains("://") {
+                root.trim_end_matches('/').to_string()
+            } else {
+                local_root(root)?
+            });
+        }
+        Ok(roots)
+    }
+}
+
+/// A local folder as a `file://` URL, created if missing.
+fn local_root(dir: &str) -> Result<String> {
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating storage folder {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    Ok(format!(
+        "file://{}",
+        dir.display().to_string().trim_end_matches('/')
+    ))
+}
+
+/// Where the tables are.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Catalog kind.
+    #[arg(long, env = "FLOE_CATALOG", value_enum, default_value = "sql")]
+    pub catalog: CatalogChoice,
+    /// Catalog URI: sqlite:///path/catalog.db, postgres://…, or the REST catalog's http(s):// URL.
+    #[arg(long, env = "FLOE_CATALOG_URI")]
+    pub catalog_uri: Option<String>,
+    /// REST catalog `warehouse` parameter.
+    #[arg(long, env = "FLOE_REST_WAREHOUSE")]
+    pub rest_warehouse: Option<String>,
+    /// REST catalog OAuth2 client credentials, `id:secret`.
+    #[arg(long, env = "FLOE_REST_CREDENTIAL")]
+    pub rest_credential: Option<String>,
+}
+
+/// The cluster secret, from a flag, the environment or a file.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// The secret coordinator and executors share (at least 16 characters, e.g. `openssl rand
+    /// -hex 32`). Executors prove they hold it; it never crosses the wire. Prefer the
+    /// environment or --cluster-secret-file over the command line.
+    #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret.
+    #[arg(long, env = "FLOE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// The secret; an error saying how to set one when there is none.
+    pub fn secret(&self) -> Result<ClusterSecret> {
+        let text = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the cluster secret from {}", path.display()))?,
+            (None, None) => bail!(
+                "a cluster secret is required: executors are admitted only by proving it. Set \
+                 FLOE_CLUSTER_SECRET (or --cluster-secret-file FILE) to the same value on the \
+                 coordinator and every executor, e.g. from `openssl rand -hex 32`"
+            ),
         };
-        let remote = self.warehouse.contains("://");
+        Ok(ClusterSecret::new(&text)?)
+    }
+}
+
+impl CatalogArgs {
+    /// The domain settings these flags describe.
+    pub fn settings(&self) -> Result<CatalogSettings> {
+        let storage = self.storage.settings();
+        let remote = self.storage.warehouse.contains("://");
         let mut settings = if remote {
             CatalogSettings {
-                warehouse: self.warehouse.clone(),
+                warehouse: self.storage.warehouse.clone(),
                 kind: CatalogKind::Sql { uri: String::new() },
                 storage,
             }
         } else {
-            let dir = PathBuf::from(&self.warehouse);
+            let dir = PathBuf::from(&self.storage.warehouse);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating warehouse folder {}", dir.display()))?;
             let dir = dir.canonicalize()?;
@@ -166,9 +249,8 @@ pub struct CoordinatorArgs {
     /// An executor silent this long (ms) is dropped.
     #[arg(long, env = "FLOE_EXECUTOR_EXPIRY_MS", default_value_t = 5000)]
     pub executor_expiry_ms: u64,
-    /// Secret executors must present to register.
-    #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// Memory limit for the operators that finish queries on the coordinator (final
     /// aggregation, joins, merges), e.g. `4GiB` (default: a quarter of the machine's memory);
     /// beyond it they spill to disk.
@@ -198,9 +280,11 @@ pub struct ExecutorArgs {
     /// Host name the coordinator reaches this executor at (default: --host).
     #[arg(long, env = "FLOE_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
-    /// Secret to present at registration.
-    #[arg(long, env = "FLOE_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Where the data is: this executor's own storage settings and roots (tasks carry none).
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Memory limit for this executor's operators, e.g. `4GiB` (default: half the machine's
     /// memory); beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
@@ -267,7 +351,7 @@ fn coordinator_config(
     bind: SocketAddr,
     heartbeat: Duration,
     expiry: Duration,
-    secret: Option<String>,
+    secret: ClusterSecret,
     memory_limit: usize,
     read_only: bool,
 ) -> CoordinatorConfig {
@@ -282,11 +366,18 @@ fn coordinator_config(
     }
 }
 
+/// Where an executor's data is: its storage settings and roots.
+struct ExecutorStorage {
+    settings: StorageSettings,
+    roots: Vec<String>,
+}
+
 fn executor_config(
     coordinator: String,
     bind: SocketAddr,
     advertise_host: String,
-    secret: Option<String>,
+    secret: ClusterSecret,
+    storage: ExecutorStorage,
     memory_limit: usize,
 ) -> ExecutorConfig {
     ExecutorConfig {
@@ -294,6 +385,8 @@ fn executor_config(
         bind,
         advertise_host,
         cluster_secret: secret,
+        storage: storage.settings,
+        roots: storage.roots,
         batch_size: 8192,
         memory_limit,
     }
@@ -304,9 +397,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Standalone(args) => {
             let settings = args.catalog.settings()?;
+            let roots = args.catalog.storage.roots()?;
             let memory_limit = args.memory_limit.unwrap_or_else(|| {
                 floe_executor::default_memory_limit(0.5 / (args.executors + 1) as f64)
             });
+            // The in-process executors prove a secret made for this run alone.
+            let secret = ClusterSecret::from_random(floe_executor::random_nonce());
             let coordinator = floe_coordinator::start(coordinator_config(
                 settings.clone(),
                 SocketAddr::new(args.host, args.port),
@@ -314,7 +410,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 // Executors in this process die only with it; a long expiry keeps CPU-heavy
                 // work (which can delay the coordinator's heartbeat handling) from dropping them.
                 Duration::from_secs(60),
-                None,
+                secret.clone(),
                 memory_limit,
                 args.read_only,
             ))
@@ -327,7 +423,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                         url.clone(),
                         SocketAddr::new(args.host, 0),
                         args.host.to_string(),
-                        None,
+                        secret.clone(),
+                        ExecutorStorage {
+                            settings: settings.storage.clone(),
+                            roots: roots.clone(),
+                        },
                         memory_limit,
                     ))
                     .await?,
@@ -344,13 +444,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Coordinator(args) => {
+            let secret = args.secret.secret()?;
             let settings = args.catalog.settings()?;
             let coordinator = floe_coordinator::start(coordinator_config(
                 settings.clone(),
                 SocketAddr::new(args.host, args.port),
                 Duration::from_millis(args.heartbeat_ms),
                 Duration::from_millis(args.executor_expiry_ms),
-                args.cluster_secret,
+                secret,
                 args.memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
                 args.read_only,
@@ -364,12 +465,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Executor(args) => {
+            let secret = args.secret.secret()?;
+            let storage = ExecutorStorage {
+                settings: args.storage.settings(),
+                roots: args.storage.roots()?,
+            };
             let advertise = args.advertise_host.unwrap_or_else(|| args.host.to_string());
             let executor = floe_executor::start(executor_config(
                 args.coordinator,
                 SocketAddr::new(args.host, args.port),
                 advertise,
-                args.cluster_secret,
+                secret,
+                storage,
                 args.memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.5)),
             ))

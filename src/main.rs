@@ -14,6 +14,9 @@ mod shell;
 use anyhow::Result;
 use clap::Parser;
 
+/// Stack of the runtime's threads.
+const WORKER_STACK: usize = 32 << 20;
+
 fn main() -> Result<()> {
     cli::load_config_file_into_env(std::env::args())?;
     let args = cli::Cli::parse();
@@ -26,6 +29,9 @@ fn main() -> Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Operators evaluate and drop expression trees recursively; the coordinator bounds
+        // how deep a statement may be (floe_coordinator::limits), and this stack holds that.
+        .thread_stack_size(WORKER_STACK)
         .build()?;
     runtime.block_on(cli::run(args))
 }

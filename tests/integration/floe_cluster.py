@@ -235,6 +235,16 @@ class CatalogConfig:
         return a + list(self.storage_args)
 
 
+    def executor_args(self) -> list[str]:
+        """The flags an executor needs: its own storage settings and roots."""
+        return ["--warehouse", self.warehouse] + list(self.storage_args)
+
+
+# The secret every test cluster's coordinator and executors share (passed in the
+# environment, as the README recommends, never on the command line).
+CLUSTER_SECRET = "floe-test-cluster-secret-3b9e51c2"
+
+
 def connection(dep):
     """For fixtures: yields an ADBC connection to deployment `dep`, closed afterwards."""
     c = dep.connect()
@@ -267,8 +277,11 @@ def connect(uri: str, timeout_s: float = QUERY_TIMEOUT_S, **kwargs):
 class Deployment:
     """A running Floe deployment (cluster or standalone)."""
 
-    def __init__(self, name: str, catalog_kind: str, log_dir: Path):
+    def __init__(self, name: str, catalog_kind: str, log_dir: Path,
+                 catalog: Optional["CatalogConfig"] = None, secret: str = CLUSTER_SECRET):
         self.name = name
+        self.catalog = catalog
+        self.secret = secret
         self.catalog_kind = catalog_kind      # which dataset it serves: "sql" | "rest"
         self.log_dir = Path(log_dir)
         self.coordinator: Optional[FloeProcess] = None
@@ -299,8 +312,12 @@ class Deployment:
         return "\n".join(f"[{p.name}] pid={p.pid} alive={p.alive()}\n{p.describe()}" for p in procs if p)
 
     # -- starting
+    def _secret_env(self) -> dict:
+        return {"FLOE_CLUSTER_SECRET": self.secret} if self.secret else {}
+
     def _start_head(self, args: list[str]) -> None:
-        self.coordinator = FloeProcess(f"{self.name}-head", args, self.log_dir)
+        self.coordinator = FloeProcess(f"{self.name}-head", args, self.log_dir,
+                                       env=self._secret_env())
         m = self.coordinator.wait_for(READY_RE, what="FLOE_READY")[0]
         self.flight_port = int(m["port"])
         self.coordinator_port = int(m["cport"]) if m["cport"] else self.flight_port
@@ -310,10 +327,13 @@ class Deployment:
         registered it (matched by its Flight port)."""
         self._n_exec_started += 1
         name = f"{self.name}-exec{self._n_exec_started}"
+        storage = self.catalog.executor_args() if self.catalog else []
         ex = FloeProcess(
             name,
-            [str(floe_bin()), "executor", "--coordinator", self.coordinator_url, "--port", "0"],
+            [str(floe_bin()), "executor", "--coordinator", self.coordinator_url, "--port", "0",
+             *storage],
             self.log_dir,
+            env=self._secret_env(),
         )
         self.executors.append(ex)
         port = int(ex.wait_for(EXECUTOR_READY_RE, what="FLOE_EXECUTOR_READY", timeout=timeout)[0]["port"])
@@ -344,7 +364,7 @@ class Deployment:
 
 def start_cluster(name: str, catalog: CatalogConfig, log_dir: Path, executors: int = 2) -> Deployment:
     """`floe coordinator` + `executors` separate `floe executor` processes."""
-    dep = Deployment(name, catalog.kind, log_dir)
+    dep = Deployment(name, catalog.kind, log_dir, catalog=catalog)
     try:
         dep._start_head([str(floe_bin()), "coordinator", *catalog.args(), "--port", "0"])
         for _ in range(executors):
@@ -359,7 +379,7 @@ def start_standalone(name: str, catalog: CatalogConfig, log_dir: Path, executors
                      wait_registrations: bool = True) -> Deployment:
     """`floe standalone --executors N`; waits for FLOE_READY and (by default)
     N FLOE_EXECUTOR_REGISTERED lines."""
-    dep = Deployment(name, catalog.kind, log_dir)
+    dep = Deployment(name, catalog.kind, log_dir, catalog=catalog, secret="")
     try:
         dep._start_head(
             [str(floe_bin()), "standalone", *catalog.args(), "--port", "0", "--executors", str(executors)]

@@ -67,7 +67,7 @@ import catalogs
 import floe_cluster
 import test_tpch as tpch_mod
 from compare import assert_close, fetch, scalar
-from test_security import statement_command
+from floe_wire import statement_command
 
 SCALE_FACTOR = os.environ.get("FLOE_FAILURES_TPCH_SF", "0.5")
 MAX_TRIES = 5               # runs of a scenario until the kill overlapped the query

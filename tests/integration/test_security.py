@@ -6,13 +6,15 @@
    and through forged Flight SQL tickets (statement handles are
    self-contained, so a client can put any SQL into a DoGet ticket).
 2. Executors run tasks only from their coordinator: a direct DoGet with a
-   garbage ticket, a wrong task token or another protocol version is refused,
-   and every other Flight method is UNIMPLEMENTED.
+   garbage ticket, a task or shuffle read without a valid MAC, or another
+   protocol version is refused, and every other Flight method is
+   UNIMPLEMENTED.
 3. The control plane (gRPC floe.v1.ControlPlane on the coordinator port)
-   checks the protocol version and, when configured, the cluster secret.
+   checks the protocol version and admits only executors that prove the
+   cluster secret (test_rogue_executor.py goes further).
 
-Protobuf messages are encoded by hand (varint / length-delimited fields), so
-the tests depend on the .proto field numbers only, not on generated code.
+Protobuf messages are encoded by hand (floe_wire.py), so the tests depend on
+the .proto field numbers only, not on generated code.
 
 How pyarrow.flight 26 surfaces gRPC codes (checked against Floe's executor):
     INVALID_ARGUMENT    -> pyarrow.ArrowInvalid, "Flight returned invalid argument error"
@@ -39,118 +41,8 @@ from compare import fetch, rows, scalar
 SECRET = "floe-security-canary-7f3a91"
 
 
-# ------------------------------------------------------------ protobuf by hand
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def pb_uint(field: int, value: int) -> bytes:
-    return _varint(field << 3 | 0) + _varint(value)
-
-
-def pb_bytes(field: int, value) -> bytes:
-    if isinstance(value, str):
-        value = value.encode()
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
-
-
-def pb_decode(data: bytes) -> dict[int, list]:
-    """Fields of a protobuf message: {field number: [values]} (varints as int,
-    length-delimited as bytes)."""
-    out: dict[int, list] = {}
-    i = 0
-
-    def varint():
-        nonlocal i
-        shift = result = 0
-        while True:
-            b = data[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result
-
-    while i < len(data):
-        key = varint()
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value = varint()
-        elif wire == 2:
-            n = varint()
-            value, i = data[i : i + n], i + n
-        else:
-            raise ValueError(f"unexpected wire type {wire} in {data!r}")
-        out.setdefault(field, []).append(value)
-    return out
-
-
-PROTOCOL_VERSION = 2  # floe-proto's PROTOCOL_VERSION
-
-
-def task_definition(protocol_version: int = PROTOCOL_VERSION, task_token: str = "not-the-token",
-                    query_id: str = "q-1", stage_id: int = 1, partition: int = 0,
-                    plan: bytes = b"\x0a\x00") -> bytes:
-    """A DoGet ticket: floe.v1.FloeTicket { task: TaskDefinition } (a zero
-    protocol_version is omitted, as proto3 does)."""
-    task = (
-        (pb_uint(1, protocol_version) if protocol_version else b"")
-        + pb_bytes(2, task_token)
-        + pb_bytes(3, query_id)
-        + pb_uint(4, stage_id)
-        + pb_uint(5, partition)
-        + pb_bytes(6, plan)
-    )
-    return pb_bytes(1, task)
-
-
-def shuffle_read(task_token: str, protocol_version: int = PROTOCOL_VERSION) -> bytes:
-    """A DoGet ticket: floe.v1.FloeTicket { shuffle_read: ShuffleRead }."""
-    read = (
-        pb_uint(1, protocol_version)
-        + pb_bytes(2, task_token)
-        + pb_bytes(3, "q-1")
-        + pb_uint(4, 1)
-        + pb_uint(5, 0)
-        + pb_uint(6, 0)
-    )
-    return pb_bytes(2, read)
-
-
-def register_request(executor_id: str, endpoint: str, protocol_version: int, secret: str = "") -> bytes:
-    """floe.v1.RegisterRequest (a zero protocol_version is simply omitted, as proto3 does)."""
-    msg = pb_bytes(1, executor_id) + pb_bytes(2, endpoint)
-    if protocol_version:
-        msg += pb_uint(3, protocol_version)
-    if secret:
-        msg += pb_bytes(4, secret)
-    return msg
-
-
-def _any(type_name: str, value: bytes) -> bytes:
-    """google.protobuf.Any (what Flight SQL commands and tickets are wrapped in)."""
-    return pb_bytes(1, f"type.googleapis.com/{type_name}") + pb_bytes(2, value)
-
-
-def forged_statement_ticket(sql: str) -> bytes:
-    """A Flight SQL TicketStatementQuery whose handle is Floe's StatementHandle{sql}."""
-    handle = pb_bytes(1, sql)  # floe.v1.StatementHandle.sql
-    return _any("arrow.flight.protocol.sql.TicketStatementQuery", pb_bytes(1, handle))
-
-
-def statement_command(sql: str) -> bytes:
-    """A Flight SQL CommandStatementQuery (GetFlightInfo descriptor)."""
-    return _any("arrow.flight.protocol.sql.CommandStatementQuery", pb_bytes(1, sql))
+from floe_wire import (PROTOCOL_VERSION, ControlPlane, forged_statement_ticket, shuffle_read,
+                       shuffle_ticket, statement_command, task_definition, task_ticket)
 
 
 # ------------------------------------------------------------ 1. client SQL
@@ -363,48 +255,37 @@ def test_executor_rejects_garbage_ticket(executor_client):
     assert "FloeTicket" in str(e), str(e)
 
 
-@pytest.mark.parametrize("token", ["not-the-token", "", "0" * 64], ids=["wrong", "empty", "zeros"])
-def test_executor_rejects_wrong_task_token(target, token):
-    """Every executor refuses a task without its token, before it decodes the plan
-    (the plan bytes here are not a valid plan: a decode error would mean the
-    token was checked too late)."""
+@pytest.mark.parametrize("tag", [b"", b"\x00" * 32, b"x" * 32], ids=["empty", "zeros", "guess"])
+def test_executor_rejects_tasks_without_the_coordinators_mac(target, tag):
+    """Every executor refuses a task not MACed with its registration's key, before
+    it decodes the plan (the plan bytes here are not a valid plan: a decode error
+    would mean the MAC was checked too late)."""
     for ep in _executor_endpoints(target):
         client = flight.connect(ep)
         try:
             with pytest.raises(pa.ArrowException) as info:
-                client.do_get(flight.Ticket(task_definition(task_token=token))).read_all()
+                client.do_get(flight.Ticket(task_ticket(task_definition(), tag))).read_all()
             e = info.value
             assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
-            assert "bad task token" in str(e), str(e)
+            assert "MAC does not match" in str(e), str(e)
         finally:
             client.close()
 
 
-@pytest.mark.parametrize("token", ["not-the-token", ""], ids=["wrong", "empty"])
-def test_executor_serves_shuffle_buckets_only_with_its_token(target, token):
-    """Another executor's request for a shuffle bucket needs the producer's task
-    token, which only the coordinator hands out (inside the consumer's task)."""
+@pytest.mark.parametrize("tag", [b"", b"\x00" * 32], ids=["empty", "zeros"])
+def test_executor_serves_shuffle_buckets_only_to_cluster_members(target, tag):
+    """Another executor's request for a shuffle bucket is MACed with a key only
+    holders of the cluster secret can derive."""
     for ep in _executor_endpoints(target):
         client = flight.connect(ep)
         try:
             with pytest.raises(pa.ArrowException) as info:
-                client.do_get(flight.Ticket(shuffle_read(token))).read_all()
+                client.do_get(flight.Ticket(shuffle_ticket(shuffle_read(), tag))).read_all()
             e = info.value
             assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
-            assert "bad task token" in str(e), str(e)
+            assert "MAC does not match" in str(e), str(e)
         finally:
             client.close()
-
-
-@pytest.mark.parametrize("version", [99, 1, 0])
-def test_executor_rejects_other_protocol_version(executor_client, version):
-    ticket = task_definition(protocol_version=version)
-    with pytest.raises(pa.ArrowException) as info:
-        executor_client.do_get(flight.Ticket(ticket)).read_all()
-    e = info.value
-    msg = str(e)
-    assert isinstance(e, pa.ArrowInvalid) and "precondition failed" in msg.lower(), f"{type(e).__name__}: {msg}"
-    assert f"protocol version {version}" in msg, msg
 
 
 METHODS = {
@@ -455,44 +336,35 @@ def lone_coordinator(tmp_path):
             dep.stop()
 
 
-def _register(dep: floe_cluster.Deployment, request: bytes):
-    channel = grpc.insecure_channel(f"127.0.0.1:{dep.coordinator_port}")
-    try:
-        call = channel.unary_unary("/floe.v1.ControlPlane/Register",
-                                   request_serializer=None, response_deserializer=None)
-        return call(request, timeout=15)
-    finally:
-        channel.close()
-
-
 def test_control_plane_checks_protocol_version(lone_coordinator):
     dep = lone_coordinator()
-    for version in (PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1, 0):
-        with pytest.raises(grpc.RpcError) as info:
-            _register(dep, register_request("py-exec-old", "http://127.0.0.1:9", version))
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
-        assert f"protocol version {version}" in info.value.details(), info.value.details()
-    assert not dep.registrations(), "a refused executor was registered"
+    cp = ControlPlane(dep.coordinator_port)
+    try:
+        for version in (PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1, 0):
+            with pytest.raises(grpc.RpcError) as info:
+                cp.challenge(version)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
+            assert f"protocol version {version}" in info.value.details(), info.value.details()
+            with pytest.raises(grpc.RpcError) as info:
+                cp.register("py-exec-old", "http://127.0.0.1:9", b"", b"", b"", version=version)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
+        assert not dep.registrations(), "a refused executor was registered"
 
-    resp = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", PROTOCOL_VERSION)))
-    token = resp.get(1, [b""])[0]
-    assert re.fullmatch(rb"[0-9a-f]{32,}", token), f"task_token {token!r}"
-    assert resp.get(3) == [PROTOCOL_VERSION], f"protocol_version in response: {resp}"
-    assert resp.get(2, [0])[0] > 0, f"heartbeat_interval_ms: {resp}"
-    dep.coordinator.wait_for(floe_cluster.REGISTERED_RE, timeout=10, what="FLOE_EXECUTOR_REGISTERED py-exec-ok",
-                             predicate=lambda m: m["id"] == "py-exec-ok")
-
-    # Each registration gets a fresh random token.
-    again = pb_decode(_register(dep, register_request("py-exec-ok", "http://127.0.0.1:9", PROTOCOL_VERSION)))[1][0]
-    assert again != token
+        secret = dep.secret.encode()
+        key = cp.admit(secret, "py-exec-ok", "http://127.0.0.1:9")
+        dep.coordinator.wait_for(floe_cluster.REGISTERED_RE, timeout=10, what="FLOE_EXECUTOR_REGISTERED py-exec-ok",
+                                 predicate=lambda m: m["id"] == "py-exec-ok")
+        # Each registration derives a fresh key (the coordinator's nonce is new).
+        assert cp.admit(secret, "py-exec-ok", "http://127.0.0.1:9") != key
+    finally:
+        cp.close()
 
 
-def test_control_plane_checks_cluster_secret(lone_coordinator):
-    dep = lone_coordinator("--cluster-secret", "s3cr3t-for-tests")
-    for secret in ("", "wrong"):
-        with pytest.raises(grpc.RpcError) as info:
-            _register(dep, register_request("py-exec-nosecret", "http://127.0.0.1:9", PROTOCOL_VERSION, secret))
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value
-    assert not dep.registrations(), "an executor without the secret was registered"
-    resp = pb_decode(_register(dep, register_request("py-exec-secret", "http://127.0.0.1:9", PROTOCOL_VERSION, "s3cr3t-for-tests")))
-    assert resp.get(1, [b""])[0], resp
+def test_coordinator_needs_a_cluster_secret(tmp_path):
+    """A coordinator does not start without a secret: executors could not prove one."""
+    dep = floe_cluster.Deployment("nosecret", "local", tmp_path / "logs", secret="")
+    with pytest.raises(floe_cluster.FloeStartError) as info:
+        dep._start_head([str(floe_cluster.floe_bin()), "coordinator", "--warehouse", str(tmp_path / "wh"),
+                         "--port", "0"])
+    assert "cluster secret is required" in str(info.value), str(info.value)
+    dep.stop()

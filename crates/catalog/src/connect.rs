@@ -45,7 +45,7 @@ fn sql_uri(uri: &str) -> String {
 
 /// Opens the catalog; every FileIO it hands out reads and writes through `object_store`.
 pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
-    let factory = Arc::new(ObjectStoreStorageFactory);
+    let factory = Arc::new(ObjectStoreStorageFactory::default());
     let mut props: HashMap<String, String> = settings.storage.file_io_props();
     match &settings.kind {
         CatalogKind::Sql { uri } => {

@@ -20,6 +20,9 @@ pub enum CatalogError {
     /// A metadata or data file is missing or unreadable.
     #[error("{0}")]
     DataLoss(String),
+    /// The operation would touch storage outside this process's storage roots.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A commit lost to a conflicting concurrent one.
     #[error("{0}")]
     Conflict(String),
@@ -29,4 +32,34 @@ pub enum CatalogError {
     /// Any other Iceberg error.
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
+}
+
+impl CatalogError {
+    /// An Iceberg error, with what Floe was doing, classed by whose fault it is: storage
+    /// outside the roots is refused, a missing or unreadable object is lost data (named), a
+    /// storage or catalog that cannot be reached is unavailable.
+    pub fn from_iceberg(doing: &str, e: iceberg::Error) -> Self {
+        let message = format!("{doing}: {}", crate::exec::error_chain(&e));
+        let lower = message.to_ascii_lowercase();
+        if message.contains(crate::storage::OUTSIDE_ROOTS) {
+            CatalogError::PermissionDenied(message)
+        } else if lower.contains("object not found") || lower.contains("not found at") {
+            CatalogError::DataLoss(message)
+        } else if lower.contains("error sending request")
+            || lower.contains("connection refused")
+            || lower.contains("timed out")
+            || lower.contains("dns error")
+        {
+            CatalogError::Unavailable(message)
+        } else if lower.contains("parquet")
+            || lower.contains("avro")
+            || lower.contains("eof")
+            || lower.contains("magic")
+            || e.kind() == iceberg::ErrorKind::DataInvalid
+        {
+            CatalogError::DataLoss(message)
+        } else {
+            CatalogError::Iceberg(e)
+        }
+    }
 }

@@ -29,12 +29,11 @@ use floe_proto::{FileGroup, IcebergScanNode};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::expr::{Bind, Predicate};
-use iceberg::io::FileIOBuilder;
+use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFileFormat, Schema};
 
 use crate::error::CatalogError;
-use crate::storage::ObjectStoreStorageFactory;
 
 /// Metric names the scan records, summed by the coordinator for `EXPLAIN ANALYZE`.
 pub mod metric {
@@ -57,11 +56,15 @@ pub struct IcebergScanExec {
     output_schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// What the files are read with: on an executor its own storage settings, confined to its
+    /// storage roots (the wire form carries no storage settings or credentials).
+    file_io: FileIO,
 }
 
 impl IcebergScanExec {
-    /// Builds the node from its wire form, validating every field it will use.
-    pub fn try_new(node: IcebergScanNode) -> Result<Self> {
+    /// Builds the node from its wire form, validating every field it will use; files are read
+    /// with `file_io`.
+    pub fn try_new(node: IcebergScanNode, file_io: FileIO) -> Result<Self> {
         let iceberg_schema: Schema = serde_json::from_str(&node.schema_json).map_err(|e| {
             DataFusionError::Plan(format!("IcebergScanNode.schema_json is invalid: {e}"))
         })?;
@@ -86,6 +89,7 @@ impl IcebergScanExec {
             output_schema,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            file_io,
         })
     }
 
@@ -98,7 +102,7 @@ impl IcebergScanExec {
     pub fn without_files(&self) -> Result<Self> {
         let mut node = self.node.clone();
         node.file_groups = vec![Default::default(); self.node.file_groups.len()];
-        Self::try_new(node)
+        Self::try_new(node, self.file_io.clone())
     }
 
     /// The same scan reading `files` as partition `partition` (the task an executor runs).
@@ -113,7 +117,7 @@ impl IcebergScanExec {
                 )))
             }
         }
-        Self::try_new(node)
+        Self::try_new(node, self.file_io.clone())
     }
 
     fn file_tasks(&self, partition: usize) -> Result<Vec<FileScanTask>> {
@@ -283,7 +287,7 @@ impl ExecutionPlan for IcebergScanExec {
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
         let mut node = self.node.clone();
         node.limit = limit.unwrap_or(0) as u64;
-        Self::try_new(node)
+        Self::try_new(node, self.file_io.clone())
             .ok()
             .map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>)
     }
@@ -299,9 +303,7 @@ impl ExecutionPlan for IcebergScanExec {
         let rows = MetricBuilder::new(&self.metrics).counter(metric::ROWS_SCANNED, partition);
         let time = MetricBuilder::new(&self.metrics).subset_time(metric::SCAN_TIME, partition);
         let schema = Arc::clone(&self.output_schema);
-        let file_io = FileIOBuilder::new(Arc::new(ObjectStoreStorageFactory))
-            .with_props(self.node.storage_properties.clone())
-            .build();
+        let file_io = self.file_io.clone();
         let table = self.node.table.clone();
         let n_files = tasks.len();
         let mut remaining = match self.node.limit {
@@ -406,15 +408,10 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// An iceberg read error as a DataFusion error that keeps its class (missing object → data
 /// loss, unreachable store → unavailable) and names the table and object.
 fn iceberg_error(table: &str, e: iceberg::Error) -> DataFusionError {
-    let message = error_chain(&e);
-    let class = if message.contains("object not found") {
-        CatalogError::DataLoss(format!("reading table {table}: {message}"))
-    } else if message.contains("error sending request") || message.contains("onnection refused") {
-        CatalogError::Unavailable(format!("reading table {table}: {message}"))
-    } else {
-        CatalogError::Iceberg(e)
-    };
-    DataFusionError::External(Box::new(class))
+    DataFusionError::External(Box::new(CatalogError::from_iceberg(
+        &format!("reading table {table}"),
+        e,
+    )))
 }
 
 /// An error's message followed by each of its sources, without repeats.

@@ -40,10 +40,15 @@ pub async fn catalog_provider(
     })?;
     let mut schemas = HashMap::new();
     for ns in namespaces {
-        let tables = catalog
-            .list_tables(&ns)
-            .await
-            .map_err(|e| external(CatalogError::Unavailable(format!("listing tables: {e}"))))?;
+        // One namespace the catalog cannot list (left broken by another tool, or by a bug)
+        // must not fail every query: it is left out, with a warning, and the rest stay usable.
+        let tables = match catalog.list_tables(&ns).await {
+            Ok(tables) => tables,
+            Err(e) => {
+                tracing::warn!(namespace = %ns.to_url_string(), "cannot list tables; schema left out: {e}");
+                continue;
+            }
+        };
         let name = ns.to_url_string();
         let schema = IcebergSchema {
             catalog: Arc::clone(&catalog),
@@ -107,11 +112,10 @@ impl SchemaProvider for IcebergSchema {
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         let table = self.catalog.load_table(&ident).await.map_err(|e| {
-            external(CatalogError::Unavailable(format!(
-                "loading table {}.{name}: {}",
-                self.namespace.to_url_string(),
-                crate::exec::error_chain(&e)
-            )))
+            external(CatalogError::from_iceberg(
+                &format!("loading table {}.{name}", self.namespace.to_url_string()),
+                e,
+            ))
         })?;
         Ok(Some(Arc::new(IcebergTableProvider::try_new(
             table,
@@ -230,19 +234,14 @@ impl TableProvider for IcebergTableProvider {
         let scan = builder
             .build()
             .map_err(|e| external(CatalogError::Iceberg(e)))?;
+        let planning = format!("planning the scan of {}", self.name);
         let tasks: Vec<_> = scan
             .plan_files()
             .await
-            .map_err(|e| external(CatalogError::Iceberg(e)))?
+            .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?
             .try_collect()
             .await
-            .map_err(|e| {
-                external(CatalogError::Unavailable(format!(
-                    "planning scan of {}: {}",
-                    self.name,
-                    crate::exec::error_chain(&e)
-                )))
-            })?;
+            .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?;
 
         let (files_total, bytes_total) = snapshot_totals(&self.table);
         let mut files: Vec<DataFileTask> = tasks
@@ -296,7 +295,6 @@ impl TableProvider for IcebergTableProvider {
                 None => String::new(),
             },
             file_groups,
-            storage_properties: self.table.file_io().config().props().clone(),
             statistics: Some(statistics),
             output_schema: encode_schema(&output_schema)?,
             limit: limit.unwrap_or(0) as u64,
@@ -306,7 +304,10 @@ impl TableProvider for IcebergTableProvider {
                 .current_snapshot_id()
                 .unwrap_or_default(),
         };
-        Ok(Arc::new(IcebergScanExec::try_new(node)?))
+        Ok(Arc::new(IcebergScanExec::try_new(
+            node,
+            self.table.file_io().clone(),
+        )?))
     }
 
     /// INSERT INTO: every partition of `input` is written by an [`IcebergWriteExec`] (on the
@@ -337,7 +338,11 @@ impl TableProvider for IcebergTableProvider {
         };
         let write_id = uuid::Uuid::new_v4().to_string();
         let node = write_node(&self.table, &self.name, &write_id)?;
-        let write = Arc::new(IcebergWriteExec::try_new(node, input)?);
+        let write = Arc::new(IcebergWriteExec::try_new(
+            node,
+            input,
+            self.table.file_io().clone(),
+        )?);
         let gathered = Arc::new(CoalescePartitionsExec::new(write));
         Ok(Arc::new(IcebergCommitExec::new(
             gathered,

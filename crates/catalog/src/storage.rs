@@ -25,6 +25,12 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::config::StorageSettings;
+
+/// How a refusal to touch a location outside the storage roots begins (so that it can be told
+/// apart from other storage errors).
+pub const OUTSIDE_ROOTS: &str = "outside this process's storage roots";
+
 /// FileIO property: S3 endpoint, e.g. `http://127.0.0.1:8333`.
 pub const S3_ENDPOINT: &str = "s3.endpoint";
 /// FileIO property: S3 region.
@@ -40,19 +46,72 @@ pub const S3_PATH_STYLE_ACCESS: &str = "s3.path-style-access";
 
 /// Builds [`ObjectStoreStorage`] for Iceberg's `FileIO`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ObjectStoreStorageFactory;
+pub struct ObjectStoreStorageFactory {
+    /// When not empty, the only locations the storage reads or writes (see [`within_roots`]).
+    pub roots: Vec<String>,
+}
 
 #[typetag::serde]
 impl StorageFactory for ObjectStoreStorageFactory {
     fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
-        Ok(Arc::new(ObjectStoreStorage::new(config.props().clone())))
+        let mut storage = ObjectStoreStorage::new(config.props().clone());
+        storage.roots = self.roots.clone();
+        Ok(Arc::new(storage))
     }
+}
+
+/// A FileIO with these storage settings that reads and writes only under `roots` (what an
+/// executor runs every task with).
+pub fn confined_file_io(settings: &StorageSettings, roots: Vec<String>) -> iceberg::io::FileIO {
+    iceberg::io::FileIOBuilder::new(Arc::new(ObjectStoreStorageFactory { roots }))
+        .with_props(settings.file_io_props())
+        .build()
+}
+
+/// Whether `location` is an object under one of `roots` (`s3://bucket/prefix`,
+/// `file:///dir`): same scheme and bucket, and the root's path segments as a prefix of the
+/// location's. Locations with `.` or `..` segments (also percent-encoded), backslashes,
+/// control characters, a query or a fragment are never within a root.
+pub fn within_roots(location: &str, roots: &[String]) -> bool {
+    let Some(location) = clean_url(location) else {
+        return false;
+    };
+    roots.iter().filter_map(|r| clean_url(r)).any(|root| {
+        root.scheme() == location.scheme() && root.host_str() == location.host_str() && {
+            let root_segments: Vec<&str> = segments(&root);
+            let segments = segments(&location);
+            segments.len() > root_segments.len() && segments.starts_with(&root_segments)
+        }
+    })
+}
+
+fn clean_url(text: &str) -> Option<Url> {
+    let lower = text.to_ascii_lowercase();
+    if text.contains('\\') || text.chars().any(char::is_control) || lower.contains("%2e") {
+        return None;
+    }
+    let url = Url::parse(text).ok()?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return None;
+    }
+    // The raw text, not the parsed URL (which resolves dot segments away).
+    let path = text.split_once("://").map(|(_, rest)| rest)?;
+    if path.split('/').skip(1).any(|s| s == "." || s == "..") {
+        return None;
+    }
+    Some(url)
+}
+
+fn segments(url: &Url) -> Vec<&str> {
+    url.path().split('/').filter(|s| !s.is_empty()).collect()
 }
 
 /// Iceberg storage over `object_store`, one store per scheme and bucket, built on first use.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ObjectStoreStorage {
     props: HashMap<String, String>,
+    /// When not empty, every location must be within one of these (see [`within_roots`]).
+    roots: Vec<String>,
     #[serde(skip)]
     stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
 }
@@ -62,12 +121,19 @@ impl ObjectStoreStorage {
     pub fn new(props: HashMap<String, String>) -> Self {
         Self {
             props,
+            roots: Vec::new(),
             stores: Arc::default(),
         }
     }
 
     /// The store for `location` and the object's path inside it.
     pub fn resolve(&self, location: &str) -> iceberg::Result<(Arc<dyn ObjectStore>, Path)> {
+        if !self.roots.is_empty() && !within_roots(location, &self.roots) {
+            return Err(iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("{OUTSIDE_ROOTS}: '{location}'"),
+            ));
+        }
         let url = Url::parse(location).map_err(|e| {
             iceberg::Error::new(
                 iceberg::ErrorKind::DataInvalid,
@@ -300,4 +366,44 @@ fn closed(name: &str) -> iceberg::Error {
         iceberg::ErrorKind::Unexpected,
         format!("writer for '{name}' is already closed"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_roots;
+
+    #[test]
+    fn locations_must_lie_under_a_root() {
+        let roots = vec![
+            "s3://bucket/warehouse".to_string(),
+            "file:///srv/floe/wh/".to_string(),
+        ];
+        for inside in [
+            "s3://bucket/warehouse/ns/t/data/a.parquet",
+            "s3://bucket/warehouse/x",
+            "file:///srv/floe/wh/ns/t/data/00000-a.parquet",
+        ] {
+            assert!(within_roots(inside, &roots), "{inside} is inside");
+        }
+        for outside in [
+            "s3://bucket/warehouse",
+            "s3://bucket/warehouse2/t/a.parquet",
+            "s3://other/warehouse/t/a.parquet",
+            "s3://bucket/warehouse/../secrets/a",
+            "s3://bucket/warehouse/ns/%2e%2e/%2E%2E/x",
+            "s3://bucket/warehouse/./x",
+            "file:///etc/passwd",
+            "file:///srv/floe/wh/../../../etc/passwd",
+            "file:///srv/floe/wh/a\\..\\..\\x",
+            "file:///srv/floe/whx/a.parquet",
+            "file:///srv/floe/wh/a?x=1",
+            "file:///srv/floe/wh/a\u{0}b",
+            "http://bucket/warehouse/a",
+            "/srv/floe/wh/a.parquet",
+            "",
+        ] {
+            assert!(!within_roots(outside, &roots), "{outside} is outside");
+        }
+        assert!(!within_roots("s3://bucket/warehouse/a", &[]));
+    }
 }

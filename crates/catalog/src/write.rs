@@ -30,7 +30,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use floe_proto::IcebergWriteNode;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
-use iceberg::io::FileIOBuilder;
+use iceberg::io::FileIO;
 use iceberg::spec::{
     deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
     FormatVersion, PartitionSpec, Schema,
@@ -53,7 +53,6 @@ use parquet::file::properties::WriterProperties;
 use crate::error::CatalogError;
 use crate::exec::error_chain;
 use crate::overwrite::MetadataCommitter;
-use crate::storage::ObjectStoreStorageFactory;
 
 /// Table property: bytes after which a writer starts a new data file.
 pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
@@ -99,7 +98,6 @@ pub fn write_node(table: &Table, name: &str, write_id: &str) -> Result<IcebergWr
             serde_json::to_string(metadata.default_partition_spec().as_ref()),
         )?,
         data_location,
-        storage_properties: table.file_io().config().props().clone(),
         target_file_size,
         write_id: write_id.to_string(),
         format_version: metadata.format_version() as i32,
@@ -107,10 +105,14 @@ pub fn write_node(table: &Table, name: &str, write_id: &str) -> Result<IcebergWr
 }
 
 fn write_error(table: &str, e: iceberg::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(CatalogError::Unavailable(format!(
-        "writing table {table}: {}",
-        error_chain(&e)
-    ))))
+    let message = format!("writing table {table}: {}", error_chain(&e));
+    DataFusionError::External(Box::new(
+        if message.contains(crate::storage::OUTSIDE_ROOTS) {
+            CatalogError::PermissionDenied(message)
+        } else {
+            CatalogError::Unavailable(message)
+        },
+    ))
 }
 
 /// Writes each input partition as data files of one table; outputs the files' descriptions.
@@ -122,11 +124,18 @@ pub struct IcebergWriteExec {
     spec: Arc<PartitionSpec>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// What the files are written with: on an executor its own storage settings, confined to
+    /// its storage roots (the wire form carries no storage settings or credentials).
+    file_io: FileIO,
 }
 
 impl IcebergWriteExec {
-    /// A writer of `input`'s partitions.
-    pub fn try_new(node: IcebergWriteNode, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
+    /// A writer of `input`'s partitions, writing with `file_io`.
+    pub fn try_new(
+        node: IcebergWriteNode,
+        input: Arc<dyn ExecutionPlan>,
+        file_io: FileIO,
+    ) -> Result<Self> {
         let schema: Schema = serde_json::from_str(&node.schema_json).map_err(|e| {
             DataFusionError::Plan(format!("IcebergWriteNode.schema_json is invalid: {e}"))
         })?;
@@ -149,6 +158,7 @@ impl IcebergWriteExec {
             spec: Arc::new(spec),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            file_io,
         })
     }
 
@@ -197,7 +207,11 @@ impl ExecutionPlan for IcebergWriteExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::try_new(self.node.clone(), input)?)),
+            Ok([input]) => Ok(Arc::new(Self::try_new(
+                self.node.clone(),
+                input,
+                self.file_io.clone(),
+            )?)),
             Err(_) => Err(DataFusionError::Internal(
                 "IcebergWriteExec has one input".into(),
             )),
@@ -221,6 +235,7 @@ impl ExecutionPlan for IcebergWriteExec {
         let node = self.node.clone();
         let schema = Arc::clone(&self.schema);
         let spec = Arc::clone(&self.spec);
+        let file_io = self.file_io.clone();
         let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", partition);
         let files_written = MetricBuilder::new(&self.metrics).counter("files_written", partition);
         let bytes_written = MetricBuilder::new(&self.metrics).counter("bytes_written", partition);
@@ -230,9 +245,6 @@ impl ExecutionPlan for IcebergWriteExec {
             let table = node.table.clone();
             let fail = |e| write_error(&table, e);
             let arrow_schema = Arc::new(schema_to_arrow_schema(&schema).map_err(fail)?);
-            let file_io = FileIOBuilder::new(Arc::new(ObjectStoreStorageFactory))
-                .with_props(node.storage_properties.clone())
-                .build();
             let parquet = ParquetWriterBuilder::new(
                 WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))

@@ -29,6 +29,9 @@ pub enum CoordinatorError {
     /// The catalog could not be reached or failed.
     #[error("{0}")]
     Unavailable(String),
+    /// The coordinator is out of a resource (threads, memory) for this request.
+    #[error("{0}")]
+    ResourcesExhausted(String),
     /// A bug.
     #[error("{0}")]
     Internal(String),
@@ -50,6 +53,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::FailedPrecondition(m) => Status::failed_precondition(m),
             CoordinatorError::Unimplemented(m) => Status::unimplemented(m),
             CoordinatorError::Unavailable(m) => Status::unavailable(m),
+            CoordinatorError::ResourcesExhausted(m) => Status::resource_exhausted(m),
             CoordinatorError::Internal(m) => Status::internal(m),
             CoordinatorError::DataFusion(e) => floe_executor::status::status_from_datafusion(e),
             CoordinatorError::Catalog(e) => floe_executor::status::status_from_catalog(e),

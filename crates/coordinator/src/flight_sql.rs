@@ -49,7 +49,7 @@ use crate::error::CoordinatorError;
 
 /// The Flight action type of `CancelFlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
-use crate::session::QueryEngine;
+use crate::session::{Planned, QueryEngine};
 
 type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -77,6 +77,7 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 pub struct FloeFlightSql {
     engine: QueryEngine,
     runs: RunRegistry,
+    results: crate::results::StoredResults,
 }
 
 impl FloeFlightSql {
@@ -85,9 +86,14 @@ impl FloeFlightSql {
         Self {
             engine,
             runs: RunRegistry::default(),
+            results: Default::default(),
         }
     }
 
+    /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs when its
+    /// ticket is read. A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
+    /// a client that executes a statement and never reads its result still changed the table,
+    /// and its ticket only hands out the stored result (the count), however often it is read.
     async fn flight_info(
         &self,
         mut handle: StatementHandle,
@@ -95,22 +101,71 @@ impl FloeFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
         let params = decode_parameters(&handle.parameters)?;
-        let planned = self.engine.plan("describe", &handle.sql, params).await?;
+        // A fresh query id: a write runs this very plan (its stages are named by it).
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let planned = self
+            .engine
+            .plan(&query_id, &handle.sql, params.clone())
+            .await?;
         let schema = planned.schema().as_ref().clone();
+        if planned.is_write() {
+            let batches = self.run_write(handle.sql.clone(), params, planned).await?;
+            self.results.put(&handle.run_id, batches);
+            handle.sql.clear();
+            handle.parameters.clear();
+            handle.stored_result = true;
+        }
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        // The descriptor is not echoed: it repeats the statement the ticket already carries,
+        // and a large statement would then not fit a client's message limit.
+        let _ = descriptor;
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
-            .with_endpoint(endpoint)
-            .with_descriptor(descriptor);
+            .with_endpoint(endpoint);
         Ok(Response::new(info))
     }
 
+    /// Runs a planned write to its end, on its own task: once started, a write finishes (or
+    /// fails and cleans up after itself, e.g. a failed CTAS drops its new table) even if the
+    /// client goes away meanwhile, so a table is never left half-made.
+    async fn run_write(
+        &self,
+        sql: String,
+        params: Vec<ScalarValue>,
+        planned: Planned,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        let engine = self.engine.clone();
+        let write = tokio::spawn(async move {
+            let declared = planned.schema();
+            let stream = engine.execute(planned).await?;
+            let mut retrying = RetryingQuery {
+                engine,
+                sql,
+                params,
+                stream: conform_schema(stream, declared),
+                sent_rows: false,
+                attempts: 1,
+            };
+            let mut batches = Vec::new();
+            while let Some(batch) = retrying.next().await {
+                batches.push(batch.map_err(status_from_datafusion)?);
+            }
+            Ok::<_, Status>(batches)
+        });
+        write
+            .await
+            .map_err(|e| Status::internal(format!("the statement's task failed: {e}")))?
+    }
+
     async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
+        if handle.stored_result {
+            return self.stored(&handle);
+        }
         if !handle.run_id.is_empty() {
             let run_id = handle.run_id.clone();
             let stream = self.run_uncancellable(handle).await?.into_inner();
@@ -119,22 +174,36 @@ impl FloeFlightSql {
         self.run_uncancellable(handle).await
     }
 
+    /// The result a write stored when it ran at GetFlightInfo.
+    fn stored(&self, handle: &StatementHandle) -> Result<Response<FlightDataStream>, Status> {
+        let batches = self.results.get(&handle.run_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no stored result for run {}: the statement ran when GetFlightInfo answered, \
+                 and its result is kept for {} s",
+                handle.run_id,
+                crate::results::RESULT_TTL.as_secs()
+            ))
+        })?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(floe_catalog::write::count_schema);
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_err(Status::from);
+        Ok(Response::new(stream.boxed()))
+    }
+
     /// Runs a statement to its end and adds up the rows its count batches report.
     async fn update(&self, handle: StatementHandle) -> Result<i64, Status> {
         let params = decode_parameters(&handle.parameters)?;
-        let stream = start_query(self.engine.clone(), handle.sql.clone(), params.clone()).await?;
-        let mut retrying = RetryingQuery {
-            engine: self.engine.clone(),
-            sql: handle.sql,
-            params,
-            stream,
-            sent_rows: false,
-            attempts: 1,
-        };
-        let mut batches = Vec::new();
-        while let Some(batch) = retrying.next().await {
-            batches.push(batch.map_err(status_from_datafusion)?);
-        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let planned = self
+            .engine
+            .plan(&query_id, &handle.sql, params.clone())
+            .await?;
+        let batches = self.run_write(handle.sql, params, planned).await?;
         Ok(crate::session::sum_counts(&batches) as i64)
     }
 
@@ -232,7 +301,8 @@ async fn start_query(
     async {
         info!(sql = %sql, "running query");
         let planned = engine.plan(&query_id, &sql, params).await?;
-        engine.execute(planned).await
+        let declared = planned.schema();
+        Ok(conform_schema(engine.execute(planned).await?, declared))
     }
     .instrument(span)
     .await
@@ -293,6 +363,29 @@ impl RetryingQuery {
             }
         }
     }
+}
+
+/// `stream` with the schema the statement declared when it was planned (what GetFlightInfo
+/// and prepared statements told the client). The physical plan may know more, e.g. that a
+/// folded constant is never null; a client that compares the two (ADBC does) must see the
+/// same schema in the FlightInfo and in the stream.
+fn conform_schema(
+    stream: SendableRecordBatchStream,
+    declared: SchemaRef,
+) -> SendableRecordBatchStream {
+    if stream.schema() == declared {
+        return stream;
+    }
+    let target = Arc::clone(&declared);
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec()).map_err(|e| {
+            DataFusionError::Internal(format!(
+                "a result batch does not fit the statement's declared schema: {e}"
+            ))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(declared, batches))
 }
 
 /// DataFusion batches → Flight data, errors as precise statuses.
@@ -412,6 +505,7 @@ impl FlightSqlService for FloeFlightSql {
             sql: query.query,
             parameters: vec![],
             run_id: String::new(),
+            stored_result: false,
         };
         self.flight_info(handle, request.into_inner()).await
     }
@@ -470,6 +564,7 @@ impl FlightSqlService for FloeFlightSql {
             sql: query.query,
             parameters: vec![],
             run_id: String::new(),
+            stored_result: false,
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode_to_vec().into(),
@@ -510,6 +605,7 @@ impl FlightSqlService for FloeFlightSql {
             sql: command.query,
             parameters: vec![],
             run_id: String::new(),
+            stored_result: false,
         };
         self.update(handle).await
     }
@@ -671,12 +767,24 @@ impl FlightSqlService for FloeFlightSql {
         let mut builder = query.into_builder();
         let empty = Schema::empty();
         for ns in namespaces {
-            let tables = catalog.list_tables(&ns).await.map_err(|e| {
-                Status::unavailable(format!("listing tables of {}: {e}", ns.to_url_string()))
-            })?;
+            // A namespace or table the catalog cannot read is left out (with a warning): one
+            // broken entry must not hide every other table from every client.
+            let tables = match catalog.list_tables(&ns).await {
+                Ok(tables) => tables,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns.to_url_string(), "GetTables: cannot list: {e}");
+                    continue;
+                }
+            };
             for ident in tables {
                 let schema = if include_schema {
-                    table_schema(&catalog, &ident).await?
+                    match table_schema(&catalog, &ident).await {
+                        Ok(schema) => schema,
+                        Err(e) => {
+                            tracing::warn!(table = %ident, "GetTables: cannot load: {}", e.message());
+                            continue;
+                        }
+                    }
                 } else {
                     Arc::new(empty.clone())
                 };

@@ -18,8 +18,10 @@ pub mod cancel;
 pub mod ddl;
 pub mod error;
 pub mod flight_sql;
+pub mod limits;
 pub mod registry;
 pub mod remote;
+pub mod results;
 pub mod session;
 pub mod stages;
 
@@ -47,8 +49,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// How long a silent executor stays registered.
     pub executor_expiry: Duration,
-    /// Secret executors must present to register, if set.
-    pub cluster_secret: Option<String>,
+    /// The secret executors must prove they hold to be admitted (never sent).
+    pub cluster_secret: floe_proto::auth::ClusterSecret,
     /// Memory for the operators that run on the coordinator; they spill beyond it.
     pub memory_limit: usize,
     /// Refuse INSERT and DDL: clients may only query.

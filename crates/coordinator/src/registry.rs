@@ -1,15 +1,17 @@
-//! The executors the coordinator knows: registration, heartbeats, expiry, and picking one for
-//! a task.
+//! The executors the coordinator knows: admission (challenge and proof on the cluster secret),
+//! heartbeats, expiry, and picking one for a task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use floe_proto::auth::{self, ClusterSecret, Tag};
 use floe_proto::control_plane_server::ControlPlane;
 use floe_proto::{
-    HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, PROTOCOL_VERSION,
+    ChallengeRequest, ChallengeResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest,
+    RegisterResponse, PROTOCOL_VERSION,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -20,36 +22,41 @@ pub struct ExecutorInfo {
     pub id: String,
     /// Its Arrow Flight endpoint.
     pub endpoint: String,
-    /// The token the coordinator presents with each task.
-    pub task_token: String,
+    /// The key of its registration: every task sent to it is MACed with it.
+    pub session_key: Tag,
     /// A lazily connected channel to it.
     pub channel: Channel,
     last_seen: Instant,
+    last_sequence: u64,
     /// Tasks it reported running at its last heartbeat.
     pub running_tasks: u32,
 }
+
+/// How long a challenge may be answered.
+const CHALLENGE_TTL: Duration = Duration::from_secs(30);
+/// Challenges outstanding at once; beyond it the oldest unanswered one is forgotten.
+const MAX_CHALLENGES: usize = 1024;
 
 /// Registered executors, shared by the control-plane service and the scheduler.
 #[derive(Debug, Clone)]
 pub struct ExecutorRegistry {
     inner: Arc<Mutex<BTreeMap<String, ExecutorInfo>>>,
+    challenges: Arc<Mutex<HashMap<Tag, Instant>>>,
     heartbeat_interval: Duration,
     expiry: Duration,
-    cluster_secret: Option<String>,
+    secret: ClusterSecret,
 }
 
 impl ExecutorRegistry {
-    /// A registry that drops executors silent for `expiry`.
-    pub fn new(
-        heartbeat_interval: Duration,
-        expiry: Duration,
-        cluster_secret: Option<String>,
-    ) -> Self {
+    /// A registry that admits executors proving they hold `secret` and drops executors silent
+    /// for `expiry`.
+    pub fn new(heartbeat_interval: Duration, expiry: Duration, secret: ClusterSecret) -> Self {
         Self {
             inner: Arc::default(),
+            challenges: Arc::default(),
             heartbeat_interval,
             expiry,
-            cluster_secret,
+            secret,
         }
     }
 
@@ -97,48 +104,113 @@ impl ExecutorRegistry {
             self.expire();
         }
     }
+
+    /// Takes a challenge nonce if it was handed out and is still fresh (each is used once).
+    fn take_challenge(&self, nonce: &[u8]) -> bool {
+        let Ok(nonce) = Tag::try_from(nonce) else {
+            return false;
+        };
+        let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(challenges.remove(&nonce), Some(issued) if issued.elapsed() < CHALLENGE_TTL)
+    }
+}
+
+fn check_version(version: u32) -> Result<(), Status> {
+    if version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "executor speaks protocol version {version}, this coordinator speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+/// The one answer to every failed proof: it says nothing about which part was wrong.
+fn not_admitted() -> Status {
+    Status::unauthenticated(
+        "not admitted: the registration does not prove the cluster secret (or its challenge \
+         expired)",
+    )
 }
 
 #[tonic::async_trait]
 impl ControlPlane for ExecutorRegistry {
+    async fn challenge(
+        &self,
+        request: Request<ChallengeRequest>,
+    ) -> Result<Response<ChallengeResponse>, Status> {
+        check_version(request.into_inner().protocol_version)?;
+        let nonce = floe_executor::random_nonce();
+        {
+            let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+            challenges.retain(|_, issued| issued.elapsed() < CHALLENGE_TTL);
+            if challenges.len() >= MAX_CHALLENGES {
+                if let Some(oldest) = challenges
+                    .iter()
+                    .min_by_key(|(_, issued)| **issued)
+                    .map(|(n, _)| *n)
+                {
+                    challenges.remove(&oldest);
+                }
+            }
+            challenges.insert(nonce, Instant::now());
+        }
+        Ok(Response::new(ChallengeResponse {
+            coordinator_nonce: nonce.to_vec(),
+            protocol_version: PROTOCOL_VERSION,
+        }))
+    }
+
     async fn register(
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = request.into_inner();
-        if req.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "executor speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}",
-                req.protocol_version
-            )));
+        check_version(req.protocol_version)?;
+        if !self.take_challenge(&req.coordinator_nonce) || req.executor_nonce.len() != auth::LEN {
+            return Err(not_admitted());
         }
-        if let Some(secret) = &self.cluster_secret {
-            if &req.cluster_secret != secret {
-                return Err(Status::unauthenticated("wrong cluster secret"));
-            }
+        let expected = self.secret.register_proof(
+            &req.coordinator_nonce,
+            &req.executor_nonce,
+            &req.executor_id,
+            &req.flight_endpoint,
+            req.protocol_version,
+        );
+        if !auth::verify(&expected, &req.proof) {
+            warn!(executor_id = %req.executor_id, "registration with a wrong proof refused");
+            return Err(not_admitted());
         }
         if req.executor_id.is_empty() {
             return Err(Status::invalid_argument(
                 "required field 'executor_id' is empty",
             ));
         }
-        let channel = Endpoint::from_shared(req.flight_endpoint.clone())
-            .map_err(|e| {
-                Status::invalid_argument(format!(
-                    "flight_endpoint '{}' is not a URL: {e}",
-                    req.flight_endpoint
-                ))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let task_token = random_token();
+        if !(req.flight_endpoint.starts_with("http://")
+            || req.flight_endpoint.starts_with("https://"))
+        {
+            return Err(Status::invalid_argument(format!(
+                "flight_endpoint '{}' is not an http(s) URL",
+                req.flight_endpoint
+            )));
+        }
+        let channel = floe_executor::internal_channel(&req.flight_endpoint).map_err(|e| {
+            Status::invalid_argument(format!(
+                "flight_endpoint '{}' is not a URL: {e}",
+                req.flight_endpoint
+            ))
+        })?;
+        let session_key = self.secret.session_key(
+            &req.coordinator_nonce,
+            &req.executor_nonce,
+            &req.executor_id,
+        );
         let info = ExecutorInfo {
             id: req.executor_id.clone(),
             endpoint: req.flight_endpoint.clone(),
-            task_token: task_token.clone(),
+            session_key,
             channel,
             last_seen: Instant::now(),
+            last_sequence: 0,
             running_tasks: 0,
         };
         self.lock().insert(req.executor_id.clone(), info);
@@ -148,9 +220,16 @@ impl ControlPlane for ExecutorRegistry {
             req.executor_id, req.flight_endpoint
         );
         Ok(Response::new(RegisterResponse {
-            task_token,
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
             protocol_version: PROTOCOL_VERSION,
+            proof: self
+                .secret
+                .coordinator_proof(
+                    &req.coordinator_nonce,
+                    &req.executor_nonce,
+                    &req.executor_id,
+                )
+                .to_vec(),
         }))
     }
 
@@ -160,23 +239,25 @@ impl ControlPlane for ExecutorRegistry {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = request.into_inner();
         let mut map = self.lock();
-        let known = match map.get_mut(&req.executor_id) {
-            Some(e) => {
-                e.last_seen = Instant::now();
-                e.running_tasks = req.running_tasks;
-                true
-            }
-            None => false,
+        let Some(e) = map.get_mut(&req.executor_id) else {
+            return Ok(Response::new(HeartbeatResponse { known: false }));
         };
-        Ok(Response::new(HeartbeatResponse { known }))
+        let expected = auth::heartbeat_mac(
+            &e.session_key,
+            &req.executor_id,
+            req.running_tasks,
+            req.sequence,
+        );
+        if !auth::verify(&expected, &req.proof) || req.sequence <= e.last_sequence {
+            return Err(Status::unauthenticated(
+                "heartbeat does not prove the executor's registration",
+            ));
+        }
+        e.last_seen = Instant::now();
+        e.last_sequence = req.sequence;
+        e.running_tasks = req.running_tasks;
+        Ok(Response::new(HeartbeatResponse { known: true }))
     }
-}
-
-fn random_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -185,72 +266,138 @@ mod tests {
 
     use super::*;
 
-    fn request(version: u32, secret: &str) -> Request<RegisterRequest> {
+    fn secret() -> ClusterSecret {
+        ClusterSecret::new("s3cret-s3cret-s3cret").expect("long enough")
+    }
+
+    async fn challenge(registry: &ExecutorRegistry) -> Vec<u8> {
+        registry
+            .challenge(Request::new(ChallengeRequest {
+                protocol_version: PROTOCOL_VERSION,
+            }))
+            .await
+            .expect("challenge")
+            .into_inner()
+            .coordinator_nonce
+    }
+
+    fn request(nonce: &[u8], version: u32, secret: &ClusterSecret) -> Request<RegisterRequest> {
+        let executor_nonce = [9u8; auth::LEN];
+        let endpoint = "http://127.0.0.1:1";
         Request::new(RegisterRequest {
             executor_id: "e1".into(),
-            flight_endpoint: "http://127.0.0.1:1".into(),
+            flight_endpoint: endpoint.into(),
             protocol_version: version,
-            cluster_secret: secret.into(),
+            coordinator_nonce: nonce.to_vec(),
+            executor_nonce: executor_nonce.to_vec(),
+            proof: secret
+                .register_proof(nonce, &executor_nonce, "e1", endpoint, version)
+                .to_vec(),
         })
     }
 
     #[tokio::test]
-    async fn registration_checks_protocol_version_and_secret() {
-        let registry = ExecutorRegistry::new(
-            Duration::from_millis(100),
-            Duration::from_secs(5),
-            Some("s3cret".into()),
-        );
+    async fn registration_needs_a_fresh_challenge_and_the_secret() {
+        let registry =
+            ExecutorRegistry::new(Duration::from_millis(100), Duration::from_secs(5), secret());
+        let nonce = challenge(&registry).await;
         let err = registry
-            .register(request(PROTOCOL_VERSION + 1, "s3cret"))
+            .register(request(&nonce, PROTOCOL_VERSION + 1, &secret()))
             .await
             .expect_err("wrong version");
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert!(err.message().contains("protocol version"));
+
+        let wrong = ClusterSecret::new("guess-guess-guess-guess").expect("long enough");
         let err = registry
-            .register(request(PROTOCOL_VERSION, "guess"))
+            .register(request(&nonce, PROTOCOL_VERSION, &wrong))
             .await
             .expect_err("wrong secret");
         assert_eq!(err.code(), Code::Unauthenticated);
+        // The challenge was used up by the failed attempt.
+        let err = registry
+            .register(request(&nonce, PROTOCOL_VERSION, &secret()))
+            .await
+            .expect_err("challenge used");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        // A nonce the coordinator never issued.
+        let err = registry
+            .register(request(&[1u8; auth::LEN], PROTOCOL_VERSION, &secret()))
+            .await
+            .expect_err("unknown challenge");
+        assert_eq!(err.code(), Code::Unauthenticated);
         assert!(registry.live().is_empty());
 
+        let nonce = challenge(&registry).await;
         let ok = registry
-            .register(request(PROTOCOL_VERSION, "s3cret"))
+            .register(request(&nonce, PROTOCOL_VERSION, &secret()))
             .await
             .expect("registers")
             .into_inner();
-        assert_eq!(ok.task_token.len(), 64);
-        assert_eq!(registry.live().len(), 1);
+        let expected = secret().coordinator_proof(&nonce, &[9u8; auth::LEN], "e1");
+        assert!(
+            auth::verify(&expected, &ok.proof),
+            "coordinator proves the secret"
+        );
+        let live = registry.live();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[0].session_key,
+            secret().session_key(&nonce, &[9u8; auth::LEN], "e1")
+        );
+        // Replaying the accepted registration is refused (its challenge is gone).
+        let err = registry
+            .register(request(&nonce, PROTOCOL_VERSION, &secret()))
+            .await
+            .expect_err("replayed");
+        assert_eq!(err.code(), Code::Unauthenticated);
     }
 
     #[tokio::test]
-    async fn silent_executors_expire_and_must_register_again() {
-        let registry =
-            ExecutorRegistry::new(Duration::from_millis(10), Duration::from_millis(50), None);
+    async fn heartbeats_must_carry_the_session_mac_and_expire() {
+        let registry = ExecutorRegistry::new(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+            secret(),
+        );
+        let nonce = challenge(&registry).await;
         registry
-            .register(request(PROTOCOL_VERSION, ""))
+            .register(request(&nonce, PROTOCOL_VERSION, &secret()))
             .await
             .expect("registers");
-        let beat = |id: &str| {
+        let key = secret().session_key(&nonce, &[9u8; auth::LEN], "e1");
+        let beat = |id: &str, seq: u64, key: &Tag| {
             Request::new(HeartbeatRequest {
                 executor_id: id.into(),
                 running_tasks: 0,
+                sequence: seq,
+                proof: auth::heartbeat_mac(key, id, 0, seq).to_vec(),
             })
         };
         assert!(
             registry
-                .heartbeat(beat("e1"))
+                .heartbeat(beat("e1", 1, &key))
                 .await
                 .expect("ok")
                 .into_inner()
                 .known
         );
+        let err = registry
+            .heartbeat(beat("e1", 1, &key))
+            .await
+            .expect_err("replayed sequence");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let err = registry
+            .heartbeat(beat("e1", 2, &[0u8; auth::LEN]))
+            .await
+            .expect_err("wrong key");
+        assert_eq!(err.code(), Code::Unauthenticated);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(registry.live().is_empty(), "expired executors are not live");
         assert_eq!(registry.expire(), vec!["e1".to_string()]);
         assert!(
             !registry
-                .heartbeat(beat("e1"))
+                .heartbeat(beat("e1", 3, &key))
                 .await
                 .expect("ok")
                 .into_inner()

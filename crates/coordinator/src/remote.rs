@@ -214,23 +214,22 @@ struct Task {
     on_report: Arc<dyn Fn(TaskMetrics) + Send + Sync>,
 }
 
-/// How many executors a task tries before giving up.
-const MAX_ATTEMPTS: usize = 3;
-
 type FlightStream = futures::stream::BoxStream<'static, Result<arrow_flight::FlightData>>;
 
 impl Task {
-    /// Starts the task on an executor, moving to the next on connection failures. Returns
-    /// where it runs and its raw stream, the trailer already taken out and reported.
+    /// Starts the task on an executor, trying every live executor once (from the task's own
+    /// place in the rotation) before giving up: an executor that cannot be reached is dropped,
+    /// one that turns the task away is kept, and neither fails a query the others can run.
+    /// Returns where it runs and its raw stream, the trailer already taken out and reported.
     async fn start(&self) -> Result<(ExecutorInfo, FlightStream)> {
+        let live = self.registry.live();
+        if live.is_empty() {
+            return Err(external(Status::unavailable(
+                "no executors are registered with the coordinator",
+            )));
+        }
         let mut last_error = None;
-        for attempt in 0..MAX_ATTEMPTS {
-            let live = self.registry.live();
-            if live.is_empty() {
-                return Err(external(Status::unavailable(
-                    "no executors are registered with the coordinator",
-                )));
-            }
+        for attempt in 0..live.len() {
             let executor = &live[(self.partition + attempt) % live.len()];
             match self.try_on(executor).await {
                 Ok(stream) => {
@@ -256,9 +255,10 @@ impl Task {
             }
         }
         Err(external(Status::unavailable(format!(
-            "task {} of stage {} failed on {MAX_ATTEMPTS} executors; last error: {}",
+            "task {} of stage {} could not start on any of the {} live executor(s); last error: {}",
             self.partition,
             self.stage_id,
+            live.len(),
             last_error
                 .map(|s| s.message().to_string())
                 .unwrap_or_default()
@@ -292,7 +292,6 @@ impl Task {
     ) -> Result<impl futures::Stream<Item = Result<arrow_flight::FlightData, Status>>, Status> {
         let task = TaskDefinition {
             protocol_version: PROTOCOL_VERSION,
-            task_token: executor.task_token.clone(),
             query_id: self.query_id.clone(),
             stage_id: self.stage_id,
             partition: self.partition as u32,
@@ -300,9 +299,13 @@ impl Task {
             files: Some(self.files.clone()),
             output: self.output,
             inputs: self.inputs.clone(),
+            executor_id: executor.id.clone(),
+            nonce: floe_executor::random_nonce().to_vec(),
         };
+        let body = task.encode_to_vec();
+        let mac = floe_proto::auth::task_mac(&executor.session_key, &body).to_vec();
         let ticket = FloeTicket {
-            kind: Some(Kind::Task(task)),
+            kind: Some(Kind::Task(floe_proto::Signed { body, mac })),
         };
         let mut client = FlightServiceClient::new(executor.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -458,7 +461,6 @@ async fn launch(
             placed.push(TaskLocation {
                 executor_id: executor.id.clone(),
                 endpoint: executor.endpoint.clone(),
-                task_token: executor.task_token.clone(),
             });
             let failed = failed.clone();
             tasks.push(AbortOnDrop(tokio::spawn(async move {

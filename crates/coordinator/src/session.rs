@@ -111,8 +111,25 @@ impl QueryEngine {
     }
 
     /// Parses, resolves and plans one SQL statement, binding `params` to `$1, $2, …`. DDL is
-    /// parsed and checked, not run.
+    /// parsed and checked, not run. Planning runs on a thread with a large stack, after a
+    /// check that the statement is not too large or too deep for it (see [`crate::limits`]).
     pub async fn plan(
+        &self,
+        query_id: &str,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Planned> {
+        crate::limits::check_statement(sql)?;
+        let engine = self.clone();
+        let query_id = query_id.to_string();
+        let sql = sql.to_string();
+        crate::limits::on_planning_thread(move || async move {
+            engine.plan_here(&query_id, &sql, params).await
+        })
+        .await?
+    }
+
+    async fn plan_here(
         &self,
         query_id: &str,
         sql: &str,
@@ -179,8 +196,12 @@ impl QueryEngine {
     pub async fn execute(&self, planned: Planned) -> Result<SendableRecordBatchStream> {
         match planned {
             Planned::Query(query) => {
-                let df = query.ctx.execute_logical_plan(query.plan).await?;
-                Ok(df.execute_stream().await?)
+                // Physical planning walks the plan recursively too.
+                crate::limits::on_planning_thread(move || async move {
+                    let df = query.ctx.execute_logical_plan(query.plan).await?;
+                    Ok(df.execute_stream().await?)
+                })
+                .await?
             }
             Planned::Command(command) => {
                 // Run when the stream is read, so that its errors travel like a query's: an
@@ -271,6 +292,21 @@ impl Planned {
         match self {
             Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
             Planned::Command(_) => count_schema(),
+        }
+    }
+
+    /// Whether running it changes tables or the catalog (INSERT, CTAS, DDL, and EXPLAIN
+    /// ANALYZE of an INSERT): such a statement runs once, when the client executes it.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Planned::Command(_) => true,
+            Planned::Query(q) => match &q.plan {
+                LogicalPlan::Dml(_) => true,
+                LogicalPlan::Analyze(analyze) => {
+                    matches!(analyze.input.as_ref(), LogicalPlan::Dml(_))
+                }
+                _ => false,
+            },
         }
     }
 

@@ -12,13 +12,25 @@ use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use floe_catalog::write::IcebergWriteExec;
 use floe_catalog::IcebergScanExec;
 use floe_proto::{floe_plan_node, FloePlanNode};
+use iceberg::io::FileIO;
 use prost::Message;
 
 use crate::shuffle::ShuffleReaderExec;
 
-/// Encodes and decodes the plan nodes Floe adds to DataFusion's.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FloeCodec;
+/// Encodes and decodes the plan nodes Floe adds to DataFusion's. Decoded scans and writes
+/// read and write with the decoding process's own FileIO (the wire form carries none).
+#[derive(Debug, Default, Clone)]
+pub struct FloeCodec {
+    file_io: Option<FileIO>,
+}
+
+impl FloeCodec {
+    fn file_io(&self) -> Result<FileIO> {
+        self.file_io.clone().ok_or_else(|| {
+            DataFusionError::Internal("this codec decodes no Iceberg scans or writes".into())
+        })
+    }
+}
 
 impl PhysicalExtensionCodec for FloeCodec {
     fn try_decode(
@@ -36,7 +48,7 @@ impl PhysicalExtensionCodec for FloeCodec {
                         "IcebergScanNode takes no inputs".into(),
                     ));
                 }
-                Ok(Arc::new(IcebergScanExec::try_new(scan)?))
+                Ok(Arc::new(IcebergScanExec::try_new(scan, self.file_io()?)?))
             }
             Some(floe_plan_node::Node::ShuffleReader(reader)) => {
                 if !inputs.is_empty() {
@@ -50,6 +62,7 @@ impl PhysicalExtensionCodec for FloeCodec {
                 [input] => Ok(Arc::new(IcebergWriteExec::try_new(
                     write,
                     Arc::clone(input),
+                    self.file_io()?,
                 )?)),
                 _ => Err(DataFusionError::Plan(
                     "IcebergWriteNode takes one input".into(),
@@ -95,10 +108,17 @@ impl PhysicalExtensionCodec for FloeCodec {
 
 /// Serializes a plan fragment.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(physical_plan_to_bytes_with_extension_codec(plan, &FloeCodec)?.to_vec())
+    Ok(physical_plan_to_bytes_with_extension_codec(plan, &FloeCodec::default())?.to_vec())
 }
 
-/// Deserializes a plan fragment.
-pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FloeCodec)
+/// Deserializes a plan fragment whose scans and writes use `file_io`.
+pub fn decode_plan(
+    bytes: &[u8],
+    ctx: &TaskContext,
+    file_io: FileIO,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let codec = FloeCodec {
+        file_io: Some(file_io),
+    };
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &codec)
 }

@@ -9,9 +9,10 @@
 //!  other executors ◀──DoGet(ShuffleRead): buckets of this executor's shuffle producers (shuffle)
 //! ```
 //!
-//! An executor holds nothing that outlives a task: the plan, the files to read and the storage
-//! settings all arrive in the task. It accepts tasks only with the token its coordinator gave
-//! it at registration.
+//! An executor holds nothing that outlives a task but its own settings: the plan and the files
+//! to read arrive in the task; storage settings and credentials are the executor's own, and it
+//! reads and writes only under its storage roots. It is admitted by proving the cluster
+//! secret, and runs only tasks MACed with the key of its registration (`floe_proto::auth`).
 
 pub mod codec;
 pub mod registration;
@@ -21,8 +22,7 @@ pub mod status;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -35,6 +35,17 @@ use tonic::transport::server::TcpIncoming;
 
 pub use service::{ExecutorFlightService, ExecutorState};
 
+use floe_catalog::StorageSettings;
+use floe_proto::auth::{ClusterSecret, Tag};
+
+/// 32 fresh random bytes (nonces).
+pub fn random_nonce() -> Tag {
+    use rand::RngCore;
+    let mut bytes = [0u8; floe_proto::auth::LEN];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
 /// How an executor is run.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -44,8 +55,13 @@ pub struct ExecutorConfig {
     pub bind: SocketAddr,
     /// Host name the coordinator reaches this executor at.
     pub advertise_host: String,
-    /// Shared secret to present at registration, if the cluster has one.
-    pub cluster_secret: Option<String>,
+    /// The cluster secret this executor proves at registration (never sent).
+    pub cluster_secret: ClusterSecret,
+    /// This executor's own storage settings: tasks carry none.
+    pub storage: StorageSettings,
+    /// The storage roots (warehouse, table locations): a task naming any other path is
+    /// refused, whoever sent it.
+    pub roots: Vec<String>,
     /// Rows per batch.
     pub batch_size: usize,
     /// Memory the executor's operators may hold; sorts, aggregations and joins spill to local
@@ -109,6 +125,37 @@ pub fn runtime_env(memory_limit: usize) -> datafusion::common::Result<Arc<Runtim
 /// Maximum size of a gRPC message either side accepts (plans of many files are large).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
+/// Bytes a peer may send on one stream before its reader takes them (HTTP/2 stream window).
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// A lazily connected channel between Floe's own processes (coordinator → executor, executor →
+/// executor), on which every stream is flow-controlled on its own.
+///
+/// HTTP/2 multiplexes all streams to one peer over one connection, and by default the
+/// connection has a shared receive window (5 MiB in hyper) that data a reader has not taken yet
+/// keeps occupied. Floe's streams are read at very different paces: a hash join reads its build
+/// side before it touches its probe side, a merge reads the input holding the smallest key, a
+/// slow client stalls its query's result streams. With a shared window a few stalled streams
+/// (2 MiB each) fill it, and every other stream on the connection stops too, including the one
+/// the stalled readers are waiting for: a deadlock across queries and stages that no single
+/// plan shows. The connection window is therefore as large as HTTP/2 allows, so that only each
+/// stream's own window (bounded, [`STREAM_WINDOW`]) applies: a stalled stream holds at most
+/// that much and never blocks another.
+pub fn internal_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(MAX_CONNECTION_WINDOW)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+/// The largest HTTP/2 window (2^31 - 1).
+const MAX_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 /// Starts an executor: binds its Flight service, then registers with the coordinator and keeps
 /// heartbeating in the background.
 pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
@@ -120,13 +167,13 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
         SessionConfig::new().with_batch_size(config.batch_size),
         runtime,
     );
-    let state = Arc::new(ExecutorState {
-        executor_id: executor_id.clone(),
-        task_token: RwLock::new(None),
-        running_tasks: AtomicUsize::new(0),
-        task_ctx: session.task_ctx(),
-        shuffles: Arc::default(),
-    });
+    let state = Arc::new(ExecutorState::new(
+        executor_id.clone(),
+        config.cluster_secret.clone(),
+        session.task_ctx(),
+        &config.storage,
+        config.roots.clone(),
+    ));
     let service = FlightServiceServer::new(ExecutorFlightService::new(Arc::clone(&state)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -146,7 +193,6 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     // Heartbeats get their own thread and runtime: tasks that keep every worker of the main
     // runtime busy (encoding and compressing Parquet) must not make a busy executor look dead.
     let coordinator_url = config.coordinator_url.clone();
-    let cluster_secret = config.cluster_secret.clone();
     let mut stop_heartbeats = shutdown.subscribe();
     std::thread::Builder::new()
         .name("floe-heartbeat".into())
@@ -166,7 +212,6 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
                     _ = registration::run(
                         coordinator_url,
                         endpoint,
-                        cluster_secret,
                         state,
                         Duration::from_secs(1),
                     ) => {}

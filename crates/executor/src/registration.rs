@@ -1,11 +1,13 @@
-//! Registering with the coordinator and heartbeating; re-registering when it forgets us.
+//! Admission with the coordinator (challenge, proof, the coordinator's proof back) and
+//! heartbeats; registering again when the coordinator forgets this executor.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use floe_proto::auth;
 use floe_proto::control_plane_client::ControlPlaneClient;
-use floe_proto::{HeartbeatRequest, RegisterRequest, PROTOCOL_VERSION};
+use floe_proto::{ChallengeRequest, HeartbeatRequest, RegisterRequest, PROTOCOL_VERSION};
 use tracing::{info, warn};
 
 use crate::service::ExecutorState;
@@ -15,21 +17,12 @@ use crate::service::ExecutorState;
 pub async fn run(
     coordinator_url: String,
     endpoint: String,
-    cluster_secret: Option<String>,
     state: Arc<ExecutorState>,
     retry: Duration,
 ) {
     let mut announced = false;
     loop {
-        match register_and_heartbeat(
-            &coordinator_url,
-            &endpoint,
-            &cluster_secret,
-            &state,
-            &mut announced,
-        )
-        .await
-        {
+        match register_and_heartbeat(&coordinator_url, &endpoint, &state, &mut announced).await {
             Ok(()) => info!("coordinator forgot this executor; registering again"),
             Err(e) => warn!(coordinator = %coordinator_url, "registration failed: {e}"),
         }
@@ -40,22 +33,54 @@ pub async fn run(
 async fn register_and_heartbeat(
     coordinator_url: &str,
     endpoint: &str,
-    cluster_secret: &Option<String>,
     state: &Arc<ExecutorState>,
     announced: &mut bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = ControlPlaneClient::connect(coordinator_url.to_string()).await?;
-    let response = client
-        .register(RegisterRequest {
-            executor_id: state.executor_id.clone(),
-            flight_endpoint: endpoint.to_string(),
+    let channel = tonic::transport::Endpoint::from_shared(coordinator_url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = ControlPlaneClient::new(channel);
+    let challenge = client
+        .challenge(ChallengeRequest {
             protocol_version: PROTOCOL_VERSION,
-            cluster_secret: cluster_secret.clone().unwrap_or_default(),
         })
         .await?
         .into_inner();
-    *state.task_token.write().unwrap_or_else(|p| p.into_inner()) = Some(response.task_token);
-    info!(executor_id = %state.executor_id, "registered with coordinator {coordinator_url}");
+    let executor_nonce = crate::random_nonce();
+    let id = &state.executor_id;
+    let proof = state.secret.register_proof(
+        &challenge.coordinator_nonce,
+        &executor_nonce,
+        id,
+        endpoint,
+        PROTOCOL_VERSION,
+    );
+    let response = client
+        .register(RegisterRequest {
+            executor_id: id.clone(),
+            flight_endpoint: endpoint.to_string(),
+            protocol_version: PROTOCOL_VERSION,
+            coordinator_nonce: challenge.coordinator_nonce.clone(),
+            executor_nonce: executor_nonce.to_vec(),
+            proof: proof.to_vec(),
+        })
+        .await?
+        .into_inner();
+    let expected =
+        state
+            .secret
+            .coordinator_proof(&challenge.coordinator_nonce, &executor_nonce, id);
+    if !auth::verify(&expected, &response.proof) {
+        return Err("the coordinator did not prove that it holds the cluster secret".into());
+    }
+    let session_key = state
+        .secret
+        .session_key(&challenge.coordinator_nonce, &executor_nonce, id);
+    state.set_session_key(session_key);
+    info!(executor_id = %id, "registered with coordinator {coordinator_url}");
     if !*announced {
         println!(
             "FLOE_EXECUTOR_READY flight={}",
@@ -64,12 +89,17 @@ async fn register_and_heartbeat(
         *announced = true;
     }
     let interval = Duration::from_millis(response.heartbeat_interval_ms.clamp(100, 60_000));
+    let mut sequence = 0u64;
     loop {
         tokio::time::sleep(interval).await;
+        sequence += 1;
+        let running = state.running_tasks.load(Ordering::SeqCst) as u32;
         let known = client
             .heartbeat(HeartbeatRequest {
-                executor_id: state.executor_id.clone(),
-                running_tasks: state.running_tasks.load(Ordering::SeqCst) as u32,
+                executor_id: id.clone(),
+                running_tasks: running,
+                sequence,
+                proof: auth::heartbeat_mac(&session_key, id, running, sequence).to_vec(),
             })
             .await?
             .into_inner()

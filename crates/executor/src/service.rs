@@ -7,9 +7,10 @@
 //!
 //! Every error status the executor raises itself is marked (see [`crate::status`]).
 
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -24,13 +25,17 @@ use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::ExecutionPlan;
 use floe_catalog::exec::metric;
-use floe_catalog::IcebergScanExec;
+use floe_catalog::storage::within_roots;
+use floe_catalog::write::IcebergWriteExec;
+use floe_catalog::{IcebergScanExec, StorageSettings};
+use floe_proto::auth::{self, ClusterSecret, Tag};
 use floe_proto::floe_ticket::Kind;
 use floe_proto::{
-    FileGroup, FloeTicket, ShuffleOutput, ShuffleRead, StageInput, TaskDefinition, TaskMetrics,
-    PROTOCOL_VERSION,
+    FileGroup, FloeTicket, ShuffleOutput, ShuffleRead, Signed, StageInput, TaskDefinition,
+    TaskMetrics, PROTOCOL_VERSION,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
+use iceberg::io::FileIO;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info_span;
@@ -44,14 +49,84 @@ use crate::status::{mark_from_executor, status_from_datafusion};
 pub struct ExecutorState {
     /// This executor's id.
     pub executor_id: String,
-    /// The token the coordinator gave at registration; tasks without it are refused.
-    pub task_token: RwLock<Option<String>>,
+    /// The cluster secret this executor proves at registration.
+    pub secret: ClusterSecret,
+    /// The key shuffle reads between executors are MACed with (derived from the secret).
+    pub shuffle_key: Tag,
+    /// Session keys of this executor's registrations, newest first (at most two: tasks MACed
+    /// with the previous one may still be on their way when it registers again).
+    pub session_keys: RwLock<Vec<Tag>>,
+    /// Nonces of the tasks accepted lately: a task is run at most once.
+    seen_tasks: Mutex<NonceWindow>,
     /// Tasks currently streaming.
     pub running_tasks: AtomicUsize,
     /// Context every task runs in.
     pub task_ctx: Arc<TaskContext>,
     /// Buckets of the shuffle producers running here.
     pub shuffles: Arc<ShuffleRegistry>,
+    /// What every task reads and writes with: this executor's own storage settings, confined
+    /// to `roots`.
+    pub file_io: FileIO,
+    /// The storage roots: every path a task names must be under one of them.
+    pub roots: Vec<String>,
+}
+
+impl ExecutorState {
+    /// The state of a new executor.
+    pub fn new(
+        executor_id: String,
+        secret: ClusterSecret,
+        task_ctx: Arc<TaskContext>,
+        storage: &StorageSettings,
+        roots: Vec<String>,
+    ) -> Self {
+        Self {
+            executor_id,
+            shuffle_key: secret.shuffle_key(),
+            secret,
+            session_keys: RwLock::default(),
+            seen_tasks: Mutex::default(),
+            running_tasks: AtomicUsize::new(0),
+            task_ctx,
+            shuffles: Arc::default(),
+            file_io: floe_catalog::storage::confined_file_io(storage, roots.clone()),
+            roots,
+        }
+    }
+
+    /// Adopts the session key of a new registration.
+    pub fn set_session_key(&self, key: Tag) {
+        let mut keys = self.session_keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.insert(0, key);
+        keys.truncate(2);
+    }
+}
+
+/// The most recent task nonces, to refuse a replayed task.
+#[derive(Debug, Default)]
+struct NonceWindow {
+    seen: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+}
+
+/// Task nonces remembered.
+const NONCE_WINDOW: usize = 1 << 16;
+
+impl NonceWindow {
+    /// Records a nonce; false if it was seen already.
+    fn first_time(&mut self, nonce: &[u8]) -> bool {
+        if self.seen.contains(nonce) {
+            return false;
+        }
+        if self.order.len() >= NONCE_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(nonce.to_vec());
+        self.order.push_back(nonce.to_vec());
+        true
+    }
 }
 
 /// Arrow Flight service running tasks.
@@ -60,49 +135,124 @@ pub struct ExecutorFlightService {
     state: Arc<ExecutorState>,
 }
 
+fn check_version(protocol_version: u32) -> Result<(), Status> {
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "peer speaks protocol version {protocol_version}, this executor speaks \
+             {PROTOCOL_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
 impl ExecutorFlightService {
     /// A service over shared executor state.
     pub fn new(state: Arc<ExecutorState>) -> Self {
         Self { state }
     }
 
-    fn check_token(&self, protocol_version: u32, task_token: &str) -> Result<(), Status> {
-        if protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "peer speaks protocol version {protocol_version}, this executor speaks \
-                 {PROTOCOL_VERSION}"
-            )));
-        }
-        let token = self
+    /// The task in a signed ticket, if this executor's coordinator made it for this executor
+    /// and it was not run before.
+    fn authenticate_task(&self, signed: &Signed) -> Result<TaskDefinition, Status> {
+        let keys = self
             .state
-            .task_token
+            .session_keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match token {
-            Some(t) if !t.is_empty() && t == task_token => Ok(()),
-            Some(_) => Err(Status::permission_denied(
-                "task is not from this executor's coordinator (bad task token)",
-            )),
-            None => Err(Status::unavailable(
+        if keys.is_empty() {
+            return Err(Status::unavailable(
                 "executor is not registered with a coordinator yet",
-            )),
+            ));
+        }
+        if !keys
+            .iter()
+            .any(|k| auth::verify(&auth::task_mac(k, &signed.body), &signed.mac))
+        {
+            return Err(Status::permission_denied(
+                "task is not from this executor's coordinator (its MAC does not match)",
+            ));
+        }
+        let task = TaskDefinition::decode(signed.body.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("task is not a TaskDefinition: {e}")))?;
+        check_version(task.protocol_version)?;
+        if task.executor_id != self.state.executor_id {
+            return Err(Status::permission_denied(format!(
+                "task is for executor '{}', not this one",
+                task.executor_id
+            )));
+        }
+        if task.nonce.len() != auth::LEN
+            || !self
+                .state
+                .seen_tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first_time(&task.nonce)
+        {
+            return Err(Status::permission_denied(
+                "task was already run here (a replayed task is refused)",
+            ));
+        }
+        Ok(task)
+    }
+
+    /// Refuses a task that names a path outside this executor's storage roots: its files and
+    /// their delete files, any file in its plan's scans, the data folder of its writes. (The
+    /// FileIO refuses such paths too; this names the path in a PERMISSION_DENIED up front.)
+    fn check_paths(&self, plan: &Arc<dyn ExecutionPlan>, files: &FileGroup) -> Result<(), Status> {
+        fn group_paths(group: &FileGroup, out: &mut Vec<String>) {
+            for file in &group.files {
+                out.push(file.path.clone());
+                out.extend(file.deletes.iter().map(|d| d.path.clone()));
+            }
+        }
+        let mut paths = Vec::new();
+        group_paths(files, &mut paths);
+        let mut stack = vec![Arc::clone(plan)];
+        while let Some(node) = stack.pop() {
+            if let Some(scan) = node.as_any().downcast_ref::<IcebergScanExec>() {
+                for group in &scan.node().file_groups {
+                    group_paths(group, &mut paths);
+                }
+            }
+            if let Some(write) = node.as_any().downcast_ref::<IcebergWriteExec>() {
+                // A data folder is checked as a location inside it.
+                let folder = write.node().data_location.trim_end_matches('/');
+                paths.push(format!("{folder}/data-file"));
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        match paths.iter().find(|p| !within_roots(p, &self.state.roots)) {
+            None => Ok(()),
+            Some(path) => Err(Status::permission_denied(format!(
+                "task names '{path}', which is outside this executor's storage roots ({})",
+                self.state.roots.join(", ")
+            ))),
         }
     }
 
     /// Runs one task: streams its output, or (a shuffle producer) fills its buckets. Either
     /// way the stream ends with the task's [`TaskMetrics`].
-    fn run_task(&self, task: TaskDefinition) -> Result<BoxedFlightStream<FlightData>, Status> {
-        self.check_token(task.protocol_version, &task.task_token)?;
+    fn run_task(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
+        let task = self.authenticate_task(&signed)?;
         let span = info_span!("task", query_id = %task.query_id, stage = task.stage_id, partition = task.partition);
         let _entered = span.enter();
         let partition = task.partition as usize;
-        let plan = decode_plan(&task.plan, &self.state.task_ctx).map_err(status_from_datafusion)?;
+        let plan = decode_plan(&task.plan, &self.state.task_ctx, self.state.file_io.clone())
+            .map_err(|e| Status::invalid_argument(format!("task plan: {e}")))?;
         let files = floe_proto::required(task.files, "TaskDefinition.files")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_paths(&plan, &files)?;
         let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
-        let plan = with_task_inputs(plan, &task.query_id, &task.inputs, partition)
-            .map_err(status_from_datafusion)?;
+        let plan = with_task_inputs(
+            plan,
+            &task.query_id,
+            &task.inputs,
+            partition,
+            self.state.shuffle_key,
+        )
+        .map_err(status_from_datafusion)?;
         let (plan, split) = match &task.output {
             None => (plan, None),
             Some(output) => {
@@ -167,12 +317,17 @@ impl ExecutorFlightService {
     }
 
     /// Serves a consumer's bucket of one of this executor's shuffle producers.
-    async fn serve_shuffle(
-        &self,
-        read: ShuffleRead,
-    ) -> Result<BoxedFlightStream<FlightData>, Status> {
-        self.check_token(read.protocol_version, &read.task_token)?;
-        let (schema, receiver) = self.state.shuffles.claim(&read).await?;
+    fn serve_shuffle(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
+        let expected = auth::shuffle_read_mac(&self.state.shuffle_key, &signed.body);
+        if !auth::verify(&expected, &signed.mac) {
+            return Err(Status::permission_denied(
+                "shuffle read is not from an executor of this cluster (its MAC does not match)",
+            ));
+        }
+        let read = ShuffleRead::decode(signed.body.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("not a ShuffleRead: {e}")))?;
+        check_version(read.protocol_version)?;
+        let (schema, receiver) = self.state.shuffles.claim(&read)?;
         let batches = shuffle::serve_bucket(receiver, read)
             .map_err(|s| FlightError::Tonic(Box::new(mark_from_executor(s))));
         let data = FlightDataEncoderBuilder::new()
@@ -261,6 +416,7 @@ fn with_task_inputs(
     query_id: &str,
     inputs: &[StageInput],
     partition: usize,
+    shuffle_key: Tag,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let plan = plan.transform_up(|node| {
@@ -277,6 +433,7 @@ fn with_task_inputs(
             query_id,
             input.tasks.clone(),
             partition,
+            shuffle_key,
         )?) as Arc<dyn ExecutionPlan>))
     })?;
     Ok(plan.data)
@@ -359,7 +516,7 @@ impl FlightService for ExecutorFlightService {
             .map_err(|e| Status::invalid_argument(format!("ticket is not a FloeTicket: {e}")));
         let result = match ticket.map(|t| t.kind) {
             Ok(Some(Kind::Task(task))) => self.run_task(task),
-            Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read).await,
+            Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read),
             Ok(None) => Err(Status::invalid_argument("empty FloeTicket")),
             Err(e) => Err(e),
         };

@@ -16,7 +16,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -33,11 +32,14 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use floe_proto::{FloeTicket, ShuffleRead, ShuffleReaderNode, TaskLocation, PROTOCOL_VERSION};
+use floe_proto::auth::Tag;
+use floe_proto::{
+    FloeTicket, ShuffleRead, ShuffleReaderNode, Signed, TaskLocation, PROTOCOL_VERSION,
+};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tokio::sync::{mpsc, Notify};
-use tonic::transport::{Channel, Endpoint};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::status::{is_from_executor, ExecutorLost};
@@ -55,9 +57,6 @@ pub enum ShuffleItem {
 /// Batches a bucket buffers before its producer waits for the consumer.
 const BUCKET_CAPACITY: usize = 4;
 
-/// How long a consumer waits for a producer task to register its buckets.
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
-
 type BucketKey = (String, u32, u32, u32);
 
 #[derive(Debug)]
@@ -70,7 +69,6 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct ShuffleRegistry {
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
-    registered: Notify,
 }
 
 /// Un-registers a producer's buckets that no consumer claimed, when the producer ends.
@@ -121,7 +119,6 @@ impl ShuffleRegistry {
                 keys.push(key);
             }
         }
-        self.registered.notify_waiters();
         let guard = BucketsGuard {
             registry: Arc::clone(self),
             keys,
@@ -129,32 +126,27 @@ impl ShuffleRegistry {
         (senders, guard)
     }
 
-    /// Takes a bucket for reading, waiting for its producer to start if needed.
-    pub async fn claim(
+    /// Takes a bucket for reading. The coordinator starts a consumer only after every producer
+    /// it reads answered its task (and so registered its buckets), so a bucket that is not here
+    /// belongs to a producer that never ran here, already ended, or a query that does not exist:
+    /// the answer is NOT_FOUND at once, never a wait.
+    pub fn claim(
         &self,
         read: &ShuffleRead,
     ) -> std::result::Result<(SchemaRef, mpsc::Receiver<ShuffleItem>), Status> {
         let key = (read.query_id.clone(), read.stage_id, read.task, read.bucket);
-        let deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
-        loop {
-            let notified = self.registered.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(bucket) = self
-                .buckets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key)
-            {
-                return Ok((bucket.schema, bucket.receiver));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Status::not_found(format!(
-                    "bucket {} of task {} of stage {} (query {}) is not on this executor: the \
-                     producer never started here, or it ended",
-                    read.bucket, read.task, read.stage_id, read.query_id
-                )));
-            }
+        match self
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+        {
+            Some(bucket) => Ok((bucket.schema, bucket.receiver)),
+            None => Err(Status::not_found(format!(
+                "bucket {} of task {} of stage {} (query {}) is not on this executor: the \
+                 producer never started here, it ended, or it was already read",
+                read.bucket, read.task, read.stage_id, read.query_id
+            ))),
         }
     }
 }
@@ -239,6 +231,8 @@ pub struct ShuffleReaderExec {
     /// The producer tasks, known only when the task runs.
     producers: Vec<TaskLocation>,
     query_id: String,
+    /// The cluster's shuffle key, which reads are MACed with.
+    shuffle_key: Tag,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -259,6 +253,7 @@ impl ShuffleReaderExec {
             properties: Arc::new(properties),
             producers: Vec::new(),
             query_id: String::new(),
+            shuffle_key: [0; floe_proto::auth::LEN],
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -273,13 +268,14 @@ impl ShuffleReaderExec {
         self.node.stage_id
     }
 
-    /// The same reader bound to one task: where the producers run, and (for a broadcast) which
-    /// bucket is this task's.
+    /// The same reader bound to one task: where the producers run, (for a broadcast) which
+    /// bucket is this task's, and the key its reads are MACed with.
     pub fn with_producers(
         &self,
         query_id: &str,
         producers: Vec<TaskLocation>,
         task: usize,
+        shuffle_key: Tag,
     ) -> Result<Self> {
         let mut node = self.node.clone();
         if node.broadcast {
@@ -288,6 +284,7 @@ impl ShuffleReaderExec {
         let mut reader = Self::try_new(node)?;
         reader.producers = producers;
         reader.query_id = query_id.to_string();
+        reader.shuffle_key = shuffle_key;
         Ok(reader)
     }
 }
@@ -317,11 +314,8 @@ fn channel(endpoint: &str) -> Result<Channel> {
     if let Some(c) = channels.get(endpoint) {
         return Ok(c.clone());
     }
-    let channel = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| DataFusionError::Plan(format!("bad producer endpoint '{endpoint}': {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = crate::internal_channel(endpoint)
+        .map_err(|e| DataFusionError::Plan(format!("bad producer endpoint '{endpoint}': {e}")))?;
     channels.insert(endpoint.to_string(), channel.clone());
     Ok(channel)
 }
@@ -389,11 +383,16 @@ impl ExecutionPlan for ShuffleReaderExec {
         for (task, producer) in self.producers.iter().enumerate() {
             let read = ShuffleRead {
                 protocol_version: PROTOCOL_VERSION,
-                task_token: producer.task_token.clone(),
                 query_id: self.query_id.clone(),
                 stage_id: self.node.stage_id,
                 task: task as u32,
                 bucket,
+                nonce: crate::random_nonce().to_vec(),
+            }
+            .encode_to_vec();
+            let read = Signed {
+                mac: floe_proto::auth::shuffle_read_mac(&self.shuffle_key, &read).to_vec(),
+                body: read,
             };
             let channel = channel(&producer.endpoint)?;
             let producer = producer.clone();

@@ -22,10 +22,12 @@ fn status_of(e: &DataFusionError) -> Status {
         DataFusionError::NotImplemented(m) => Status::unimplemented(m.clone()),
         DataFusionError::Configuration(m) => Status::invalid_argument(m.clone()),
         DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(m.clone()),
-        DataFusionError::Execution(m) => Status::internal(m.clone()),
+        // Raised while running the query on its data: a value the query cannot handle (a
+        // failed cast, a bad argument), the client's to fix.
+        DataFusionError::Execution(m) => Status::invalid_argument(m.clone()),
         DataFusionError::ExecutionJoin(e) => Status::internal(e.to_string()),
         DataFusionError::Internal(m) => Status::internal(m.clone()),
-        DataFusionError::ArrowError(e, _) => Status::internal(e.to_string()),
+        DataFusionError::ArrowError(e, _) => status_of_arrow(e),
         DataFusionError::ParquetError(e) => Status::data_loss(e.to_string()),
         DataFusionError::ObjectStore(e) => match e.as_ref() {
             e @ object_store::Error::NotFound { .. } => Status::data_loss(e.to_string()),
@@ -45,6 +47,35 @@ fn status_of(e: &DataFusionError) -> Status {
         DataFusionError::Shared(shared) => status_of(shared),
         DataFusionError::External(e) => status_of_external(e.as_ref()),
         DataFusionError::Ffi(m) => Status::internal(m.clone()),
+    }
+}
+
+/// Arrow's errors by whose fault they are: the data and the query's (division by zero,
+/// overflow, a failed cast or parse) are the client's; memory is a resource; the rest a bug.
+fn status_of_arrow(e: &arrow::error::ArrowError) -> Status {
+    use arrow::error::ArrowError;
+    let message = e.to_string();
+    match e {
+        ArrowError::DivideByZero
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::CastError(_)
+        | ArrowError::ParseError(_)
+        | ArrowError::InvalidArgumentError(_)
+        | ArrowError::ComputeError(_)
+        | ArrowError::SchemaError(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError => Status::invalid_argument(message),
+        ArrowError::MemoryError(_) => Status::resource_exhausted(message),
+        ArrowError::NotYetImplemented(_) => Status::unimplemented(message),
+        ArrowError::IoError(..) => Status::unavailable(message),
+        ArrowError::ParquetError(_) => Status::data_loss(message),
+        ArrowError::ExternalError(inner) => status_of_external(inner.as_ref()),
+        ArrowError::CsvError(_)
+        | ArrowError::JsonError(_)
+        | ArrowError::AvroError(_)
+        | ArrowError::IpcError(_)
+        | ArrowError::CDataInterface(_)
+        | ArrowError::OffsetOverflowError(_) => Status::internal(message),
     }
 }
 
@@ -146,6 +177,7 @@ fn status_of_catalog(e: &CatalogError) -> Status {
         CatalogError::Config(_) => Status::failed_precondition(message),
         CatalogError::Unavailable(_) => Status::unavailable(message),
         CatalogError::DataLoss(_) => Status::data_loss(message),
+        CatalogError::PermissionDenied(_) => Status::permission_denied(message),
         CatalogError::Unsupported(_) => Status::unimplemented(message),
         CatalogError::Conflict(_) => Status::aborted(message),
         CatalogError::Iceberg(e) => {

@@ -6,15 +6,19 @@
 //!  executor ──DoGet(ticket = FloeTicket::ShuffleRead)──▶ executor   (one bucket of a shuffle)
 //! ```
 //!
+//! Every control-plane call, task and shuffle read is authenticated on the cluster secret
+//! without sending it ([`auth`]).
+//!
 //! Generated from `proto/floe/v1/floe.proto` by build.rs into OUT_DIR. This crate depends on
 //! no other Floe crate. Both sides check [`PROTOCOL_VERSION`].
 
-#![allow(clippy::all, missing_docs)]
+pub mod auth;
 
 /// Version of the coordinator↔executor protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Generated messages and services of package `floe.v1`.
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("floe.v1");
 }

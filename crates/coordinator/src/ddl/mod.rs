@@ -118,7 +118,8 @@ const LOCATION_PROPERTIES: [&str; 3] = [
 ];
 
 /// The parts of a name, normalized as DataFusion does (unquoted parts lowercase), without a
-/// leading `floe.` catalog part.
+/// leading `floe.` catalog part. Every part is checked with [`check_name_part`]: schema and
+/// table names become folders of the warehouse.
 fn name_parts(name: &ObjectName) -> Result<Vec<String>> {
     let parts: Vec<String> = name
         .0
@@ -130,9 +131,40 @@ fn name_parts(name: &ObjectName) -> Result<Vec<String>> {
                     None => i.value.to_lowercase(),
                 })
                 .ok_or_else(|| invalid(format!("'{name}' is not a name")))
+                .and_then(|part| check_name_part(&part).map(|()| part))
         })
         .collect::<Result<_>>()?;
     Ok(parts)
+}
+
+/// Longest schema or table name, in bytes.
+const MAX_NAME_LEN: usize = 255;
+
+/// A schema or table name must be a name, not a path: it becomes a folder under the
+/// warehouse, and a location URL. No path separators, no `.` or `..`, no control characters,
+/// none of the characters a URL gives a meaning (`%`, `?`, `#`), at most 255 bytes.
+pub fn check_name_part(part: &str) -> Result<()> {
+    let shown: String = part.chars().take(64).flat_map(char::escape_debug).collect();
+    let bad = |why: &str| Err(invalid(format!("invalid name \"{shown}\": {why}")));
+    if part.is_empty() {
+        return bad("a name cannot be empty");
+    }
+    if part.len() > MAX_NAME_LEN {
+        return bad("a name is at most 255 bytes");
+    }
+    if part == "." || part == ".." {
+        return bad("'.' and '..' are not names");
+    }
+    if let Some(c) = part
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '/' | '\\' | '%' | '?' | '#'))
+    {
+        return bad(&format!(
+            "it contains {:?}, which cannot be part of a schema or table name",
+            c
+        ));
+    }
+    Ok(())
 }
 
 /// `ns.table` (or `table` in the default schema) as an Iceberg identifier.
