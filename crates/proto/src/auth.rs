@@ -214,7 +214,10 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(ClusterSecret::new("short").expect_err("too short"), WeakSecret);
+        assert_eq!(
+            ClusterSecret::new("short").expect_err("too short"),
+            WeakSecret
+        );
         assert!(ClusterSecret::new("   0123456789abcdef  ").is_ok());
     }
 }
