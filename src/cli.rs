@@ -230,6 +230,9 @@ pub struct StandaloneArgs {
     /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
     #[arg(long, env = "FLOE_READ_ONLY")]
     pub read_only: bool,
+    /// A query result its client leaves unread this long (ms) is dropped and its query stopped.
+    #[arg(long, env = "FLOE_RESULT_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub result_idle_timeout_ms: u64,
 }
 
 /// Flags of `floe coordinator`.
@@ -259,6 +262,9 @@ pub struct CoordinatorArgs {
     /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
     #[arg(long, env = "FLOE_READ_ONLY")]
     pub read_only: bool,
+    /// A query result its client leaves unread this long (ms) is dropped and its query stopped.
+    #[arg(long, env = "FLOE_RESULT_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub result_idle_timeout_ms: u64,
 }
 
 /// Flags of `floe executor`.
@@ -346,26 +352,6 @@ pub fn load_config_file_into_env(args: impl Iterator<Item = String>) -> Result<(
     Ok(())
 }
 
-fn coordinator_config(
-    catalog: CatalogSettings,
-    bind: SocketAddr,
-    heartbeat: Duration,
-    expiry: Duration,
-    secret: ClusterSecret,
-    memory_limit: usize,
-    read_only: bool,
-) -> CoordinatorConfig {
-    CoordinatorConfig {
-        bind,
-        catalog,
-        heartbeat_interval: heartbeat,
-        executor_expiry: expiry,
-        cluster_secret: secret,
-        memory_limit,
-        read_only,
-    }
-}
-
 /// Where an executor's data is: its storage settings and roots.
 struct ExecutorStorage {
     settings: StorageSettings,
@@ -403,17 +389,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             });
             // The in-process executors prove a secret made for this run alone.
             let secret = ClusterSecret::from_random(floe_executor::random_nonce());
-            let coordinator = floe_coordinator::start(coordinator_config(
-                settings.clone(),
-                SocketAddr::new(args.host, args.port),
-                Duration::from_millis(500),
+            let coordinator = floe_coordinator::start(CoordinatorConfig {
+                bind: SocketAddr::new(args.host, args.port),
+                catalog: settings.clone(),
+                heartbeat_interval: Duration::from_millis(500),
                 // Executors in this process die only with it; a long expiry keeps CPU-heavy
                 // work (which can delay the coordinator's heartbeat handling) from dropping them.
-                Duration::from_secs(60),
-                secret.clone(),
+                executor_expiry: Duration::from_secs(60),
+                cluster_secret: secret.clone(),
                 memory_limit,
-                args.read_only,
-            ))
+                read_only: args.read_only,
+                result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
+            })
             .await?;
             let url = format!("http://{}", coordinator.addr);
             let mut executors = Vec::new();
@@ -446,16 +433,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Coordinator(args) => {
             let secret = args.secret.secret()?;
             let settings = args.catalog.settings()?;
-            let coordinator = floe_coordinator::start(coordinator_config(
-                settings.clone(),
-                SocketAddr::new(args.host, args.port),
-                Duration::from_millis(args.heartbeat_ms),
-                Duration::from_millis(args.executor_expiry_ms),
-                secret,
-                args.memory_limit
+            let coordinator = floe_coordinator::start(CoordinatorConfig {
+                bind: SocketAddr::new(args.host, args.port),
+                catalog: settings.clone(),
+                heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+                executor_expiry: Duration::from_millis(args.executor_expiry_ms),
+                cluster_secret: secret,
+                memory_limit: args
+                    .memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
-                args.read_only,
-            ))
+                read_only: args.read_only,
+                result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
+            })
             .await?;
             announce(&coordinator.addr, &settings);
             tokio::select! {

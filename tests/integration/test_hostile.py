@@ -115,6 +115,8 @@ def embedded(tmp_path_factory):
                      "--executors", "2"])
     dep.coordinator.wait_for(floe_cluster.REGISTERED_RE, count=2, what="FLOE_EXECUTOR_REGISTERED")
     raw = Raw(dep.flight_port)
+    code, details, _ = raw.query("CREATE SCHEMA default")
+    assert code == grpc.StatusCode.OK, details
     code, details, _ = raw.query(
         "CREATE TABLE t AS SELECT * FROM (VALUES (1, 'a', 1.5), (2, 'b', 2.5), (3, NULL, 0.0)) AS v(k, s, x)")
     assert code == grpc.StatusCode.OK, details
@@ -362,3 +364,40 @@ def test_a_missing_manifest_is_data_loss_naming_it(embedded):
     assert code == grpc.StatusCode.DATA_LOSS, f"{code} {details}"
     assert any(m.name in details for m in manifests), details
     _alive(raw, "missing manifest")
+
+
+# ------------------------------------------------------------------ bad values, through ADBC
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1/0", "SELECT CAST('abc' AS INT)", "SELECT CAST(300 AS TINYINT)",
+                                 "SELECT CAST(s AS INT) FROM t", "SELECT $1 + 1"])
+def test_bad_values_are_the_clients_fault(embedded, sql):
+    """Division by zero, a failed cast, overflow and an unbound parameter are
+    INVALID_ARGUMENT (a ProgrammingError), never INTERNAL."""
+    from adbc_driver_manager import AdbcStatusCode, Error
+    from compare import fetch
+
+    dep, raw, _, _ = embedded
+    conn = dep.connect(timeout_s=60)
+    try:
+        with pytest.raises(Error) as info:
+            fetch(conn, sql)
+        assert info.value.status_code == AdbcStatusCode.INVALID_ARGUMENT, f"{sql}: {info.value}"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sql", ["SELECT upper('ß') AS u", "SELECT chr(0) AS c", "SELECT power(10, 400) AS p",
+                                 "SELECT k, s FROM t WHERE s IS NOT NULL ORDER BY k"])
+def test_flight_info_schema_equals_the_streamed_schema(embedded, sql):
+    """ADBC compares the FlightInfo's schema with the stream's and refuses a
+    mismatch ("endpoint 0 returned inconsistent schema")."""
+    from compare import fetch
+
+    dep, raw, _, _ = embedded
+    conn = dep.connect(timeout_s=60)
+    try:
+        t = fetch(conn, sql)
+        assert t.num_rows >= 1, sql
+    finally:
+        conn.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 
 import pyarrow.flight as flight
@@ -113,10 +114,25 @@ def test_a_client_deadline_stops_a_cross_join_everywhere(deployment, tpch_data):
     try:
         info = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(sql)))
         options = flight.FlightCallOptions(timeout=3)
+        busy: list[int] = []
+        watching = threading.Event()
+
+        def watch():
+            while not watching.is_set():
+                busy.append(sum(_running(deployment)))
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         t0 = time.monotonic()
-        with pytest.raises(flight.FlightTimedOutError):
-            client.do_get(info.endpoints[0].ticket, options).read_all()
-        gave_up = time.monotonic()
+        try:
+            with pytest.raises(flight.FlightTimedOutError):
+                client.do_get(info.endpoints[0].ticket, options).read_all()
+        finally:
+            gave_up = time.monotonic()
+            watching.set()
+            watcher.join(5)
+        assert max(busy, default=0) > 0, "no executor ran the cross join (the test would prove nothing)"
         assert gave_up - t0 < 10, "the deadline was not honoured by the client library"
     finally:
         client.close()
@@ -135,3 +151,35 @@ def test_a_client_deadline_stops_a_cross_join_everywhere(deployment, tpch_data):
         assert time.monotonic() - t0 < 5, "a small query waited behind the abandoned one"
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_an_abandoned_result_is_dropped_after_the_idle_timeout(seaweed, sql_data, workdir, tpch_data):
+    """A client that reads one batch and then stops reading (without cancelling or
+    closing) holds the query only until --result-idle-timeout-ms: then its tasks end on
+    every executor, and the stream, if read again, says why it ended."""
+    cfg = _config(seaweed, workdir)
+    cfg.storage_args = cfg.storage_args + ["--result-idle-timeout-ms", "2000"]
+    dep = floe_cluster.start_standalone("liveness_idle", cfg, workdir / "logs")
+    client = flight.connect(dep.uri)
+    try:
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(
+            statement_command("SELECT * FROM tpch.lineitem a, tpch.nation b")))
+        reader = client.do_get(info.endpoints[0].ticket)
+        assert reader.read_chunk().data.num_rows > 0
+        t0 = time.monotonic()
+        while not any(_running(dep)):
+            assert time.monotonic() - t0 < 10, "the query's tasks never ran"
+            time.sleep(0.05)
+        # Not read for the idle timeout (2 s): all idle within a second after it.
+        while any(running := _running(dep)):
+            assert time.monotonic() - t0 < 2 + 1 + 1, f"tasks still running {running} after the idle timeout"
+            time.sleep(0.1)
+        assert time.monotonic() - t0 >= 1.5, "the result was dropped before its idle timeout"
+        with pytest.raises(flight.FlightCancelledError) as err:
+            for _ in range(1_000_000):
+                reader.read_chunk()
+        assert "not read for" in str(err.value), str(err.value)
+    finally:
+        client.close()
+        dep.stop()

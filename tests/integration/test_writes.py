@@ -375,3 +375,40 @@ def test_writers_roll_files_at_the_target_size(w):
     # every file but each task's last reached the target before rolling; none is far past it
     assert sizes[-1] < 4 * target, sizes
     assert sum(1 for s in sizes if s >= target * 0.5) >= len(sizes) // 2, sizes
+
+
+def test_a_statement_runs_when_the_client_executes_it_and_once(w):
+    """`cursor.execute("CREATE …")` takes effect without reading the result (DBAPI,
+    JDBC and orchestrators expect execute to execute), and a ticket read twice
+    hands out the same count without running the statement again."""
+    import pyarrow.flight as flight
+
+    from floe_wire import statement_command
+
+    cur = w.conn.cursor()
+    try:
+        cur.execute(f"CREATE SCHEMA {NS}_exec")           # never fetched
+        cur.execute(f"CREATE TABLE {NS}_exec.t AS SELECT 1 AS k UNION ALL SELECT 2")  # never fetched
+        cur.execute(f"INSERT INTO {NS}_exec.t VALUES (3)")  # never fetched
+    finally:
+        cur.close()
+    table = w.catalog.load_table(f"{NS}_exec.t")
+    assert sorted(table.scan().to_arrow().column("k").to_pylist()) == [1, 2, 3]
+    snapshots = len(table.metadata.snapshots)
+
+    client = flight.connect(w.dep.uri)
+    try:
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(
+            statement_command(f"INSERT INTO {NS}_exec.t VALUES (4)")))
+        # Ran at GetFlightInfo, before any DoGet.
+        table = w.catalog.load_table(f"{NS}_exec.t")
+        assert len(table.metadata.snapshots) == snapshots + 1
+        first = client.do_get(info.endpoints[0].ticket).read_all()
+        second = client.do_get(info.endpoints[0].ticket).read_all()
+        assert first.column(0).to_pylist() == second.column(0).to_pylist() == [1]
+    finally:
+        client.close()
+    table = w.catalog.load_table(f"{NS}_exec.t")
+    assert len(table.metadata.snapshots) == snapshots + 1, "reading the ticket ran the INSERT again"
+    assert sorted(table.scan().to_arrow().column("k").to_pylist()) == [1, 2, 3, 4]
+    fetch(w.conn, f"DROP SCHEMA {NS}_exec CASCADE")

@@ -318,16 +318,35 @@ impl ExecutionPlan for IcebergScanExec {
                 .with_row_group_filtering_enabled(true)
                 .with_row_selection_enabled(true)
                 .build();
-            let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-            let result = reader
-                .read(task_stream)
-                .map_err(|e| iceberg_error(&table, e))?;
-            let scan_metrics = result.metrics().clone();
+            let scan_metrics: Arc<std::sync::Mutex<Vec<iceberg::arrow::ScanMetrics>>> =
+                Arc::default();
+            let opened = Arc::clone(&scan_metrics);
             let started = Instant::now();
-            let batches = result
-                .stream()
+            // One file at a time, so that an error names the file it came from (a corrupt or
+            // missing file is lost data the operator must find).
+            let batches = futures::stream::iter(tasks)
+                .then(move |task| {
+                    let reader = reader.clone();
+                    let opened = Arc::clone(&opened);
+                    let table = table.clone();
+                    async move {
+                        let path = task.data_file_path.clone();
+                        let one = futures::stream::iter([Ok(task)]).boxed();
+                        let result = reader.read(one).map_err(|e| file_error(&table, &path, e))?;
+                        opened
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(result.metrics().clone());
+                        Ok::<_, DataFusionError>(
+                            result
+                                .stream()
+                                .map_err(move |e| file_error(&table, &path, e)),
+                        )
+                    }
+                })
+                .try_flatten()
                 .map(move |item| {
-                    let batch = item.map_err(|e| iceberg_error(&table, e))?;
+                    let batch = item?;
                     rows.add(batch.num_rows());
                     conform(batch, &stream_schema)
                 })
@@ -367,7 +386,7 @@ struct FinishMetrics {
     bytes: Count,
     time: Time,
     n_files: usize,
-    scan_metrics: iceberg::arrow::ScanMetrics,
+    scan_metrics: Arc<std::sync::Mutex<Vec<iceberg::arrow::ScanMetrics>>>,
     started: Instant,
 }
 
@@ -375,7 +394,14 @@ impl FinishMetrics {
     fn record(&self) {
         if self.files.value() == 0 {
             self.files.add(self.n_files);
-            self.bytes.add(self.scan_metrics.bytes_read() as usize);
+            let read: u64 = self
+                .scan_metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|m| m.bytes_read())
+                .sum();
+            self.bytes.add(read as usize);
             self.time.add_duration(self.started.elapsed());
         }
     }
@@ -407,6 +433,14 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 
 /// An iceberg read error as a DataFusion error that keeps its class (missing object → data
 /// loss, unreachable store → unavailable) and names the table and object.
+/// An error reading one data file: names the table and the file.
+fn file_error(table: &str, path: &str, e: iceberg::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(CatalogError::from_iceberg(
+        &format!("reading table {table}, file {path}"),
+        e,
+    )))
+}
+
 fn iceberg_error(table: &str, e: iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(CatalogError::from_iceberg(
         &format!("reading table {table}"),

@@ -78,6 +78,7 @@ pub struct FloeFlightSql {
     engine: QueryEngine,
     runs: RunRegistry,
     results: crate::results::StoredResults,
+    idle_timeout: std::time::Duration,
 }
 
 impl FloeFlightSql {
@@ -87,7 +88,14 @@ impl FloeFlightSql {
             engine,
             runs: RunRegistry::default(),
             results: Default::default(),
+            idle_timeout: std::time::Duration::from_secs(300),
         }
+    }
+
+    /// Drop results their client leaves unread for `timeout` (and stop their queries).
+    pub fn with_result_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs when its
@@ -120,58 +128,55 @@ impl FloeFlightSql {
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        // The descriptor is not echoed: it repeats the statement the ticket already carries,
-        // and a large statement would then not fit a client's message limit.
-        let _ = descriptor;
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
-            .with_endpoint(endpoint);
+            .with_endpoint(endpoint)
+            .with_descriptor(echoed(descriptor));
         Ok(Response::new(info))
     }
 
-    /// Runs a planned write to its end, on its own task: once started, a write finishes (or
-    /// fails and cleans up after itself, e.g. a failed CTAS drops its new table) even if the
-    /// client goes away meanwhile, so a table is never left half-made.
+    /// Runs a planned write to its end (re-running it if an executor is lost before it
+    /// committed). A client that cancels or goes away meanwhile drops it: nothing is
+    /// committed (the commit is one atomic step at the end, and a CTAS whose insert does not
+    /// finish drops its new table).
     async fn run_write(
         &self,
         sql: String,
         params: Vec<ScalarValue>,
         planned: Planned,
     ) -> Result<Vec<RecordBatch>, Status> {
-        let engine = self.engine.clone();
-        let write = tokio::spawn(async move {
-            let declared = planned.schema();
-            let stream = engine.execute(planned).await?;
-            let mut retrying = RetryingQuery {
-                engine,
-                sql,
-                params,
-                stream: conform_schema(stream, declared),
-                sent_rows: false,
-                attempts: 1,
-            };
-            let mut batches = Vec::new();
-            while let Some(batch) = retrying.next().await {
-                batches.push(batch.map_err(status_from_datafusion)?);
-            }
-            Ok::<_, Status>(batches)
-        });
-        write
-            .await
-            .map_err(|e| Status::internal(format!("the statement's task failed: {e}")))?
+        let declared = planned.schema();
+        let stream = self.engine.execute(planned).await?;
+        let mut retrying = RetryingQuery {
+            engine: self.engine.clone(),
+            sql,
+            params,
+            stream: conform_schema(stream, declared),
+            sent_rows: false,
+            attempts: 1,
+        };
+        let mut batches = Vec::new();
+        while let Some(batch) = retrying.next().await {
+            batches.push(batch.map_err(status_from_datafusion)?);
+        }
+        Ok(batches)
     }
 
     async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
         if handle.stored_result {
             return self.stored(&handle);
         }
-        if !handle.run_id.is_empty() {
-            let run_id = handle.run_id.clone();
-            let stream = self.run_uncancellable(handle).await?.into_inner();
-            return Ok(Response::new(self.runs.track(&run_id, stream)?.boxed()));
-        }
-        self.run_uncancellable(handle).await
+        let run_id = handle.run_id.clone();
+        let stream = self.run_uncancellable(handle).await?.into_inner();
+        let stream = if run_id.is_empty() {
+            stream
+        } else {
+            self.runs.track(&run_id, stream)?.boxed()
+        };
+        Ok(Response::new(
+            crate::abandoned::drop_when_abandoned(stream, self.idle_timeout).boxed(),
+        ))
     }
 
     /// The result a write stored when it ran at GetFlightInfo.
@@ -287,6 +292,22 @@ impl FloeFlightSql {
             .list_namespaces(None)
             .await
             .map_err(|e| Status::unavailable(format!("listing namespaces: {e}")))
+    }
+}
+
+/// Largest command a FlightInfo echoes back in its descriptor.
+const MAX_ECHOED_COMMAND: usize = 64 * 1024;
+
+/// The descriptor a FlightInfo names. A large statement is not echoed (the ticket already
+/// carries it, and twice its size may not fit the client's message limit): its descriptor
+/// is a command descriptor with an empty command.
+fn echoed(descriptor: FlightDescriptor) -> FlightDescriptor {
+    if descriptor.cmd.len() + descriptor.path.iter().map(String::len).sum::<usize>()
+        <= MAX_ECHOED_COMMAND
+    {
+        descriptor
+    } else {
+        FlightDescriptor::new_cmd(Vec::<u8>::new())
     }
 }
 

@@ -14,6 +14,7 @@
 //!
 //! Flight SQL and the executors' control plane share one port.
 
+pub mod abandoned;
 pub mod cancel;
 pub mod ddl;
 pub mod error;
@@ -55,6 +56,8 @@ pub struct CoordinatorConfig {
     pub memory_limit: usize,
     /// Refuse INSERT and DDL: clients may only query.
     pub read_only: bool,
+    /// A result its client leaves unread this long is dropped and its query stopped.
+    pub result_idle_timeout: Duration,
 }
 
 /// A running coordinator.
@@ -114,12 +117,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
         .read_only(config.read_only)
         .with_metadata_swap(swap);
-    let flight = FlightServiceServer::new(flight_sql::FloeFlightSql::new(engine))
-        .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);
+    let flight = FlightServiceServer::new(
+        flight_sql::FloeFlightSql::new(engine).with_result_idle_timeout(config.result_idle_timeout),
+    )
+    .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);
     let (shutdown, mut stop) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
             .add_service(flight)
             .add_service(ControlPlaneServer::new(registry.clone()))
             .serve_with_incoming_shutdown(

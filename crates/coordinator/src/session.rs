@@ -239,6 +239,12 @@ impl QueryEngine {
         if !ddl::create_iceberg_table(&self.catalog, create).await? {
             return Ok(0);
         }
+        // Dropped before the insert finished (the client cancelled or went away): the new
+        // table goes again, so that no half-made table is left behind.
+        let mut guard = DropTableUnlessDone {
+            catalog: Arc::clone(&self.catalog),
+            table: Some(create.table.clone()),
+        };
         let insert = format!(
             "INSERT INTO \"{}\".\"{}\" {query}",
             create
@@ -249,10 +255,8 @@ impl QueryEngine {
             create.table.name().replace('"', "\"\"")
         );
         let result = self.run_insert(&insert).await;
-        if result.is_err() {
-            if let Err(e) = self.catalog.drop_table(&create.table).await {
-                tracing::warn!("could not drop {} after its CTAS failed: {e}", create.table);
-            }
+        if result.is_ok() {
+            guard.table = None;
         }
         result
     }
@@ -266,6 +270,33 @@ impl QueryEngine {
         let df = query.ctx.execute_logical_plan(query.plan).await?;
         let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
         Ok(sum_counts(&batches))
+    }
+}
+
+/// Drops a CTAS's new table when dropped while it still holds it (the insert failed or was
+/// cancelled).
+struct DropTableUnlessDone {
+    catalog: Arc<dyn Catalog>,
+    table: Option<iceberg::TableIdent>,
+}
+
+impl Drop for DropTableUnlessDone {
+    fn drop(&mut self) {
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        let catalog = Arc::clone(&self.catalog);
+        // The cleanup must outlive the cancelled statement that triggers it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = catalog.drop_table(&table).await {
+                        tracing::warn!("could not drop {table} after its CTAS did not finish: {e}");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("CTAS of {table} did not finish; its table is left"),
+        }
     }
 }
 

@@ -540,7 +540,10 @@ impl PhysicalOptimizerRule for PlanStages {
             next_stage: 0,
         };
         let (plan, placement) = cutter.place(plan)?;
-        cutter.gather(plan, placement)
+        // The coordinator's own share yields too (executors wrap their fragments' joins).
+        floe_executor::cooperative::yielding_joins_until(cutter.gather(plan, placement)?, &|node| {
+            node.as_any().is::<RemoteStageExec>() || node.as_any().is::<ShuffleExchangeExec>()
+        })
     }
 
     fn name(&self) -> &str {

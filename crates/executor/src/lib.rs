@@ -15,6 +15,7 @@
 //! secret, and runs only tasks MACed with the key of its registration (`floe_proto::auth`).
 
 pub mod codec;
+pub mod cooperative;
 pub mod registration;
 pub mod service;
 pub mod shuffle;
@@ -180,6 +181,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let (shutdown, mut stop) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(status::DecodeErrorsAreInvalidArgument)
             .add_service(service)
             .serve_with_incoming_shutdown(
                 // No Nagle: small messages (a query's plan, a batch) must not wait for an ACK.

@@ -244,6 +244,7 @@ impl ExecutorFlightService {
         let files = floe_proto::required(task.files, "TaskDefinition.files")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_paths(&plan, &files)?;
+        let plan = crate::cooperative::yielding_joins(plan).map_err(status_from_datafusion)?;
         let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
         let plan = with_task_inputs(
             plan,

@@ -200,6 +200,65 @@ fn status_of_catalog(e: &CatalogError) -> Status {
     }
 }
 
+/// A server layer that answers a request whose message does not decode with
+/// INVALID_ARGUMENT: tonic answers INTERNAL, which would call a client's garbage Floe's bug.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeErrorsAreInvalidArgument;
+
+impl<S> tower::Layer<S> for DecodeErrorsAreInvalidArgument {
+    type Service = DecodeErrorStatus<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeErrorStatus(inner)
+    }
+}
+
+/// The service [`DecodeErrorsAreInvalidArgument`] wraps.
+#[derive(Debug, Clone)]
+pub struct DecodeErrorStatus<S>(S);
+
+impl<S, B, R> tower::Service<http::Request<B>> for DecodeErrorStatus<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let headers = response.headers();
+            let internal = headers
+                .get("grpc-status")
+                .is_some_and(|code| code.as_bytes() == b"13");
+            let undecodable = headers
+                .get("grpc-message")
+                .map(|m| m.as_bytes())
+                .is_some_and(|m| {
+                    m.starts_with(b"failed to decode Protobuf message")
+                        || m.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+                });
+            if internal && undecodable {
+                response.headers_mut().insert(
+                    "grpc-status",
+                    http::HeaderValue::from_static("3"), // INVALID_ARGUMENT
+                );
+            }
+            Ok(response)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
