@@ -421,8 +421,11 @@ def test_second_executor_killed_during_rerun(cluster, tpch_data, request):
             print(f"\ndouble kill tries: {tries}")
             last = tries[-1]
             assert last["overlapped"], f"no second kill overlapped the query in {MAX_TRIES} tries: {tries}"
-            expected_reruns = sum(k["recovery"] == "rerun" for k in last["kills"])
-            assert last["reruns"] == expected_reruns, f"expected {expected_reruns} re-runs: {tries}"
+            # Each loss that broke a running stream re-runs the query, unless both losses hit
+            # the same attempt (the second kill can land before the re-run starts).
+            rerun_kills = sum(k["recovery"] == "rerun" for k in last["kills"])
+            assert min(rerun_kills, 1) <= last["reruns"] <= rerun_kills, \
+                f"expected 1..{rerun_kills} re-runs: {tries}"
             assert len(c.live) == 1 and not c.loss_lines(c.live[0].id), c.loss_lines()
             _check_tpch(conn, tpch_data, n, "q18 on the last executor")
         finally:

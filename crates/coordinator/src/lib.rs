@@ -9,8 +9,13 @@
 //!                 stages::PlanStages cuts the plan into stages (hash shuffles, broadcasts, gathers)
 //!                                                     ▼
 //!  executors ◀──DoGet(task)── remote::RemoteStageExec ──▶ batches (or a write's commit) ──▶ client
-//!  executors ──Register/Heartbeat──▶ registry::ExecutorRegistry
+//!  executors ──Challenge/Register/Heartbeat──▶ registry::ExecutorRegistry (proof of the
+//!                                               cluster secret; session key per registration)
 //! ```
+//!
+//! Guards on what a client can make the coordinator do: `limits` (statement size and depth,
+//! planning on a large stack), `results` (writes run when executed; their counts are stored for
+//! the ticket), `abandoned` (a result nobody reads is dropped), `cancel`.
 //!
 //! Flight SQL and the executors' control plane share one port.
 

@@ -308,11 +308,16 @@ impl ExecutorFlightService {
         );
         let produced = futures::stream::once(async move {
             let _guard = guard;
-            let _buckets = buckets_guard;
-            let produced = shuffle::produce(batches, split, senders)
-                .await
-                .map_err(status_from_datafusion)?;
-            Ok(report.trailer(produced.rows, produced.bytes))
+            match shuffle::produce(batches, split, senders).await {
+                Ok(produced) => {
+                    drop(buckets_guard);
+                    Ok(report.trailer(produced.rows, produced.bytes))
+                }
+                Err(e) => {
+                    buckets_guard.linger();
+                    Err(status_from_datafusion(e))
+                }
+            }
         });
         Ok(produced.boxed())
     }

@@ -16,6 +16,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -87,6 +88,25 @@ impl Drop for BucketsGuard {
         for key in &self.keys {
             buckets.remove(key);
         }
+    }
+}
+
+/// How long the unclaimed buckets of a failed producer stay, holding its error for the
+/// consumers that have not come for them yet.
+const FAILED_BUCKETS_LINGER: Duration = Duration::from_secs(30);
+
+impl BucketsGuard {
+    /// The producer failed: its unclaimed buckets (each ending with the producer's error)
+    /// stay for a while, so that a consumer that comes late learns the real cause (a missing
+    /// file, say) rather than that the bucket is gone.
+    pub fn linger(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(FAILED_BUCKETS_LINGER).await;
+            drop(self);
+        });
     }
 }
 
