@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine: installs the Python packages the integration tests
 # need (SeaweedFS, pyiceberg, the ADBC Flight SQL driver, DuckDB) into .venv and, when missing,
 # the PostgreSQL server binaries from Debian's packages; builds Floe, then
-# runs the Rust tests and the integration tests (real S3 server, real catalogs, real clients).
+# runs the Rust tests, bounded fuzz runs (cargo-fuzz from crates.io when missing) and the
+# integration tests (real S3 server, real catalogs, real clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,18 @@ cargo build --workspace --locked
 
 echo "== Rust tests"
 cargo test --workspace --locked
+
+echo "== fuzz smoke runs (cargo fuzz, corpus in fuzz/corpus)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+# Stable toolchain: no sanitizer (that needs nightly), coverage-guided all the same.
+FUZZ_SECONDS="${FLOE_FUZZ_SECONDS:-30}"
+for target in decode_ticket check_sql; do
+  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$HOME/.cache/floe-fuzz-target" \
+    cargo fuzz run "$target" --dev --sanitizer none -- -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+      -rss_limit_mb=4096 2>&1 | tail -n 3)
+done
 
 echo "== integration tests"
 export FLOE_BIN="$CARGO_TARGET_DIR/debug/floe"

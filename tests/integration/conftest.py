@@ -103,12 +103,7 @@ def datasets_by_kind(request) -> dict:
 
 
 def _sql_catalog_config(seaweed, workdir) -> floe_cluster.CatalogConfig:
-    return floe_cluster.CatalogConfig(
-        warehouse=seaweed.sql_warehouse,
-        kind="sql",
-        catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args(),
-    )
+    return floe_cluster.sql_catalog_config(seaweed, workdir)
 
 
 def _rest_catalog_config(seaweed) -> floe_cluster.CatalogConfig:

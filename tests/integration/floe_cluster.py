@@ -240,6 +240,18 @@ class CatalogConfig:
         return ["--warehouse", self.warehouse] + list(self.storage_args)
 
 
+def sql_catalog_config(seaweed, workdir: Path) -> CatalogConfig:
+    """The session's SQLite SQL catalog over SeaweedFS, as Floe's flags."""
+    import catalogs
+
+    return CatalogConfig(
+        warehouse=seaweed.sql_warehouse,
+        kind="sql",
+        catalog_uri=catalogs.floe_sqlite_uri(workdir),
+        storage_args=seaweed.floe_storage_args(),
+    )
+
+
 # The secret every test cluster's coordinator and executors share (passed in the
 # environment, as the README recommends, never on the command line).
 CLUSTER_SECRET = "floe-test-cluster-secret-3b9e51c2"

@@ -24,7 +24,6 @@ import time
 import pytest
 from adbc_driver_manager import Error
 
-import catalogs
 import floe_cluster
 from compare import assert_same, fetch, plan_text
 
@@ -48,12 +47,7 @@ _counter = itertools.count(1)
 @pytest.fixture
 def own_cluster(seaweed, sql_data, workdir):
     floe_cluster.floe_bin()
-    cfg = floe_cluster.CatalogConfig(
-        warehouse=seaweed.sql_warehouse,
-        kind="sql",
-        catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args(),
-    )
+    cfg = floe_cluster.sql_catalog_config(seaweed, workdir)
     dep = floe_cluster.start_cluster(f"membership{next(_counter)}", cfg, workdir / "logs")
     try:
         yield dep

@@ -63,7 +63,6 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-import catalogs
 import floe_cluster
 import test_tpch as tpch_mod
 from compare import assert_close, fetch, scalar
@@ -209,12 +208,7 @@ class Cluster:
 @pytest.fixture
 def cluster(seaweed, sql_data, workdir, tpch_data):
     floe_cluster.floe_bin()
-    cfg = floe_cluster.CatalogConfig(
-        warehouse=seaweed.sql_warehouse,
-        kind="sql",
-        catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args(),
-    )
+    cfg = floe_cluster.sql_catalog_config(seaweed, workdir)
     dep = floe_cluster.start_cluster(f"failures{next(_counter)}", cfg, workdir / "logs")
     c = Cluster(dep)
     try:

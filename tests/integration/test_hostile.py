@@ -401,3 +401,18 @@ def test_flight_info_schema_equals_the_streamed_schema(embedded, sql):
         assert t.num_rows >= 1, sql
     finally:
         conn.close()
+
+
+def test_an_8_mib_statement_through_adbc(embedded):
+    """ADBC prepares, then asks for the FlightInfo: the statement travels in the handle and
+    the ticket once each (a FlightInfo does not echo a large command), within the driver's
+    message limit."""
+    from compare import fetch
+
+    dep, _, _, _ = embedded
+    conn = dep.connect(timeout_s=120)
+    try:
+        t = fetch(conn, "SELECT length('" + "x" * (8 << 20) + "') AS n")
+        assert t.column(0).to_pylist() == [8 << 20]
+    finally:
+        conn.close()

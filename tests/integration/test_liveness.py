@@ -25,7 +25,6 @@ import time
 import pyarrow.flight as flight
 import pytest
 
-import catalogs
 import floe_cluster
 import test_tpch as tpch_mod
 from compare import assert_close, fetch
@@ -47,20 +46,11 @@ def tpch_data(sql_data, tmp_path_factory):
         data.duck.close()
 
 
-def _config(seaweed, workdir) -> floe_cluster.CatalogConfig:
-    return floe_cluster.CatalogConfig(
-        warehouse=seaweed.sql_warehouse,
-        kind="sql",
-        catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args(),
-    )
-
-
 @pytest.fixture(scope="module", params=["standalone", "cluster"])
 def deployment(request, seaweed, sql_data, workdir, tpch_data):
     floe_cluster.floe_bin()
     start = floe_cluster.start_standalone if request.param == "standalone" else floe_cluster.start_cluster
-    dep = start(f"liveness_{request.param}", _config(seaweed, workdir), workdir / "logs")
+    dep = start(f"liveness_{request.param}", floe_cluster.sql_catalog_config(seaweed, workdir), workdir / "logs")
     try:
         yield dep
     finally:
@@ -158,7 +148,7 @@ def test_an_abandoned_result_is_dropped_after_the_idle_timeout(seaweed, sql_data
     """A client that reads one batch and then stops reading (without cancelling or
     closing) holds the query only until --result-idle-timeout-ms: then its tasks end on
     every executor, and the stream, if read again, says why it ended."""
-    cfg = _config(seaweed, workdir)
+    cfg = floe_cluster.sql_catalog_config(seaweed, workdir)
     cfg.storage_args = cfg.storage_args + ["--result-idle-timeout-ms", "2000"]
     dep = floe_cluster.start_standalone("liveness_idle", cfg, workdir / "logs")
     client = flight.connect(dep.uri)

@@ -26,7 +26,6 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
-import catalogs
 import floe_cluster
 import floe_wire as w
 from compare import fetch, rows
@@ -39,12 +38,7 @@ QUERY = ("SELECT a.account_id % 7 AS k, count(*) AS n FROM demo.accounts a "
 @pytest.fixture
 def own_cluster(seaweed, sql_data, workdir):
     floe_cluster.floe_bin()
-    cfg = floe_cluster.CatalogConfig(
-        warehouse=seaweed.sql_warehouse,
-        kind="sql",
-        catalog_uri=catalogs.floe_sqlite_uri(workdir),
-        storage_args=seaweed.floe_storage_args(),
-    )
+    cfg = floe_cluster.sql_catalog_config(seaweed, workdir)
     dep = floe_cluster.start_cluster(f"rogue{time.monotonic_ns()}", cfg, workdir / "logs")
     try:
         yield dep

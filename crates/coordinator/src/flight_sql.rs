@@ -1,19 +1,18 @@
-//! The front door: Arrow Flight SQL on arrow-flight's `FlightSqlService`.
+//! The front door: Arrow Flight SQL on arrow-flight's `FlightSqlService`, a protocol adapter.
 //!
 //! Statement and prepared-statement handles are self-contained ([`StatementHandle`]: the SQL
-//! and any bound parameters), so the coordinator keeps no per-client state and any
-//! coordinator replica can serve a ticket. `GetFlightInfo` plans the query to learn its
-//! schema; `DoGet` plans and runs it, streaming batches as the executors produce them.
+//! and any bound parameters), so the coordinator keeps no per-client state for queries.
+//! `GetFlightInfo` plans a query to learn its schema and `DoGet` plans and runs it, streaming
+//! batches as the executors produce them (`statements`). A write (INSERT, CTAS, DDL) runs at
+//! `GetFlightInfo` — when the client executes it — and its ticket reads the stored count
+//! (`results`). Handles, parameters and small answers are encoded in `handles`.
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -27,10 +26,8 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::scalar::ScalarValue;
@@ -42,16 +39,21 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use iceberg::TableIdent;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, info_span, Instrument};
+use tracing::info;
 
 use crate::cancel::{Cancelled, RunRegistry};
-use crate::error::CoordinatorError;
 
 /// The Flight action type of `CancelFlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+use crate::handles::{
+    decode_handle, decode_parameters, echoed, encode_parameters, one_batch, parameter_batches,
+    schema_ipc,
+};
 use crate::session::{Planned, QueryEngine};
+use crate::statements::{conform_schema, encode_stream, start_query, RetryingQuery};
 
-type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+pub(crate) type FlightDataStream =
+    Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
 static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     let mut builder = SqlInfoDataBuilder::new();
@@ -293,208 +295,6 @@ impl FloeFlightSql {
             .await
             .map_err(|e| Status::unavailable(format!("listing namespaces: {e}")))
     }
-}
-
-/// Largest command a FlightInfo echoes back in its descriptor.
-const MAX_ECHOED_COMMAND: usize = 64 * 1024;
-
-/// The descriptor a FlightInfo names. A large statement is not echoed (the ticket already
-/// carries it, and twice its size may not fit the client's message limit): its descriptor
-/// is a command descriptor with an empty command.
-fn echoed(descriptor: FlightDescriptor) -> FlightDescriptor {
-    if descriptor.cmd.len() + descriptor.path.iter().map(String::len).sum::<usize>()
-        <= MAX_ECHOED_COMMAND
-    {
-        descriptor
-    } else {
-        FlightDescriptor::new_cmd(Vec::<u8>::new())
-    }
-}
-
-/// Plans and starts one run of a query.
-async fn start_query(
-    engine: QueryEngine,
-    sql: String,
-    params: Vec<ScalarValue>,
-) -> Result<SendableRecordBatchStream, CoordinatorError> {
-    let query_id = uuid::Uuid::new_v4().to_string();
-    let span = info_span!("query", query_id = %query_id);
-    async {
-        info!(sql = %sql, "running query");
-        let planned = engine.plan(&query_id, &sql, params).await?;
-        let declared = planned.schema();
-        Ok(conform_schema(engine.execute(planned).await?, declared))
-    }
-    .instrument(span)
-    .await
-}
-
-/// How many times a query runs before an executor loss fails it.
-const MAX_QUERY_ATTEMPTS: usize = 3;
-
-/// A query that runs again from the start when an executor is lost before any row reached the
-/// client (aggregations, sorts and joins emit nothing until their inputs are complete, so they
-/// survive an executor dying mid-query). Once rows were sent, a loss fails the query: running
-/// again could send rows twice.
-struct RetryingQuery {
-    engine: QueryEngine,
-    sql: String,
-    params: Vec<ScalarValue>,
-    stream: SendableRecordBatchStream,
-    sent_rows: bool,
-    attempts: usize,
-}
-
-impl RetryingQuery {
-    async fn next(&mut self) -> Option<datafusion::common::Result<RecordBatch>> {
-        loop {
-            match self.stream.next().await? {
-                Ok(batch) => {
-                    self.sent_rows |= batch.num_rows() > 0;
-                    return Some(Ok(batch));
-                }
-                Err(e)
-                    if floe_executor::status::is_executor_lost(&e)
-                        && !self.sent_rows
-                        && self.attempts < MAX_QUERY_ATTEMPTS =>
-                {
-                    self.attempts += 1;
-                    tracing::warn!(attempt = self.attempts, "running the query again: {e}");
-                    match start_query(self.engine.clone(), self.sql.clone(), self.params.clone())
-                        .await
-                    {
-                        Ok(stream) => self.stream = stream,
-                        Err(e) => {
-                            return Some(Err(DataFusionError::External(Box::new(Status::from(e)))))
-                        }
-                    }
-                }
-                Err(e) if floe_executor::status::is_executor_lost(&e) => {
-                    let why = if self.sent_rows {
-                        "rows were already sent to the client"
-                    } else {
-                        "no attempts left"
-                    };
-                    return Some(Err(DataFusionError::Context(
-                        format!("query failed after {} attempt(s) ({why})", self.attempts),
-                        Box::new(e),
-                    )));
-                }
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-/// `stream` with the schema the statement declared when it was planned (what GetFlightInfo
-/// and prepared statements told the client). The physical plan may know more, e.g. that a
-/// folded constant is never null; a client that compares the two (ADBC does) must see the
-/// same schema in the FlightInfo and in the stream.
-fn conform_schema(
-    stream: SendableRecordBatchStream,
-    declared: SchemaRef,
-) -> SendableRecordBatchStream {
-    if stream.schema() == declared {
-        return stream;
-    }
-    let target = Arc::clone(&declared);
-    let batches = stream.map(move |batch| {
-        let batch = batch?;
-        RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec()).map_err(|e| {
-            DataFusionError::Internal(format!(
-                "a result batch does not fit the statement's declared schema: {e}"
-            ))
-        })
-    });
-    Box::pin(RecordBatchStreamAdapter::new(declared, batches))
-}
-
-/// DataFusion batches → Flight data, errors as precise statuses.
-fn encode_stream(
-    stream: SendableRecordBatchStream,
-) -> impl Stream<Item = Result<FlightData, Status>> + Send {
-    let schema = stream.schema();
-    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
-        .map_err(Status::from)
-}
-
-fn one_batch<E: std::fmt::Display>(
-    schema: SchemaRef,
-    batch: Result<RecordBatch, E>,
-) -> Result<Response<FlightDataStream>, Status> {
-    let batch = batch.map_err(|e| Status::internal(format!("building metadata result: {e}")))?;
-    let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(futures::stream::once(async move { Ok(batch) }))
-        .map_err(Status::from);
-    Ok(Response::new(stream.boxed()))
-}
-
-fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
-    StatementHandle::decode(bytes)
-        .map_err(|e| Status::invalid_argument(format!("not a Floe statement handle: {e}")))
-}
-
-/// Bound parameters: a one-row Arrow IPC stream → one scalar per column.
-fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
-    if bytes.is_empty() {
-        return Ok(vec![]);
-    }
-    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| {
-        Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
-    })?;
-    let mut values = Vec::new();
-    for batch in reader {
-        let batch =
-            batch.map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        for column in batch.columns() {
-            values.push(
-                ScalarValue::try_from_array(column, 0)
-                    .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))?,
-            );
-        }
-        break;
-    }
-    Ok(values)
-}
-
-/// The parameter batches a client sent with a DoPut.
-async fn parameter_batches(
-    request: Request<PeekableFlightDataStream>,
-) -> Result<Vec<RecordBatch>, Status> {
-    let stream = request.into_inner().map_err(FlightError::from);
-    FlightRecordBatchStream::new_from_flight_data(stream)
-        .try_collect()
-        .await
-        .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))
-}
-
-fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
-    let mut out = Vec::new();
-    {
-        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-        writer
-            .write(&batch.slice(0, 1))
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-        writer
-            .finish()
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-    }
-    Ok(out)
-}
-
-fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
-    Ok(bytes)
 }
 
 #[tonic::async_trait]

@@ -24,12 +24,14 @@ pub mod cancel;
 pub mod ddl;
 pub mod error;
 pub mod flight_sql;
+mod handles;
 pub mod limits;
 pub mod registry;
 pub mod remote;
 pub mod results;
 pub mod session;
 pub mod stages;
+mod statements;
 
 use std::net::SocketAddr;
 use std::time::Duration;

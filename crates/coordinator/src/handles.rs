@@ -1,0 +1,110 @@
+//! Flight SQL's handles and messages as Floe fills them: statement handles, bound parameters
+//! (Arrow IPC), schemas, the descriptor a FlightInfo echoes, one-batch answers.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::{FlightDescriptor, IpcMessage, SchemaAsIpc};
+use datafusion::scalar::ScalarValue;
+use floe_proto::StatementHandle;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::flight_sql::FlightDataStream;
+
+/// Largest command a FlightInfo echoes back in its descriptor.
+const MAX_ECHOED_COMMAND: usize = 64 * 1024;
+
+/// The descriptor a FlightInfo names. A large statement is not echoed (the ticket already
+/// carries it, and twice its size may not fit the client's message limit): its descriptor
+/// is a command descriptor with an empty command.
+pub(crate) fn echoed(descriptor: FlightDescriptor) -> FlightDescriptor {
+    if descriptor.cmd.len() + descriptor.path.iter().map(String::len).sum::<usize>()
+        <= MAX_ECHOED_COMMAND
+    {
+        descriptor
+    } else {
+        FlightDescriptor::new_cmd(Vec::<u8>::new())
+    }
+}
+
+pub(crate) fn one_batch<E: std::fmt::Display>(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<FlightDataStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building metadata result: {e}")))?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(Status::from);
+    Ok(Response::new(stream.boxed()))
+}
+
+pub(crate) fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
+    StatementHandle::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("not a Floe statement handle: {e}")))
+}
+
+/// Bound parameters: a one-row Arrow IPC stream → one scalar per column.
+pub(crate) fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
+    if bytes.is_empty() {
+        return Ok(vec![]);
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| {
+        Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
+    })?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        for column in batch.columns() {
+            values.push(
+                ScalarValue::try_from_array(column, 0)
+                    .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))?,
+            );
+        }
+        break;
+    }
+    Ok(values)
+}
+
+/// The parameter batches a client sent with a DoPut.
+pub(crate) async fn parameter_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<RecordBatch>, Status> {
+    let stream = request.into_inner().map_err(FlightError::from);
+    FlightRecordBatchStream::new_from_flight_data(stream)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))
+}
+
+pub(crate) fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
+    let mut out = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+        writer
+            .write(&batch.slice(0, 1))
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+        writer
+            .finish()
+            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
+    Ok(bytes)
+}

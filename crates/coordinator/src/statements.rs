@@ -1,0 +1,132 @@
+//! Running a statement: planning it, starting it on the cluster, and running it again from the
+//! start when an executor is lost before any row reached the client; its output with the schema
+//! the client was told, encoded as Flight data.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::FlightData;
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::scalar::ScalarValue;
+use floe_executor::status::status_from_datafusion;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::Status;
+use tracing::{info, info_span, Instrument};
+
+use crate::error::CoordinatorError;
+use crate::session::QueryEngine;
+
+/// Plans and starts one run of a query.
+pub(crate) async fn start_query(
+    engine: QueryEngine,
+    sql: String,
+    params: Vec<ScalarValue>,
+) -> Result<SendableRecordBatchStream, CoordinatorError> {
+    let query_id = uuid::Uuid::new_v4().to_string();
+    let span = info_span!("query", query_id = %query_id);
+    async {
+        info!(sql = %sql, "running query");
+        let planned = engine.plan(&query_id, &sql, params).await?;
+        let declared = planned.schema();
+        Ok(conform_schema(engine.execute(planned).await?, declared))
+    }
+    .instrument(span)
+    .await
+}
+
+/// How many times a query runs before an executor loss fails it.
+const MAX_QUERY_ATTEMPTS: usize = 3;
+
+/// A query that runs again from the start when an executor is lost before any row reached the
+/// client (aggregations, sorts and joins emit nothing until their inputs are complete, so they
+/// survive an executor dying mid-query). Once rows were sent, a loss fails the query: running
+/// again could send rows twice.
+pub(crate) struct RetryingQuery {
+    pub(crate) engine: QueryEngine,
+    pub(crate) sql: String,
+    pub(crate) params: Vec<ScalarValue>,
+    pub(crate) stream: SendableRecordBatchStream,
+    pub(crate) sent_rows: bool,
+    pub(crate) attempts: usize,
+}
+
+impl RetryingQuery {
+    pub(crate) async fn next(&mut self) -> Option<datafusion::common::Result<RecordBatch>> {
+        loop {
+            match self.stream.next().await? {
+                Ok(batch) => {
+                    self.sent_rows |= batch.num_rows() > 0;
+                    return Some(Ok(batch));
+                }
+                Err(e)
+                    if floe_executor::status::is_executor_lost(&e)
+                        && !self.sent_rows
+                        && self.attempts < MAX_QUERY_ATTEMPTS =>
+                {
+                    self.attempts += 1;
+                    tracing::warn!(attempt = self.attempts, "running the query again: {e}");
+                    match start_query(self.engine.clone(), self.sql.clone(), self.params.clone())
+                        .await
+                    {
+                        Ok(stream) => self.stream = stream,
+                        Err(e) => {
+                            return Some(Err(DataFusionError::External(Box::new(Status::from(e)))))
+                        }
+                    }
+                }
+                Err(e) if floe_executor::status::is_executor_lost(&e) => {
+                    let why = if self.sent_rows {
+                        "rows were already sent to the client"
+                    } else {
+                        "no attempts left"
+                    };
+                    return Some(Err(DataFusionError::Context(
+                        format!("query failed after {} attempt(s) ({why})", self.attempts),
+                        Box::new(e),
+                    )));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// `stream` with the schema the statement declared when it was planned (what GetFlightInfo
+/// and prepared statements told the client). The physical plan may know more, e.g. that a
+/// folded constant is never null; a client that compares the two (ADBC does) must see the
+/// same schema in the FlightInfo and in the stream.
+pub(crate) fn conform_schema(
+    stream: SendableRecordBatchStream,
+    declared: SchemaRef,
+) -> SendableRecordBatchStream {
+    if stream.schema() == declared {
+        return stream;
+    }
+    let target = Arc::clone(&declared);
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec()).map_err(|e| {
+            DataFusionError::Internal(format!(
+                "a result batch does not fit the statement's declared schema: {e}"
+            ))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(declared, batches))
+}
+
+/// DataFusion batches → Flight data, errors as precise statuses.
+pub(crate) fn encode_stream(
+    stream: SendableRecordBatchStream,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send {
+    let schema = stream.schema();
+    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from)
+}
