@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((rest, _items)) = take_partitioned_by(sql) else {
         return;
     };
-    let Ok(mut parser) = DFParserBuilder::new(&rest).with_recursion_limit(50).build() else {
+    let Ok(mut parser) = DFParserBuilder::new(rest.as_str()).with_recursion_limit(50).build() else {
         return;
     };
     let Ok(statements) = parser.parse_statements() else {
