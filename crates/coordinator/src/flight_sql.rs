@@ -100,6 +100,21 @@ impl FloeFlightSql {
         self
     }
 
+    /// Plans a statement under a fresh query id (a write then runs this very plan, whose
+    /// stages are named by it); returns its bound parameters too.
+    async fn plan_to_run(
+        &self,
+        handle: &StatementHandle,
+    ) -> Result<(Vec<ScalarValue>, Planned), Status> {
+        let params = decode_parameters(&handle.parameters)?;
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let planned = self
+            .engine
+            .plan(&query_id, &handle.sql, params.clone())
+            .await?;
+        Ok((params, planned))
+    }
+
     /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs when its
     /// ticket is read. A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
     /// a client that executes a statement and never reads its result still changed the table,
@@ -110,13 +125,7 @@ impl FloeFlightSql {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
-        let params = decode_parameters(&handle.parameters)?;
-        // A fresh query id: a write runs this very plan (its stages are named by it).
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let planned = self
-            .engine
-            .plan(&query_id, &handle.sql, params.clone())
-            .await?;
+        let (params, planned) = self.plan_to_run(&handle).await?;
         let schema = planned.schema().as_ref().clone();
         if planned.is_write() {
             let batches = self.run_write(handle.sql.clone(), params, planned).await?;
@@ -204,12 +213,7 @@ impl FloeFlightSql {
 
     /// Runs a statement to its end and adds up the rows its count batches report.
     async fn update(&self, handle: StatementHandle) -> Result<i64, Status> {
-        let params = decode_parameters(&handle.parameters)?;
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let planned = self
-            .engine
-            .plan(&query_id, &handle.sql, params.clone())
-            .await?;
+        let (params, planned) = self.plan_to_run(&handle).await?;
         let batches = self.run_write(handle.sql, params, planned).await?;
         Ok(crate::session::sum_counts(&batches) as i64)
     }
