@@ -43,7 +43,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 # Stable toolchain: no sanitizer (that needs nightly), coverage-guided all the same.
 FUZZ_SECONDS="${FLOE_FUZZ_SECONDS:-30}"
-for target in decode_ticket check_sql; do
+for target in decode_ticket check_sql plan_sql; do
   (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$HOME/.cache/floe-fuzz-target" \
     cargo fuzz run "$target" --dev --sanitizer none -- -max_total_time="$FUZZ_SECONDS" -timeout=10 \
       -rss_limit_mb=4096 2>&1 | tail -n 3)

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok((rest, _items)) = take_partitioned_by(sql) else {
         return;
     };
-    let Ok(mut parser) = DFParserBuilder::new(rest.as_str()).with_recursion_limit(50).build() else {
+    let Ok(mut parser) = DFParserBuilder::new(rest.as_str())
+        .with_recursion_limit(50)
+        .build()
+    else {
         return;
     };
     let Ok(statements) = parser.parse_statements() else {
@@ -44,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
             if check_name_part(&ident.value).is_ok() {
                 let v = &ident.value;
                 assert!(
-                    !v.contains('/') && !v.contains('\\') && v != ".." && v != "." && !v.contains('%'),
+                    !v.contains('/')
+                        && !v.contains('\\')
+                        && v != ".."
+                        && v != "."
+                        && !v.contains('%'),
                     "a path passed as a name: {v:?}"
                 );
             }

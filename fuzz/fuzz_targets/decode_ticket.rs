@@ -1,11 +1,13 @@
 //! Whatever bytes arrive as a DoGet ticket, a control-plane request or a statement handle:
-//! decoding and MAC checking never panic.
+//! decoding and MAC checking never panic, nor does decoding the Arrow IPC parameters a handle
+//! carries.
 #![no_main]
 
+use floe_coordinator::handles::decode_parameters;
 use floe_proto::auth::{self, ClusterSecret};
 use floe_proto::{
-    floe_ticket::Kind, FloeTicket, HeartbeatRequest, RegisterRequest, ShuffleRead,
-    StatementHandle, TaskDefinition,
+    floe_ticket::Kind, FloeTicket, HeartbeatRequest, RegisterRequest, ShuffleRead, StatementHandle,
+    TaskDefinition,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -33,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
             None => {}
         }
     }
-    let _ = StatementHandle::decode(data);
+    if let Ok(handle) = StatementHandle::decode(data) {
+        let _ = decode_parameters(&handle.parameters);
+    }
+    let _ = decode_parameters(data);
     if let Ok(register) = RegisterRequest::decode(data) {
         let proof = secret.register_proof(
             &register.coordinator_nonce,

@@ -387,6 +387,40 @@ def test_bad_values_are_the_clients_fault(embedded, sql):
         conn.close()
 
 
+def test_integer_overflow_fails_instead_of_wrapping(embedded):
+    """`+`, `-`, `*` and unary `-` on integers fail with INVALID_ARGUMENT naming the overflow
+    (as Trino and PostgreSQL do) instead of wrapping around: in constants planned on the
+    coordinator and on columns computed by the executors alike. Arithmetic that fits keeps its
+    value and its column name."""
+    from adbc_driver_manager import AdbcStatusCode, Error
+    from compare import fetch
+
+    dep, raw, _, _ = embedded
+    code, details, _ = raw.query(
+        "CREATE TABLE edges AS SELECT * FROM (VALUES (CAST(9223372036854775807 AS BIGINT), CAST(2147483647 AS INT)),"
+        " (CAST(-9223372036854775807 AS BIGINT) - 1, CAST(-2147483648 AS INT)),"
+        " (CAST(0 AS BIGINT), CAST(0 AS INT))) AS v(big, small)")
+    assert code == grpc.StatusCode.OK, details
+    conn = dep.connect(timeout_s=60)
+    try:
+        for sql in ["SELECT 9223372036854775807 + 1", "SELECT CAST(-9223372036854775807 AS BIGINT) - 2",
+                    "SELECT 4611686018427387904 * 2", "SELECT big + 1 FROM edges",
+                    "SELECT big * 3 FROM edges WHERE big <> 0", "SELECT -big FROM edges",
+                    "SELECT small + small FROM edges", "SELECT sum(big - 1) FROM edges WHERE big < 0"]:
+            with pytest.raises(Error) as info:
+                fetch(conn, sql)
+            assert info.value.status_code == AdbcStatusCode.INVALID_ARGUMENT, f"{sql}: {info.value}"
+            assert "overflow" in str(info.value).lower(), f"{sql}: {info.value}"
+        t = fetch(conn, "SELECT big - 1, small + 0, -small + -1, big * 1 AS same FROM edges WHERE big > 0")
+        assert [c.to_pylist() for c in t.columns] == [[9223372036854775806], [2147483647], [-2147483648],
+                                                      [9223372036854775807]], t
+        assert all("checked" not in name for name in t.column_names), t.column_names
+        assert t.column_names[3] == "same", t.column_names
+    finally:
+        conn.close()
+    _alive(raw, "integer overflow")
+
+
 @pytest.mark.parametrize("sql", ["SELECT upper('ß') AS u", "SELECT chr(0) AS c", "SELECT power(10, 400) AS p",
                                  "SELECT k, s FROM t WHERE s IS NOT NULL ORDER BY k"])
 def test_flight_info_schema_equals_the_streamed_schema(embedded, sql):

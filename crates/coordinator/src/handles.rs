@@ -51,29 +51,24 @@ pub(crate) fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
 }
 
 /// Bound parameters: a one-row Arrow IPC stream → one scalar per column.
-pub(crate) fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
+pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
     if bytes.is_empty() {
         return Ok(vec![]);
     }
-    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| {
+    let (_, batches) = floe_catalog::exec::decode_ipc_stream(bytes).map_err(|e| {
         Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
     })?;
-    let mut values = Vec::new();
-    for batch in reader {
-        let batch =
-            batch.map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        for column in batch.columns() {
-            values.push(
-                ScalarValue::try_from_array(column, 0)
-                    .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))?,
-            );
-        }
-        break;
-    }
-    Ok(values)
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(vec![]);
+    };
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            ScalarValue::try_from_array(column, 0)
+                .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))
+        })
+        .collect()
 }
 
 /// The parameter batches a client sent with a DoPut.
@@ -107,4 +102,44 @@ pub(crate) fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use std::sync::Arc;
+
+    #[test]
+    fn parameters_round_trip_and_cut_or_inflated_bytes_are_refused() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("$1", DataType::Int64, false),
+                Field::new("$2", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![42, 7])),
+                Arc::new(StringArray::from(vec![Some("x"), None])),
+            ],
+        )
+        .expect("batch");
+        let bytes = encode_parameters(&batch).expect("encode");
+        assert_eq!(
+            decode_parameters(&bytes).expect("decode"),
+            vec![
+                ScalarValue::Int64(Some(42)),
+                ScalarValue::Utf8(Some("x".into()))
+            ]
+        );
+        for cut in [1, 9, bytes.len() / 2, bytes.len() - 9] {
+            let err = decode_parameters(&bytes[..cut]).expect_err("cut short");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        }
+        // A message header that claims 4 GiB of metadata: refused, nothing that size held.
+        let mut inflated = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+        inflated.extend_from_slice(&[0; 64]);
+        let err = decode_parameters(&inflated).expect_err("inflated");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    }
 }

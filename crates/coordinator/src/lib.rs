@@ -24,7 +24,7 @@ pub mod cancel;
 pub mod ddl;
 pub mod error;
 pub mod flight_sql;
-mod handles;
+pub mod handles;
 pub mod limits;
 pub mod registry;
 pub mod remote;

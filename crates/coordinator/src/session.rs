@@ -101,6 +101,9 @@ impl QueryEngine {
             .with_default_features()
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)
+            .with_analyzer_rule(Arc::new(
+                floe_executor::checked::CheckedIntegerArithmetic::default(),
+            ))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(

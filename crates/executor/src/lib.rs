@@ -14,6 +14,7 @@
 //! reads and writes only under its storage roots. It is admitted by proving the cluster
 //! secret, and runs only tasks MACed with the key of its registration (`floe_proto::auth`).
 
+pub mod checked;
 pub mod codec;
 pub mod cooperative;
 pub mod registration;
@@ -164,10 +165,11 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let addr = listener.local_addr()?;
     let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
     let runtime = runtime_env(config.memory_limit).map_err(std::io::Error::other)?;
-    let session = SessionContext::new_with_config_rt(
+    let mut session = SessionContext::new_with_config_rt(
         SessionConfig::new().with_batch_size(config.batch_size),
         runtime,
     );
+    checked::register(&mut session).map_err(std::io::Error::other)?;
     let state = Arc::new(ExecutorState::new(
         executor_id.clone(),
         config.cluster_secret.clone(),
