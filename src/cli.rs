@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use floe_catalog::{CatalogKind, CatalogSettings, StorageSettings};
+use floe_coordinator::users::{users_file_line, Role, Users};
 use floe_coordinator::CoordinatorConfig;
 use floe_executor::ExecutorConfig;
 use floe_proto::auth::ClusterSecret;
@@ -33,6 +34,55 @@ pub enum Command {
     Executor(ExecutorArgs),
     /// A Flight SQL shell: runs statements and prints their results.
     Sql(crate::shell::SqlArgs),
+    /// Prints a users-file line (`name:argon2-hash:role`) for a password read from stdin.
+    Passwd(PasswdArgs),
+}
+
+/// Flags of `floe passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The user name.
+    #[arg(long)]
+    pub user: String,
+    /// The user's role: admin, writer (queries, INSERT, CTAS, DDL) or reader (queries only).
+    #[arg(long, value_parser = parse_role)]
+    pub role: Role,
+}
+
+fn parse_role(s: &str) -> std::result::Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("unknown role {s:?} (admin, writer or reader)"))
+}
+
+/// Who may use the Flight SQL port: shared by `standalone` and `coordinator`.
+#[derive(Debug, Args)]
+pub struct ClientAuthArgs {
+    /// The users file (`name:hash:role` per line; `floe passwd` writes lines). Without it
+    /// client authentication is off, which Floe allows only on a loopback address unless
+    /// --allow-anonymous is given.
+    #[arg(long, env = "FLOE_USERS")]
+    pub users: Option<PathBuf>,
+    /// Serve clients without authentication on a non-loopback address.
+    #[arg(long, env = "FLOE_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// How long a client's bearer token is valid, in seconds.
+    #[arg(long, env = "FLOE_TOKEN_TTL_SECS", default_value_t = 12 * 3600)]
+    pub token_ttl_secs: u64,
+}
+
+impl ClientAuthArgs {
+    /// The users to authenticate against, after checking that a server on `host` without
+    /// them was asked for.
+    pub fn users(&self, host: IpAddr) -> Result<Option<Users>> {
+        match &self.users {
+            Some(path) => Ok(Some(Users::load(path).map_err(anyhow::Error::msg)?)),
+            None if host.is_loopback() || self.allow_anonymous => Ok(None),
+            None => bail!(
+                "refusing to serve Flight SQL on {host} without client authentication: give \
+                 --users FILE (lines from `floe passwd`), or --allow-anonymous to let anyone \
+                 who reaches the port query and change every table"
+            ),
+        }
+    }
 }
 
 /// Which Iceberg catalog.
@@ -223,6 +273,8 @@ pub struct StandaloneArgs {
     /// Executors to run in the process.
     #[arg(long, env = "FLOE_EXECUTORS", default_value_t = 2)]
     pub executors: usize,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
     /// Memory limit of the coordinator and of each executor, e.g. `4GiB` (default: half the
     /// machine's memory, shared by them). Beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
@@ -246,6 +298,8 @@ pub struct CoordinatorArgs {
     /// Flight SQL and control-plane port (0 picks a free one).
     #[arg(long, env = "FLOE_PORT", default_value_t = 50051)]
     pub port: u16,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
     /// How often executors heartbeat, in milliseconds.
     #[arg(long, env = "FLOE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -400,6 +454,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 memory_limit,
                 read_only: args.read_only,
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
+                users: args.auth.users(args.host)?,
+                token_ttl: Duration::from_secs(args.auth.token_ttl_secs),
             })
             .await?;
             let url = format!("http://{}", coordinator.addr);
@@ -444,6 +500,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
                 read_only: args.read_only,
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
+                users: args.auth.users(args.host)?,
+                token_ttl: Duration::from_secs(args.auth.token_ttl_secs),
             })
             .await?;
             announce(&coordinator.addr, &settings);
@@ -478,6 +536,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql(args) => crate::shell::run(args).await,
+        Command::Passwd(args) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "an empty password (give it on stdin)");
+            println!(
+                "{}",
+                users_file_line(&args.user, password, args.role).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -18,6 +18,13 @@ pub struct SqlArgs {
     /// Run these statements (separated by `;`) and exit; without it, read statements from stdin.
     #[arg(short = 'e', long)]
     pub execute: Option<String>,
+    /// Sign in as this user (a coordinator started with --users); the password comes from
+    /// FLOE_PASSWORD.
+    #[arg(long, env = "FLOE_USER")]
+    pub user: Option<String>,
+    /// The user's password.
+    #[arg(long, env = "FLOE_PASSWORD", hide_env_values = true, hide = true)]
+    pub password: Option<String>,
 }
 
 /// Runs the shell.
@@ -28,6 +35,13 @@ pub async fn run(args: SqlArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to {uri}"))?;
     let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(user) = &args.user {
+        let password = args.password.as_deref().unwrap_or_default();
+        client
+            .handshake(user, password)
+            .await
+            .with_context(|| format!("signing in as {user}"))?;
+    }
     if let Some(sql) = args.execute {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             query(&mut client, statement).await?;

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use floe_catalog::CatalogSettings;
+use floe_coordinator::client_auth::Principal;
 use floe_coordinator::registry::ExecutorRegistry;
 use floe_coordinator::session::QueryEngine;
 use floe_proto::auth::ClusterSecret;
@@ -235,5 +236,5 @@ fuzz_target!(|data: &[u8]| {
     let sql = sql.to_string();
     let _ = planner
         .runtime
-        .block_on(async move { engine.plan("fuzz", &sql, vec![]).await.map(|_| ()) });
+        .block_on(async move { engine.plan("fuzz", &sql, vec![], &Principal::anonymous()).await.map(|_| ()) });
 });

@@ -45,6 +45,7 @@ use crate::cancel::{Cancelled, RunRegistry};
 
 /// The Flight action type of `CancelFlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+use crate::client_auth::{IssuedToken, Principal};
 use crate::handles::{
     decode_handle, decode_parameters, echoed, encode_parameters, one_batch, parameter_batches,
     schema_ipc,
@@ -105,12 +106,13 @@ impl FloeFlightSql {
     async fn plan_to_run(
         &self,
         handle: &StatementHandle,
+        caller: &Principal,
     ) -> Result<(Vec<ScalarValue>, Planned), Status> {
         let params = decode_parameters(&handle.parameters)?;
         let query_id = uuid::Uuid::new_v4().to_string();
         let planned = self
             .engine
-            .plan(&query_id, &handle.sql, params.clone())
+            .plan(&query_id, &handle.sql, params.clone(), caller)
             .await?;
         Ok((params, planned))
     }
@@ -123,12 +125,15 @@ impl FloeFlightSql {
         &self,
         mut handle: StatementHandle,
         descriptor: FlightDescriptor,
+        caller: &Principal,
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
-        let (params, planned) = self.plan_to_run(&handle).await?;
+        let (params, planned) = self.plan_to_run(&handle, caller).await?;
         let schema = planned.schema().as_ref().clone();
         if planned.is_write() {
-            let batches = self.run_write(handle.sql.clone(), params, planned).await?;
+            let batches = self
+                .run_write(handle.sql.clone(), params, planned, caller)
+                .await?;
             self.results.put(&handle.run_id, batches);
             handle.sql.clear();
             handle.parameters.clear();
@@ -156,6 +161,7 @@ impl FloeFlightSql {
         sql: String,
         params: Vec<ScalarValue>,
         planned: Planned,
+        caller: &Principal,
     ) -> Result<Vec<RecordBatch>, Status> {
         let declared = planned.schema();
         let stream = self.engine.execute(planned).await?;
@@ -163,6 +169,7 @@ impl FloeFlightSql {
             engine: self.engine.clone(),
             sql,
             params,
+            caller: caller.clone(),
             stream: conform_schema(stream, declared),
             sent_rows: false,
             attempts: 1,
@@ -174,12 +181,16 @@ impl FloeFlightSql {
         Ok(batches)
     }
 
-    async fn run(&self, handle: StatementHandle) -> Result<Response<FlightDataStream>, Status> {
+    async fn run(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+    ) -> Result<Response<FlightDataStream>, Status> {
         if handle.stored_result {
             return self.stored(&handle);
         }
         let run_id = handle.run_id.clone();
-        let stream = self.run_uncancellable(handle).await?.into_inner();
+        let stream = self.run_uncancellable(handle, caller).await?.into_inner();
         let stream = if run_id.is_empty() {
             stream
         } else {
@@ -212,9 +223,9 @@ impl FloeFlightSql {
     }
 
     /// Runs a statement to its end and adds up the rows its count batches report.
-    async fn update(&self, handle: StatementHandle) -> Result<i64, Status> {
-        let (params, planned) = self.plan_to_run(&handle).await?;
-        let batches = self.run_write(handle.sql, params, planned).await?;
+    async fn update(&self, handle: StatementHandle, caller: &Principal) -> Result<i64, Status> {
+        let (params, planned) = self.plan_to_run(&handle, caller).await?;
+        let batches = self.run_write(handle.sql, params, planned, caller).await?;
         Ok(crate::session::sum_counts(&batches) as i64)
     }
 
@@ -251,14 +262,22 @@ impl FloeFlightSql {
     async fn run_uncancellable(
         &self,
         handle: StatementHandle,
+        caller: &Principal,
     ) -> Result<Response<FlightDataStream>, Status> {
         let params = decode_parameters(&handle.parameters)?;
-        let stream = start_query(self.engine.clone(), handle.sql.clone(), params.clone()).await?;
+        let stream = start_query(
+            self.engine.clone(),
+            handle.sql.clone(),
+            params.clone(),
+            caller.clone(),
+        )
+        .await?;
         let schema = stream.schema();
         let retrying = RetryingQuery {
             engine: self.engine.clone(),
             sql: handle.sql,
             params,
+            caller: caller.clone(),
             stream,
             sent_rows: false,
             attempts: 1,
@@ -305,16 +324,26 @@ impl FloeFlightSql {
 impl FlightSqlService for FloeFlightSql {
     type FlightService = FloeFlightSql;
 
+    /// Sign-in. The authentication layer has checked the credentials (Basic) and issued a
+    /// bearer token in the response's `authorization` header; the payload carries it too, for
+    /// clients that read the handshake's answer instead.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let caller = Principal::of(&request)?;
+        let payload = request
+            .extensions()
+            .get::<IssuedToken>()
+            .map(|t| bytes::Bytes::from(t.0.clone()))
+            .unwrap_or_default();
+        info!(user = %caller.user, role = %caller.role, "signed in");
         let response = HandshakeResponse {
             protocol_version: 0,
-            payload: Default::default(),
+            payload,
         };
         Ok(Response::new(
             futures::stream::once(async { Ok(response) }).boxed(),
@@ -332,7 +361,9 @@ impl FlightSqlService for FloeFlightSql {
             run_id: String::new(),
             stored_result: false,
         };
-        self.flight_info(handle, request.into_inner()).await
+        let caller = Principal::of(&request)?;
+        self.flight_info(handle, request.into_inner(), &caller)
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -341,33 +372,39 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
-        self.flight_info(handle, request.into_inner()).await
+        let caller = Principal::of(&request)?;
+        self.flight_info(handle, request.into_inner(), &caller)
+            .await
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = decode_handle(&ticket.statement_handle)?;
-        self.run(handle).await
+        self.run(handle, &Principal::of(&request)?).await
     }
 
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
-        self.run(handle).await
+        self.run(handle, &Principal::of(&request)?).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let planned = self.engine.plan("prepare", &query.query, vec![]).await?;
+        let caller = Principal::of(&request)?;
+        let planned = self
+            .engine
+            .plan("prepare", &query.query, vec![], &caller)
+            .await?;
         let dataset_schema = planned.schema().as_ref().clone();
         let mut parameters: Vec<(String, Option<DataType>)> = planned
             .parameter_types()
@@ -424,15 +461,16 @@ impl FlightSqlService for FloeFlightSql {
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let caller = Principal::of(&request)?;
         let handle = StatementHandle {
             sql: command.query,
             parameters: vec![],
             run_id: String::new(),
             stored_result: false,
         };
-        self.update(handle).await
+        self.update(handle, &caller).await
     }
 
     /// A prepared write or DDL statement through the update path: run once, or once per row of
@@ -443,19 +481,20 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
+        let caller = Principal::of(&request)?;
         let batches = parameter_batches(request).await?;
         let rows: Vec<RecordBatch> = batches
             .iter()
             .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
             .collect();
         if rows.is_empty() {
-            return self.update(handle).await;
+            return self.update(handle, &caller).await;
         }
         let mut total = 0;
         for row in rows {
             let mut bound = handle.clone();
             bound.parameters = encode_parameters(&row)?;
-            total += self.update(bound).await?;
+            total += self.update(bound, &caller).await?;
         }
         Ok(total)
     }

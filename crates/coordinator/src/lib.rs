@@ -21,6 +21,7 @@
 
 pub mod abandoned;
 pub mod cancel;
+pub mod client_auth;
 pub mod ddl;
 pub mod error;
 pub mod flight_sql;
@@ -32,8 +33,10 @@ pub mod results;
 pub mod session;
 pub mod stages;
 mod statements;
+pub mod users;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -65,6 +68,10 @@ pub struct CoordinatorConfig {
     pub read_only: bool,
     /// A result its client leaves unread this long is dropped and its query stopped.
     pub result_idle_timeout: Duration,
+    /// Who may sign in (None: client authentication is off, every caller is an admin).
+    pub users: Option<users::Users>,
+    /// How long a client's bearer token is valid.
+    pub token_ttl: Duration,
 }
 
 /// A running coordinator.
@@ -124,6 +131,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
         .read_only(config.read_only)
         .with_metadata_swap(swap);
+    let authenticator = Arc::new(client_auth::Authenticator::new(
+        config.users.clone(),
+        config.cluster_secret.client_token_key(),
+        config.token_ttl,
+    ));
     let flight = FlightServiceServer::new(
         flight_sql::FloeFlightSql::new(engine).with_result_idle_timeout(config.result_idle_timeout),
     )
@@ -133,6 +145,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
+            .layer(client_auth::ClientAuth(authenticator))
             .add_service(flight)
             .add_service(ControlPlaneServer::new(registry.clone()))
             .serve_with_incoming_shutdown(

@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use floe_catalog::{provider::catalog_provider, CATALOG_NAME};
 use iceberg::Catalog;
 
+use crate::client_auth::Principal;
 use crate::ddl::{self, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
 use crate::registry::ExecutorRegistry;
@@ -121,13 +122,15 @@ impl QueryEngine {
         query_id: &str,
         sql: &str,
         params: Vec<ScalarValue>,
+        caller: &Principal,
     ) -> Result<Planned> {
         crate::limits::check_statement(sql)?;
         let engine = self.clone();
         let query_id = query_id.to_string();
         let sql = sql.to_string();
+        let caller = caller.clone();
         crate::limits::on_planning_thread(move || async move {
-            engine.plan_here(&query_id, &sql, params).await
+            engine.plan_here(&query_id, &sql, params, &caller).await
         })
         .await?
     }
@@ -137,6 +140,7 @@ impl QueryEngine {
         query_id: &str,
         sql: &str,
         params: Vec<ScalarValue>,
+        caller: &Principal,
     ) -> Result<Planned> {
         let ctx = self.session(query_id).await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
@@ -146,6 +150,14 @@ impl QueryEngine {
         if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "statement not supported: {} (this coordinator is read-only: --read-only)",
+                statement_kind(&statement)
+            )));
+        }
+        if !caller.role.may_write() && (is_ddl(&statement) || is_insert(&statement)) {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "user '{}' (role {}) may not run {}: a reader may only query",
+                caller.user,
+                caller.role,
                 statement_kind(&statement)
             )));
         }
@@ -267,7 +279,10 @@ impl QueryEngine {
     /// Runs an INSERT to its end; returns the rows written.
     async fn run_insert(&self, sql: &str) -> Result<u64> {
         let query_id = uuid::Uuid::new_v4().to_string();
-        let Planned::Query(query) = self.plan(&query_id, sql, vec![]).await? else {
+        let Planned::Query(query) = self
+            .plan(&query_id, sql, vec![], &Principal::anonymous())
+            .await?
+        else {
             return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
         };
         let df = query.ctx.execute_logical_plan(query.plan).await?;

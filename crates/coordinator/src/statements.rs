@@ -18,6 +18,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::Status;
 use tracing::{info, info_span, Instrument};
 
+use crate::client_auth::Principal;
 use crate::error::CoordinatorError;
 use crate::session::QueryEngine;
 
@@ -26,12 +27,13 @@ pub(crate) async fn start_query(
     engine: QueryEngine,
     sql: String,
     params: Vec<ScalarValue>,
+    caller: Principal,
 ) -> Result<SendableRecordBatchStream, CoordinatorError> {
     let query_id = uuid::Uuid::new_v4().to_string();
     let span = info_span!("query", query_id = %query_id);
     async {
         info!(sql = %sql, "running query");
-        let planned = engine.plan(&query_id, &sql, params).await?;
+        let planned = engine.plan(&query_id, &sql, params, &caller).await?;
         let declared = planned.schema();
         Ok(conform_schema(engine.execute(planned).await?, declared))
     }
@@ -50,6 +52,8 @@ pub(crate) struct RetryingQuery {
     pub(crate) engine: QueryEngine,
     pub(crate) sql: String,
     pub(crate) params: Vec<ScalarValue>,
+    /// Who runs it (a re-run is theirs too).
+    pub(crate) caller: Principal,
     pub(crate) stream: SendableRecordBatchStream,
     pub(crate) sent_rows: bool,
     pub(crate) attempts: usize,
@@ -70,8 +74,13 @@ impl RetryingQuery {
                 {
                     self.attempts += 1;
                     tracing::warn!(attempt = self.attempts, "running the query again: {e}");
-                    match start_query(self.engine.clone(), self.sql.clone(), self.params.clone())
-                        .await
+                    match start_query(
+                        self.engine.clone(),
+                        self.sql.clone(),
+                        self.params.clone(),
+                        self.caller.clone(),
+                    )
+                    .await
                     {
                         Ok(stream) => self.stream = stream,
                         Err(e) => {

@@ -127,6 +127,11 @@ impl ClusterSecret {
     pub fn shuffle_key(&self) -> Tag {
         mac(&self.0, "floe/shuffle", &[])
     }
+
+    /// The key the coordinator MACs its clients' bearer tokens with (known only to members).
+    pub fn client_token_key(&self) -> Tag {
+        mac(&self.0, "floe/client-token", &[])
+    }
 }
 
 /// The MAC of a task's bytes under an executor's session key.
