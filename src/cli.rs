@@ -53,6 +53,33 @@ fn parse_role(s: &str) -> std::result::Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("unknown role {s:?} (admin, writer or reader)"))
 }
 
+/// TLS on the Flight SQL port: shared by `standalone` and `coordinator`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// The server's certificate chain (PEM). With --tls-key, the port speaks TLS only
+    /// (clients connect with grpc+tls://).
+    #[arg(long, env = "FLOE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "FLOE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate and key, read.
+    pub fn identity(&self) -> Result<Option<tonic::transport::Identity>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(Some(tonic::transport::Identity::from_pem(
+            read(cert)?,
+            read(key)?,
+        )))
+    }
+}
+
 /// Who may use the Flight SQL port: shared by `standalone` and `coordinator`.
 #[derive(Debug, Args)]
 pub struct ClientAuthArgs {
@@ -275,6 +302,8 @@ pub struct StandaloneArgs {
     pub executors: usize,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Memory limit of the coordinator and of each executor, e.g. `4GiB` (default: half the
     /// machine's memory, shared by them). Beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
@@ -300,6 +329,13 @@ pub struct CoordinatorArgs {
     pub port: u16,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Also serve the control plane (executor registration) alone on this port, in plain text
+    /// (it authenticates with the cluster secret): for executors that do not hold the CA of a
+    /// TLS Flight SQL port.
+    #[arg(long, env = "FLOE_CONTROL_PORT")]
+    pub control_port: Option<u16>,
     /// How often executors heartbeat, in milliseconds.
     #[arg(long, env = "FLOE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -331,6 +367,9 @@ pub struct ExecutorArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
+    /// The CA certificate (PEM) that signed an https:// coordinator's certificate.
+    #[arg(long, env = "FLOE_COORDINATOR_CA")]
+    pub coordinator_ca: Option<PathBuf>,
     /// Address to listen on for tasks.
     #[arg(long, env = "FLOE_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -422,6 +461,7 @@ fn executor_config(
 ) -> ExecutorConfig {
     ExecutorConfig {
         coordinator_url: coordinator,
+        coordinator_ca: None,
         bind,
         advertise_host,
         cluster_secret: secret,
@@ -456,9 +496,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
                 users: args.auth.users(args.host)?,
                 token_ttl: Duration::from_secs(args.auth.token_ttl_secs),
+                // With TLS, the in-process executors register on a loopback control port.
+                control_bind: args
+                    .tls
+                    .tls_cert
+                    .as_ref()
+                    .map(|_| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0)),
+                tls: args.tls.identity()?,
             })
             .await?;
-            let url = format!("http://{}", coordinator.addr);
+            let url = format!("http://{}", coordinator.control_addr);
             let mut executors = Vec::new();
             for _ in 0..args.executors {
                 executors.push(
@@ -476,7 +523,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .await?,
                 );
             }
-            announce(&coordinator.addr, &settings);
+            announce(&coordinator, &settings);
             tokio::select! {
                 r = coordinator.wait() => r?,
                 _ = tokio::signal::ctrl_c() => {}
@@ -502,9 +549,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
                 users: args.auth.users(args.host)?,
                 token_ttl: Duration::from_secs(args.auth.token_ttl_secs),
+                tls: args.tls.identity()?,
+                control_bind: args.control_port.map(|p| SocketAddr::new(args.host, p)),
             })
             .await?;
-            announce(&coordinator.addr, &settings);
+            announce(&coordinator, &settings);
             tokio::select! {
                 r = coordinator.wait() => r?,
                 _ = tokio::signal::ctrl_c() => {}
@@ -518,7 +567,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 roots: args.storage.roots()?,
             };
             let advertise = args.advertise_host.unwrap_or_else(|| args.host.to_string());
-            let executor = floe_executor::start(executor_config(
+            let mut config = executor_config(
                 args.coordinator,
                 SocketAddr::new(args.host, args.port),
                 advertise,
@@ -526,8 +575,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 storage,
                 args.memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.5)),
-            ))
-            .await?;
+            );
+            if let Some(ca) = &args.coordinator_ca {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                config.coordinator_ca = Some(tonic::transport::Certificate::from_pem(pem));
+            }
+            let executor = floe_executor::start(config).await?;
             tracing::info!(executor_id = %executor.executor_id, addr = %executor.addr, "executor listening");
             tokio::select! {
                 r = executor.wait() => r?,
@@ -552,9 +605,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn announce(addr: &SocketAddr, settings: &CatalogSettings) {
-    tracing::info!(warehouse = %settings.warehouse, "Flight SQL listening on grpc://{addr}");
-    println!("FLOE_READY flight_sql={addr}");
+fn announce(coordinator: &floe_coordinator::CoordinatorHandle, settings: &CatalogSettings) {
+    let addr = coordinator.addr;
+    let scheme = if coordinator.tls { "grpc+tls" } else { "grpc" };
+    tracing::info!(warehouse = %settings.warehouse, "Flight SQL listening on {scheme}://{addr}");
+    if coordinator.control_addr == addr {
+        println!("FLOE_READY flight_sql={addr}");
+    } else {
+        println!(
+            "FLOE_READY flight_sql={addr} coordinator={}",
+            coordinator.control_addr
+        );
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // TLS (the Flight SQL port, executors reaching a TLS coordinator) uses rustls with ring;
+    // other dependencies also bring aws-lc-rs, so the choice is made here, once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Operators evaluate and drop expression trees recursively; the coordinator bounds

@@ -113,8 +113,10 @@ class Executor:
         return f"<{self.proc.name} {self.id}>"
 
     def running_tasks(self) -> int:
+        # A bounded wait, generous: an executor encoding Parquet on every core of a 2-core
+        # machine answers late, and this probe only picks the moment to kill it.
         results = list(self.client.do_action(
-            flight.Action("floe.status", b""), options=flight.FlightCallOptions(timeout=5)))
+            flight.Action("floe.status", b""), options=flight.FlightCallOptions(timeout=30)))
         assert len(results) == 1, f"floe.status of {self}: {len(results)} results"
         body = json.loads(results[0].body.to_pybytes())
         assert body["executor_id"] == self.id, body

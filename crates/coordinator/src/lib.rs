@@ -72,12 +72,21 @@ pub struct CoordinatorConfig {
     pub users: Option<users::Users>,
     /// How long a client's bearer token is valid.
     pub token_ttl: Duration,
+    /// The certificate chain and key the port serves TLS with (None: plain text).
+    pub tls: Option<tonic::transport::Identity>,
+    /// Also serve the control plane alone, in plain text, here (e.g. for executors that do
+    /// not hold the CA of a TLS port; the control plane authenticates with the cluster secret).
+    pub control_bind: Option<SocketAddr>,
 }
 
 /// A running coordinator.
 pub struct CoordinatorHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where executors register: the separate control-plane port, or `addr`.
+    pub control_addr: SocketAddr,
+    /// Whether `addr` speaks TLS.
+    pub tls: bool,
     /// Its executors.
     pub registry: ExecutorRegistry,
     shutdown: watch::Sender<bool>,
@@ -115,6 +124,19 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// A server that speaks TLS with `identity`, or plain text.
+fn server_builder(
+    identity: Option<tonic::transport::Identity>,
+) -> Result<tonic::transport::Server, StartError> {
+    let builder = tonic::transport::Server::builder();
+    match identity {
+        None => Ok(builder),
+        Some(identity) => builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| StartError::Io(std::io::Error::other(format!("TLS: {e}")))),
+    }
+}
+
 /// Opens the catalog, binds the port and serves Flight SQL and the control plane.
 pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
     let catalog = floe_catalog::connect(&config.catalog).await?;
@@ -142,8 +164,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
     .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);
     let (shutdown, mut stop) = watch::channel(false);
+    let builder = server_builder(config.tls.clone())?;
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
             .layer(client_auth::ClientAuth(authenticator))
             .add_service(flight)
@@ -156,9 +179,32 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
                 },
             ),
     );
+    let control_addr = match config.control_bind {
+        None => addr,
+        Some(bind) => {
+            let listener = TcpListener::bind(bind).await?;
+            let control_addr = listener.local_addr()?;
+            let mut stop = shutdown.subscribe();
+            // Ends with the main server (its shutdown signal); not awaited separately.
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
+                    .add_service(ControlPlaneServer::new(registry.clone()))
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        async move {
+                            let _ = stop.changed().await;
+                        },
+                    ),
+            );
+            control_addr
+        }
+    };
     let reaper = tokio::spawn(registry.clone().reap_forever());
     Ok(CoordinatorHandle {
         addr,
+        control_addr,
+        tls: config.tls.is_some(),
         registry,
         shutdown,
         server,

@@ -51,8 +51,11 @@ pub fn random_nonce() -> Tag {
 /// How an executor is run.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// The coordinator's control-plane URL, e.g. `http://127.0.0.1:50051`.
+    /// The coordinator's control-plane URL, e.g. `http://127.0.0.1:50051`, or `https://…`
+    /// when it serves TLS.
     pub coordinator_url: String,
+    /// The CA certificate (PEM) an `https` coordinator's certificate is checked against.
+    pub coordinator_ca: Option<tonic::transport::Certificate>,
     /// Address to listen on for tasks (port 0 picks one).
     pub bind: SocketAddr,
     /// Host name the coordinator reaches this executor at.
@@ -161,6 +164,12 @@ const MAX_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// Starts an executor: binds its Flight service, then registers with the coordinator and keeps
 /// heartbeating in the background.
 pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
+    if config.coordinator_url.starts_with("https://") && config.coordinator_ca.is_none() {
+        return Err(std::io::Error::other(
+            "an https:// coordinator needs the CA certificate that signed its certificate \
+             (--coordinator-ca FILE)",
+        ));
+    }
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
@@ -197,6 +206,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     // Heartbeats get their own thread and runtime: tasks that keep every worker of the main
     // runtime busy (encoding and compressing Parquet) must not make a busy executor look dead.
     let coordinator_url = config.coordinator_url.clone();
+    let coordinator_ca = config.coordinator_ca.clone();
     let mut stop_heartbeats = shutdown.subscribe();
     std::thread::Builder::new()
         .name("floe-heartbeat".into())
@@ -215,6 +225,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
                 tokio::select! {
                     _ = registration::run(
                         coordinator_url,
+                        coordinator_ca,
                         endpoint,
                         state,
                         Duration::from_secs(1),

@@ -16,13 +16,22 @@ use crate::service::ExecutorState;
 /// failure wait `retry` and register again.
 pub async fn run(
     coordinator_url: String,
+    coordinator_ca: Option<tonic::transport::Certificate>,
     endpoint: String,
     state: Arc<ExecutorState>,
     retry: Duration,
 ) {
     let mut announced = false;
     loop {
-        match register_and_heartbeat(&coordinator_url, &endpoint, &state, &mut announced).await {
+        match register_and_heartbeat(
+            &coordinator_url,
+            coordinator_ca.as_ref(),
+            &endpoint,
+            &state,
+            &mut announced,
+        )
+        .await
+        {
             Ok(()) => info!("coordinator forgot this executor; registering again"),
             Err(e) => warn!(coordinator = %coordinator_url, "registration failed: {e}"),
         }
@@ -32,16 +41,20 @@ pub async fn run(
 
 async fn register_and_heartbeat(
     coordinator_url: &str,
+    coordinator_ca: Option<&tonic::transport::Certificate>,
     endpoint: &str,
     state: &Arc<ExecutorState>,
     announced: &mut bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channel = tonic::transport::Endpoint::from_shared(coordinator_url.to_string())?
+    let mut endpoint_config = tonic::transport::Endpoint::from_shared(coordinator_url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        .tcp_nodelay(true);
+    if let Some(ca) = coordinator_ca {
+        endpoint_config = endpoint_config
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()))?;
+    }
+    let channel = endpoint_config.connect().await?;
     let mut client = ControlPlaneClient::new(channel);
     let challenge = client
         .challenge(ChallengeRequest {
