@@ -96,7 +96,8 @@ def test_basic_then_bearer_by_hand_with_pyarrow(secured):
 
 
 @pytest.mark.parametrize("case", ["no credentials", "wrong password", "unknown user", "altered token",
-                                  "foreign token", "garbage scheme"])
+                                  "foreign token", "garbage scheme", "malformed basic", "basic without colon",
+                                  "huge token"])
 def test_who_cannot_prove_who_they_are_is_unauthenticated(secured, case):
     dep, _, _ = secured
     _, good = _bearer(dep, "rui", PASSWORDS["rui"])
@@ -113,9 +114,36 @@ def test_who_cannot_prove_who_they_are_is_unauthenticated(secured, case):
         # Signed by another cluster's key (another standalone run).
         "foreign token": [(b"authorization", b"Bearer floe1.YWRtaW4KcnVpCjk5OTk5OTk5OTk5.AAAA")],
         "garbage scheme": [(b"authorization", b"Negotiate abc")],
+        "malformed basic": [(b"authorization", b"Basic !!!not base64!!!")],
+        "basic without colon": [(b"authorization", b"Basic " + base64.b64encode(b"justauser"))],
+        "huge token": [(b"authorization", b"Bearer floe1." + b"A" * 6000 + b".B")],
     }[case]
     with pytest.raises(flight.FlightUnauthenticatedError):
         _query(dep, "SELECT 1", headers)
+
+
+def test_a_burst_of_wrong_passwords_is_bounded_and_the_server_stays_up(secured):
+    """Every Basic sign-in costs an Argon2 check (~19 MiB, tens of ms): 40 wrong guesses at
+    once run a few at a time; each is refused (UNAUTHENTICATED, or UNAVAILABLE when it waited
+    too long for a check), and a right password works right after."""
+    import concurrent.futures
+
+    dep, _, _ = secured
+
+    def guess(i: int) -> str:
+        try:
+            _bearer(dep, "rui", f"guess {i}")
+            return "signed in"
+        except flight.FlightUnauthenticatedError:
+            return "unauthenticated"
+        except flight.FlightUnavailableError:
+            return "unavailable"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        outcomes = list(pool.map(guess, range(40)))
+    assert "signed in" not in outcomes and outcomes.count("unauthenticated") >= 1, outcomes
+    key, value = _bearer(dep, "rui", PASSWORDS["rui"])
+    assert _query(dep, "SELECT 1 AS one", [(key, value)]).column(0).to_pylist() == [1]
 
 
 def test_basic_on_every_call_padded_or_not(secured):

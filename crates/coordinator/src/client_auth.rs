@@ -37,6 +37,12 @@ const FLIGHT_SERVICE: &str = "/arrow.flight.protocol.FlightService/";
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
 /// How many remembered Basic sign-ins at most.
 const BASIC_CACHE_SIZE: usize = 4096;
+/// How many password checks run at once. Each Argon2 verification takes ~19 MiB and tens of
+/// milliseconds of a core, and anyone who reaches the port can ask for one: unbounded, a burst
+/// of guesses would take the machine's memory.
+const CONCURRENT_PASSWORD_CHECKS: usize = 4;
+/// How long a sign-in waits for a password check to be free before it is turned away.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 /// Base64 as clients send it: standard alphabet, `=` padding optional (ADBC omits it).
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -83,6 +89,7 @@ pub struct Authenticator {
     key: [u8; 32],
     token_ttl: Duration,
     basic_cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -102,6 +109,7 @@ impl Authenticator {
             key,
             token_ttl,
             basic_cache: Mutex::new(HashMap::new()),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
         }
     }
 
@@ -308,7 +316,21 @@ where
                 },
                 Ok(Credentials::Basic { user, password }) => {
                     let checker = Arc::clone(&auth);
+                    let permit = tokio::time::timeout(
+                        PASSWORD_CHECK_WAIT,
+                        Arc::clone(&auth.password_checks).acquire_owned(),
+                    )
+                    .await;
+                    let Ok(Ok(permit)) = permit else {
+                        return Ok(Status::unavailable(format!(
+                            "too many sign-ins at once ({CONCURRENT_PASSWORD_CHECKS} password \
+                             checks run at a time): try again, or sign in once and use the \
+                             bearer token"
+                        ))
+                        .into_http());
+                    };
                     match tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
                         checker.verify_basic(&user, &password)
                     })
                     .await
