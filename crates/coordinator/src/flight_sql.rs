@@ -8,19 +8,23 @@
 //! (`results`). Handles, parameters and small answers are encoded in `handles`.
 
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
-    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionCreatePreparedSubstraitPlanRequest,
+    ActionEndSavepointRequest, ActionEndTransactionRequest, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
     CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
@@ -50,30 +54,12 @@ use crate::handles::{
     decode_handle, decode_parameters, echoed, encode_parameters, one_batch, parameter_batches,
     schema_ipc,
 };
+use crate::metadata::{admits, FOREIGN_KEYS_SCHEMA, PRIMARY_KEYS_SCHEMA, SERVER_INFO, XDBC_TYPES};
 use crate::session::{Planned, QueryEngine};
 use crate::statements::{conform_schema, encode_stream, start_query, RetryingQuery};
 
 pub(crate) type FlightDataStream =
     Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
-
-static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
-    let mut builder = SqlInfoDataBuilder::new();
-    builder.append(SqlInfo::FlightSqlServerName, "Floe");
-    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    builder.append(SqlInfo::FlightSqlServerArrowVersion, "58");
-    builder.append(SqlInfo::FlightSqlServerReadOnly, false);
-    builder.append(SqlInfo::FlightSqlServerSql, true);
-    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
-    builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
-    builder.append(SqlInfo::FlightSqlServerCancel, true);
-    builder.append(SqlInfo::SqlDdlCatalog, false);
-    builder.append(SqlInfo::SqlDdlSchema, true);
-    builder.append(SqlInfo::SqlDdlTable, true);
-    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    builder.append(SqlInfo::SqlQuotedIdentifierCase, 3i32);
-    builder.append(SqlInfo::SqlIdentifierCase, 2i32);
-    builder.build().expect("static SqlInfo is valid")
-});
 
 /// Floe's Flight SQL service.
 #[derive(Debug, Clone)]
@@ -311,6 +297,12 @@ impl FloeFlightSql {
         Ok(Response::new(info))
     }
 
+    /// Whether the caller is to be told the server is read-only: under `--read-only`, and for
+    /// a user who may not write.
+    fn read_only_for<T>(&self, request: &Request<T>) -> Result<bool, Status> {
+        Ok(self.engine.is_read_only() || !Principal::of(request)?.role.may_write())
+    }
+
     async fn namespaces(&self) -> Result<Vec<iceberg::NamespaceIdent>, Status> {
         self.engine
             .catalog()
@@ -522,8 +514,8 @@ impl FlightSqlService for FloeFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let action = request.into_inner();
         if action.r#type != CANCEL_FLIGHT_INFO {
-            return Err(Status::invalid_argument(format!(
-                "unknown action '{}'",
+            return Err(Status::unimplemented(format!(
+                "unknown action '{}': Floe does not implement it",
                 action.r#type
             )));
         }
@@ -557,17 +549,180 @@ impl FlightSqlService for FloeFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        let info = SERVER_INFO.for_caller(self.read_only_for(&request)?);
+        let schema = query.clone().into_builder(info).schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
 
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let info = SERVER_INFO.for_caller(self.read_only_for(&request)?);
+        let builder = query.into_builder(info);
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&XDBC_TYPES).schema();
+        self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let builder = query.into_builder(&SQL_INFO);
+        let builder = query.into_builder(&XDBC_TYPES);
         one_batch(builder.schema(), builder.build())
+    }
+
+    // Iceberg tables have no primary or foreign keys: the key calls answer no rows, with
+    // the schemas the Flight SQL spec gives them.
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &PRIMARY_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        no_rows(&PRIMARY_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        no_rows(&FOREIGN_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        no_rows(&FOREIGN_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        no_rows(&FOREIGN_KEYS_SCHEMA)
+    }
+
+    // What Floe does not do, each refused by name.
+
+    async fn get_flight_info_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(unsupported(
+            "Substrait plans (CommandStatementSubstraitPlan)",
+        ))
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(unsupported(
+            "Substrait plans (CommandStatementSubstraitPlan)",
+        ))
+    }
+
+    async fn do_action_create_prepared_substrait_plan(
+        &self,
+        _query: ActionCreatePreparedSubstraitPlanRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        Err(unsupported("Substrait plans (CreatePreparedSubstraitPlan)"))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _query: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(unsupported(
+            "bulk ingestion (CommandStatementIngest); write with INSERT or CREATE TABLE AS",
+        ))
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(unsupported(
+            "transactions (BeginTransaction); every statement commits on its own",
+        ))
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(unsupported(
+            "transactions (EndTransaction); every statement commits on its own",
+        ))
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        Err(unsupported("savepoints (BeginSavepoint)"))
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(unsupported("savepoints (EndSavepoint)"))
     }
 
     async fn get_flight_info_catalogs(
@@ -625,43 +780,70 @@ impl FlightSqlService for FloeFlightSql {
         query: CommandGetTables,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        // The patterns are applied here, before any table's metadata is loaded: a driver
+        // asking for one table's schema must not make the coordinator load every table.
         let include_schema = query.include_schema;
-        let catalog = Arc::clone(self.engine.catalog());
-        let namespaces = self.namespaces().await?;
+        let wanted_catalog = query.catalog.as_deref().is_none_or(|c| c == CATALOG_NAME);
+        let wanted_type = query.table_types.is_empty()
+            || query
+                .table_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("TABLE"));
+        let schema_pattern = query.db_schema_filter_pattern.clone();
+        let table_pattern = query.table_name_filter_pattern.clone();
         let mut builder = query.into_builder();
-        let empty = Schema::empty();
-        for ns in namespaces {
+        if !wanted_catalog || !wanted_type {
+            return one_batch(builder.schema(), builder.build());
+        }
+        let catalog = Arc::clone(self.engine.catalog());
+        let mut wanted = vec![];
+        for ns in self.namespaces().await? {
+            if !admits(schema_pattern.as_deref(), &ns.to_url_string()) {
+                continue;
+            }
             // A namespace or table the catalog cannot read is left out (with a warning): one
             // broken entry must not hide every other table from every client.
-            let tables = match catalog.list_tables(&ns).await {
-                Ok(tables) => tables,
+            match catalog.list_tables(&ns).await {
+                Ok(tables) => wanted.extend(
+                    tables
+                        .into_iter()
+                        .filter(|t| admits(table_pattern.as_deref(), &t.name)),
+                ),
                 Err(e) => {
                     tracing::warn!(namespace = %ns.to_url_string(), "GetTables: cannot list: {e}");
-                    continue;
                 }
-            };
-            for ident in tables {
-                let schema = if include_schema {
+            }
+        }
+        let schemas: Vec<Option<SchemaRef>> = futures::stream::iter(wanted.clone())
+            .map(|ident| {
+                let catalog = Arc::clone(&catalog);
+                async move {
+                    if !include_schema {
+                        return Some(Arc::new(Schema::empty()));
+                    }
                     match table_schema(&catalog, &ident).await {
-                        Ok(schema) => schema,
+                        Ok(schema) => Some(schema),
                         Err(e) => {
                             tracing::warn!(table = %ident, "GetTables: cannot load: {}", e.message());
-                            continue;
+                            None
                         }
                     }
-                } else {
-                    Arc::new(empty.clone())
-                };
-                builder
-                    .append(
-                        CATALOG_NAME,
-                        ns.to_url_string(),
-                        &ident.name,
-                        "TABLE",
-                        &schema,
-                    )
-                    .map_err(|e| Status::internal(format!("listing tables: {e}")))?;
-            }
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        for (ident, schema) in wanted.iter().zip(schemas) {
+            let Some(schema) = schema else { continue };
+            builder
+                .append(
+                    CATALOG_NAME,
+                    ident.namespace.to_url_string(),
+                    &ident.name,
+                    "TABLE",
+                    &schema,
+                )
+                .map_err(|e| Status::internal(format!("listing tables: {e}")))?;
         }
         one_batch(builder.schema(), builder.build())
     }
@@ -686,6 +868,19 @@ impl FlightSqlService for FloeFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// An answer with no rows.
+fn no_rows(schema: &SchemaRef) -> Result<Response<FlightDataStream>, Status> {
+    one_batch(
+        Arc::clone(schema),
+        Ok::<_, Status>(RecordBatch::new_empty(Arc::clone(schema))),
+    )
+}
+
+/// `UNIMPLEMENTED`, naming what the client asked for.
+fn unsupported(what: &str) -> Status {
+    Status::unimplemented(format!("Floe does not support {what}"))
 }
 
 async fn table_schema(

@@ -27,6 +27,8 @@ pub mod error;
 pub mod flight_sql;
 pub mod handles;
 pub mod limits;
+mod metadata;
+pub mod placeholders;
 pub mod registry;
 pub mod remote;
 pub mod results;

@@ -77,6 +77,11 @@ impl QueryEngine {
         self
     }
 
+    /// Whether the engine refuses INSERT and DDL (`--read-only`).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The catalog.
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
@@ -144,6 +149,7 @@ impl QueryEngine {
     ) -> Result<Planned> {
         let ctx = self.session(query_id).await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
+        let sql = crate::placeholders::number_question_marks(&sql);
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(&sql, &dialect)?;
