@@ -286,6 +286,37 @@ impl CatalogArgs {
     }
 }
 
+/// How many statements the coordinator runs at once, and each one's memory.
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Statements (queries and writes) running at once; more wait in a queue (default: no
+    /// limit). Metadata calls and planning are not counted.
+    #[arg(long, env = "FLOE_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Statements that may wait for a place; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLOE_QUERY_QUEUE_SIZE", default_value_t = 100)]
+    pub query_queue_size: usize,
+    /// How long (ms) a statement waits for a place before it is refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLOE_QUERY_QUEUE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub query_queue_timeout_ms: u64,
+    /// The most memory one query may hold in each process (the coordinator and each
+    /// executor), e.g. `1GiB`, under the processes' own limits (default: only those).
+    /// Sessions may lower it with `SET memory_limit`, never raise it.
+    #[arg(long, env = "FLOE_QUERY_MEMORY_LIMIT", value_parser = parse_size)]
+    pub query_memory_limit: Option<usize>,
+}
+
+impl WorkloadArgs {
+    fn admission(&self) -> floe_coordinator::admission::AdmissionLimits {
+        floe_coordinator::admission::AdmissionLimits {
+            max_running: self.max_concurrent_queries,
+            max_queued: self.query_queue_size,
+            queue_timeout: Duration::from_millis(self.query_queue_timeout_ms),
+        }
+    }
+}
+
 /// Flags of `floe standalone`.
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
@@ -308,6 +339,8 @@ pub struct StandaloneArgs {
     /// machine's memory, shared by them). Beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
     #[arg(long, env = "FLOE_READ_ONLY")]
     pub read_only: bool,
@@ -349,6 +382,8 @@ pub struct CoordinatorArgs {
     /// beyond it they spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Refuse INSERT and DDL (CREATE/DROP/ALTER): clients may only query.
     #[arg(long, env = "FLOE_READ_ONLY")]
     pub read_only: bool,
@@ -392,23 +427,7 @@ pub struct ExecutorArgs {
 
 /// Parses a byte size: `1048576`, `512MiB`, `4GiB`, `2G`, `100k`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 512MiB or 4GiB"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
-    };
-    Ok((number * factor) as usize)
+    floe_coordinator::settings::parse_size(text).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Sets `FLOE_<KEY>` from `--config FILE` for every key not already in the environment, so
@@ -492,6 +511,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 executor_expiry: Duration::from_secs(60),
                 cluster_secret: secret.clone(),
                 memory_limit,
+                admission: args.workload.admission(),
+                query_memory_limit: args.workload.query_memory_limit.map(|n| n as u64),
                 read_only: args.read_only,
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
                 users: args.auth.users(args.host)?,
@@ -545,6 +566,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 memory_limit: args
                     .memory_limit
                     .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
+                admission: args.workload.admission(),
+                query_memory_limit: args.workload.query_memory_limit.map(|n| n as u64),
                 read_only: args.read_only,
                 result_idle_timeout: Duration::from_millis(args.result_idle_timeout_ms),
                 users: args.auth.users(args.host)?,

@@ -315,7 +315,7 @@ impl TableProvider for IcebergTableProvider {
     /// coordinator commits all files in one snapshot.
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -337,7 +337,14 @@ impl TableProvider for IcebergTableProvider {
             }
         };
         let write_id = uuid::Uuid::new_v4().to_string();
-        let node = write_node(&self.table, &self.name, &write_id)?;
+        let mut node = write_node(&self.table, &self.name, &write_id)?;
+        if let Some(size) = state
+            .config()
+            .get_extension::<crate::write::WriteSettings>()
+            .and_then(|w| w.target_file_size)
+        {
+            node.target_file_size = size;
+        }
         let write = Arc::new(IcebergWriteExec::try_new(
             node,
             input,

@@ -59,6 +59,13 @@ pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
 /// Floe's default target file size (128 MiB).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
+/// A session's write settings, carried in its DataFusion `SessionConfig` as an extension.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSettings {
+    /// Overrides the table's target file size (`SET target_file_size`).
+    pub target_file_size: Option<u64>,
+}
+
 /// The output of a write task: one row per data file.
 fn files_schema() -> SchemaRef {
     Arc::new(ArrowSchema::new(vec![

@@ -25,6 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tonic::Status;
 
+use crate::settings::{Settings, SettingsSlot};
 use crate::users::{Role, Users};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -57,6 +58,10 @@ pub struct Principal {
     pub user: String,
     /// What they may do.
     pub role: Role,
+    /// Their connection's settings (USE, SET), carried in their token.
+    pub settings: Settings,
+    /// Their sign-in's session id (None: anonymous without a token).
+    pub session: Option<String>,
 }
 
 impl Principal {
@@ -65,6 +70,8 @@ impl Principal {
         Principal {
             user: "anonymous".into(),
             role: Role::Admin,
+            settings: Settings::default(),
+            session: None,
         }
     }
 
@@ -90,7 +97,16 @@ pub struct Authenticator {
     token_ttl: Duration,
     basic_cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
     password_checks: Arc<tokio::sync::Semaphore>,
+    /// The latest settings of each session, by session id, with the session's expiry. The
+    /// token carries them too (so they survive a restart for clients that take the token the
+    /// server returns); this table serves clients that keep sending the token they signed
+    /// in with.
+    sessions: Mutex<HashMap<String, (Settings, u64)>>,
 }
+
+/// Sessions remembered at most; beyond it expired ones go, then all (each token still
+/// carries its own settings).
+const MAX_SESSIONS: usize = 100_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +126,32 @@ impl Authenticator {
             token_ttl,
             basic_cache: Mutex::new(HashMap::new()),
             password_checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
+            sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A fresh session id for a sign-in.
+    fn new_session() -> String {
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    }
+
+    /// Remembers `settings` as session `id`'s, until `expires` (Unix seconds).
+    fn remember(&self, id: &str, settings: &Settings, expires: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(id) {
+            let now = unix_now();
+            sessions.retain(|_, (_, until)| *until > now);
+            if sessions.len() >= MAX_SESSIONS {
+                sessions.clear();
+            }
+        }
+        sessions.insert(id.to_string(), (settings.clone(), expires));
+    }
+
+    /// Session `id`'s latest settings, if remembered.
+    fn recall(&self, id: &str) -> Option<Settings> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.get(id).map(|(settings, _)| settings.clone())
     }
 
     /// Whether callers must sign in.
@@ -129,12 +170,23 @@ impl Authenticator {
 
     /// A bearer token for `principal`, valid for the configured time from now.
     pub fn issue(&self, principal: &Principal) -> String {
-        let expires = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_add(self.token_ttl)
-            .as_secs();
-        let claims = format!("{}\n{}\n{expires}", principal.role, principal.user);
+        self.issue_until(principal, self.expiry())
+    }
+
+    /// When a token issued now expires (Unix seconds).
+    fn expiry(&self) -> u64 {
+        unix_now().saturating_add(self.token_ttl.as_secs())
+    }
+
+    /// A token for `principal` (and their settings) that expires at `expires` (Unix seconds).
+    fn issue_until(&self, principal: &Principal, expires: u64) -> String {
+        let claims = format!(
+            "{}\n{}\n{expires}\n{}\n{}",
+            principal.role,
+            principal.user,
+            principal.session.as_deref().unwrap_or(""),
+            principal.settings.encode()
+        );
         let mac = self
             .mac(&[b"token", claims.as_bytes()])
             .finalize()
@@ -148,6 +200,12 @@ impl Authenticator {
 
     /// The principal a token stands for, if it is ours, unaltered and unexpired.
     pub fn verify_token(&self, token: &str) -> Result<Principal, Status> {
+        self.verify_token_until(token)
+            .map(|(principal, _)| principal)
+    }
+
+    /// The principal a token names, and when the token expires.
+    fn verify_token_until(&self, token: &str) -> Result<(Principal, u64), Status> {
         let unknown = || Status::unauthenticated("unknown or altered bearer token: sign in again");
         let mut parts = token.split('.');
         let (Some("floe1"), Some(claims), Some(mac), None) =
@@ -161,11 +219,15 @@ impl Authenticator {
             .verify_slice(&mac)
             .map_err(|_| unknown())?;
         let claims = String::from_utf8(claims).map_err(|_| unknown())?;
-        let mut fields = claims.splitn(3, '\n');
+        // The user name cannot hold a line break (the users file is line-based) and the
+        // settings line is encoded; a token issued before sessions existed has no settings.
+        let mut fields = claims.splitn(5, '\n');
         let (Some(role), Some(user), Some(expires)) = (fields.next(), fields.next(), fields.next())
         else {
             return Err(unknown());
         };
+        let session = fields.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let settings = Settings::decode(fields.next().unwrap_or("")).ok_or_else(unknown)?;
         let role = Role::parse(role).ok_or_else(unknown)?;
         let expires: u64 = expires.parse().map_err(|_| unknown())?;
         let now = SystemTime::now()
@@ -177,10 +239,15 @@ impl Authenticator {
                 "the bearer token has expired: sign in again",
             ));
         }
-        Ok(Principal {
-            user: user.to_string(),
-            role,
-        })
+        Ok((
+            Principal {
+                user: user.to_string(),
+                role,
+                settings,
+                session,
+            },
+            expires,
+        ))
     }
 
     /// The principal for Basic credentials (slow: Argon2 unless remembered).
@@ -189,6 +256,8 @@ impl Authenticator {
             return Ok(Principal {
                 user: user.to_string(),
                 role: Role::Admin,
+                settings: Settings::default(),
+                session: None,
             });
         };
         let key: [u8; 32] = self
@@ -210,6 +279,8 @@ impl Authenticator {
         let principal = Principal {
             user: user.to_string(),
             role,
+            settings: Settings::default(),
+            session: None,
         };
         let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= BASIC_CACHE_SIZE {
@@ -224,6 +295,13 @@ impl Authenticator {
 }
 
 /// What a request's `authorization` header holds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 enum Credentials {
     None,
     Basic { user: String, password: String },
@@ -309,9 +387,16 @@ where
         Box::pin(async move {
             let signed_in = match credentials(request.headers()) {
                 Err(status) => Err(status),
-                Ok(Credentials::Bearer(token)) => match auth.verify_token(&token) {
-                    Ok(principal) => Ok((principal, None)),
-                    Err(_) if !auth.enabled() => Ok((Principal::anonymous(), None)),
+                Ok(Credentials::Bearer(token)) => match auth.verify_token_until(&token) {
+                    Ok((mut principal, expires)) => {
+                        if let Some(settings) =
+                            principal.session.as_deref().and_then(|id| auth.recall(id))
+                        {
+                            principal.settings = settings;
+                        }
+                        Ok((principal, Some(expires), None))
+                    }
+                    Err(_) if !auth.enabled() => Ok((Principal::anonymous(), None, None)),
                     Err(status) => Err(status),
                 },
                 Ok(Credentials::Basic { user, password }) => {
@@ -335,28 +420,54 @@ where
                     })
                     .await
                     {
-                        Ok(Ok(principal)) => {
-                            let token = auth.issue(&principal);
-                            Ok((principal, Some(token)))
+                        Ok(Ok(mut principal)) => {
+                            // Every sign-in is a session of its own.
+                            principal.session = Some(Authenticator::new_session());
+                            let expires = auth.expiry();
+                            let token = auth.issue_until(&principal, expires);
+                            Ok((principal, Some(expires), Some(token)))
                         }
                         Ok(Err(status)) => Err(status),
                         Err(e) => Err(Status::internal(format!("checking credentials: {e}"))),
                     }
                 }
-                Ok(Credentials::None) if !auth.enabled() => Ok((Principal::anonymous(), None)),
+                Ok(Credentials::None) if !auth.enabled() => {
+                    Ok((Principal::anonymous(), None, None))
+                }
                 Ok(Credentials::None) => Err(Status::unauthenticated(
                     "sign in: send HTTP Basic credentials (Handshake) or a bearer token",
                 )),
             };
-            let (principal, token) = match signed_in {
+            let (principal, expires, token) = match signed_in {
                 Ok(ok) => ok,
                 Err(status) => return Ok(status.into_http()),
             };
-            request.extensions_mut().insert(principal);
+            let slot = SettingsSlot::default();
+            request.extensions_mut().insert(principal.clone());
+            request.extensions_mut().insert(slot.clone());
             if let Some(token) = &token {
                 request.extensions_mut().insert(IssuedToken(token.clone()));
             }
             let mut response = inner.call(request).await?;
+            // The call changed the caller's settings: a token with the new ones (expiring
+            // when the one presented does), which the client sends from now on.
+            let token = match slot.take() {
+                Some(settings) => {
+                    let session = principal
+                        .session
+                        .clone()
+                        .unwrap_or_else(Authenticator::new_session);
+                    let expires = expires.unwrap_or_else(|| auth.expiry());
+                    auth.remember(&session, &settings, expires);
+                    let principal = Principal {
+                        settings,
+                        session: Some(session),
+                        ..principal
+                    };
+                    Some(auth.issue_until(&principal, expires))
+                }
+                None => token,
+            };
             if let Some(token) = token {
                 if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
                     response

@@ -45,7 +45,9 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use crate::admission::{Admission, AdmissionLimits};
 use crate::cancel::{Cancelled, RunRegistry};
+use crate::settings::{wire, Settings, SettingsSlot};
 
 /// The Flight action type of `CancelFlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
@@ -68,6 +70,7 @@ pub struct FloeFlightSql {
     runs: RunRegistry,
     results: crate::results::StoredResults,
     idle_timeout: std::time::Duration,
+    admission: Admission,
 }
 
 impl FloeFlightSql {
@@ -78,7 +81,14 @@ impl FloeFlightSql {
             runs: RunRegistry::default(),
             results: Default::default(),
             idle_timeout: std::time::Duration::from_secs(300),
+            admission: Admission::new(AdmissionLimits::default()),
         }
+    }
+
+    /// Admit at most `limits.max_running` statements at once (see [`crate::admission`]).
+    pub fn with_admission(mut self, limits: AdmissionLimits) -> Self {
+        self.admission = Admission::new(limits);
+        self
     }
 
     /// Drop results their client leaves unread for `timeout` (and stop their queries).
@@ -112,13 +122,14 @@ impl FloeFlightSql {
         mut handle: StatementHandle,
         descriptor: FlightDescriptor,
         caller: &Principal,
+        slot: &SettingsSlot,
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
         let (params, planned) = self.plan_to_run(&handle, caller).await?;
         let schema = planned.schema().as_ref().clone();
         if planned.is_write() {
             let batches = self
-                .run_write(handle.sql.clone(), params, planned, caller)
+                .run_write(handle.sql.clone(), params, planned, caller, slot)
                 .await?;
             self.results.put(&handle.run_id, batches);
             handle.sql.clear();
@@ -148,7 +159,18 @@ impl FloeFlightSql {
         params: Vec<ScalarValue>,
         planned: Planned,
         caller: &Principal,
+        slot: &SettingsSlot,
     ) -> Result<Vec<RecordBatch>, Status> {
+        // USE and SET change the caller's settings, which the authentication layer signs
+        // into the token it returns; nothing runs.
+        if let Planned::Settings(settings) = &planned {
+            info!(user = %caller.user, settings = ?settings, "session settings changed");
+            slot.put(settings.clone());
+        }
+        let _place = match planned {
+            Planned::Settings(_) => None,
+            _ => Some(self.admission.admit().await?),
+        };
         let declared = planned.schema();
         let stream = self.engine.execute(planned).await?;
         let mut retrying = RetryingQuery {
@@ -176,7 +198,17 @@ impl FloeFlightSql {
             return self.stored(&handle);
         }
         let run_id = handle.run_id.clone();
-        let stream = self.run_uncancellable(handle, caller).await?.into_inner();
+        // The statement holds its place while its result streams.
+        let place = self.admission.admit().await?;
+        let stream = self
+            .run_uncancellable(handle, caller)
+            .await?
+            .into_inner()
+            .map(move |item| {
+                let _holding = &place;
+                item
+            })
+            .boxed();
         let stream = if run_id.is_empty() {
             stream
         } else {
@@ -209,9 +241,16 @@ impl FloeFlightSql {
     }
 
     /// Runs a statement to its end and adds up the rows its count batches report.
-    async fn update(&self, handle: StatementHandle, caller: &Principal) -> Result<i64, Status> {
+    async fn update(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+        slot: &SettingsSlot,
+    ) -> Result<i64, Status> {
         let (params, planned) = self.plan_to_run(&handle, caller).await?;
-        let batches = self.run_write(handle.sql, params, planned, caller).await?;
+        let batches = self
+            .run_write(handle.sql, params, planned, caller, slot)
+            .await?;
         Ok(crate::session::sum_counts(&batches) as i64)
     }
 
@@ -297,6 +336,34 @@ impl FloeFlightSql {
         Ok(Response::new(info))
     }
 
+    /// Flight's `SetSessionOptions`: every option is checked (an unknown name or a bad value
+    /// refuses the whole request, naming it), then the new settings go into the caller's
+    /// next token.
+    async fn set_session_options(
+        &self,
+        body: &[u8],
+        caller: &Principal,
+        slot: &SettingsSlot,
+    ) -> Result<Vec<u8>, Status> {
+        let request = wire::SetSessionOptionsRequest::decode(body).map_err(|e| {
+            Status::invalid_argument(format!("not a SetSessionOptionsRequest: {e}"))
+        })?;
+        let mut options: Vec<_> = request.session_options.into_iter().collect();
+        options.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut settings = caller.settings.clone();
+        for (name, value) in options {
+            let value = wire::as_text(&value)
+                .map_err(|e| Status::invalid_argument(format!("session option '{name}': {e}")))?;
+            settings = self
+                .engine
+                .with_setting(&settings, &name, value.as_deref())
+                .await?;
+        }
+        info!(user = %caller.user, settings = ?settings, "session options set");
+        slot.put(settings);
+        Ok(wire::SetSessionOptionsResult::default().encode_to_vec())
+    }
+
     /// Whether the caller is to be told the server is read-only: under `--read-only`, and for
     /// a user who may not write.
     fn read_only_for<T>(&self, request: &Request<T>) -> Result<bool, Status> {
@@ -354,7 +421,8 @@ impl FlightSqlService for FloeFlightSql {
             stored_result: false,
         };
         let caller = Principal::of(&request)?;
-        self.flight_info(handle, request.into_inner(), &caller)
+        let slot = SettingsSlot::of(&request);
+        self.flight_info(handle, request.into_inner(), &caller, &slot)
             .await
     }
 
@@ -365,7 +433,8 @@ impl FlightSqlService for FloeFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
         let caller = Principal::of(&request)?;
-        self.flight_info(handle, request.into_inner(), &caller)
+        let slot = SettingsSlot::of(&request);
+        self.flight_info(handle, request.into_inner(), &caller, &slot)
             .await
     }
 
@@ -456,13 +525,14 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let caller = Principal::of(&request)?;
+        let slot = SettingsSlot::of(&request);
         let handle = StatementHandle {
             sql: command.query,
             parameters: vec![],
             run_id: String::new(),
             stored_result: false,
         };
-        self.update(handle, &caller).await
+        self.update(handle, &caller, &slot).await
     }
 
     /// A prepared write or DDL statement through the update path: run once, or once per row of
@@ -474,19 +544,20 @@ impl FlightSqlService for FloeFlightSql {
     ) -> Result<i64, Status> {
         let handle = decode_handle(&query.prepared_statement_handle)?;
         let caller = Principal::of(&request)?;
+        let slot = SettingsSlot::of(&request);
         let batches = parameter_batches(request).await?;
         let rows: Vec<RecordBatch> = batches
             .iter()
             .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
             .collect();
         if rows.is_empty() {
-            return self.update(handle, &caller).await;
+            return self.update(handle, &caller, &slot).await;
         }
         let mut total = 0;
         for row in rows {
             let mut bound = handle.clone();
             bound.parameters = encode_parameters(&row)?;
-            total += self.update(bound, &caller).await?;
+            total += self.update(bound, &caller, &slot).await?;
         }
         Ok(total)
     }
@@ -512,7 +583,38 @@ impl FlightSqlService for FloeFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let caller = Principal::of(&request)?;
+        let slot = SettingsSlot::of(&request);
         let action = request.into_inner();
+        match action.r#type.as_str() {
+            wire::SET_SESSION_OPTIONS => {
+                let body = self
+                    .set_session_options(&action.body, &caller, &slot)
+                    .await?;
+                return Ok(one_result(body));
+            }
+            wire::GET_SESSION_OPTIONS => {
+                let options = caller
+                    .settings
+                    .options()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), wire::string(v)))
+                    .collect();
+                let result = wire::GetSessionOptionsResult {
+                    session_options: options,
+                };
+                return Ok(one_result(result.encode_to_vec()));
+            }
+            wire::CLOSE_SESSION => {
+                // The settings live in the caller's token: closing the session clears them.
+                slot.put(Settings::default());
+                let result = wire::CloseSessionResult {
+                    status: wire::CLOSED,
+                };
+                return Ok(one_result(result.encode_to_vec()));
+            }
+            _ => {}
+        }
         if action.r#type != CANCEL_FLIGHT_INFO {
             return Err(Status::unimplemented(format!(
                 "unknown action '{}': Floe does not implement it",
@@ -868,6 +970,12 @@ impl FlightSqlService for FloeFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// A DoAction answer of one result.
+fn one_result(body: Vec<u8>) -> Response<<FloeFlightSql as FlightService>::DoActionStream> {
+    let result = arrow_flight::Result { body: body.into() };
+    Response::new(futures::stream::once(async { Ok(result) }).boxed())
 }
 
 /// An answer with no rows.

@@ -20,6 +20,7 @@
 //! Flight SQL and the executors' control plane share one port.
 
 pub mod abandoned;
+pub mod admission;
 pub mod cancel;
 pub mod client_auth;
 pub mod ddl;
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod remote;
 pub mod results;
 pub mod session;
+pub mod settings;
 pub mod stages;
 mod statements;
 pub mod users;
@@ -66,6 +68,11 @@ pub struct CoordinatorConfig {
     pub cluster_secret: floe_proto::auth::ClusterSecret,
     /// Memory for the operators that run on the coordinator; they spill beyond it.
     pub memory_limit: usize,
+    /// The most memory one query may hold in each process (coordinator and each executor);
+    /// None: only the processes' own limits apply. Sessions may lower it.
+    pub query_memory_limit: Option<u64>,
+    /// How many statements run at once, and how many wait.
+    pub admission: admission::AdmissionLimits,
     /// Refuse INSERT and DDL: clients may only query.
     pub read_only: bool,
     /// A result its client leaves unread this long is dropped and its query stopped.
@@ -154,6 +161,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
     let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
         .read_only(config.read_only)
+        .with_query_memory(config.query_memory_limit)
         .with_metadata_swap(swap);
     let authenticator = Arc::new(client_auth::Authenticator::new(
         config.users.clone(),
@@ -161,7 +169,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         config.token_ttl,
     ));
     let flight = FlightServiceServer::new(
-        flight_sql::FloeFlightSql::new(engine).with_result_idle_timeout(config.result_idle_timeout),
+        flight_sql::FloeFlightSql::new(engine)
+            .with_result_idle_timeout(config.result_idle_timeout)
+            .with_admission(config.admission),
     )
     .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
     .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);

@@ -53,6 +53,7 @@ pub struct RemoteStageExec {
     inputs: Vec<Arc<ShuffleStage>>,
     launched: Arc<OnceCell<Arc<LaunchedStages>>>,
     query_id: String,
+    memory_limit: u64,
     stage_id: u32,
     registry: ExecutorRegistry,
     metrics: ExecutionPlanMetricsSet,
@@ -66,7 +67,7 @@ impl RemoteStageExec {
         encoded: Vec<u8>,
         files: Vec<FileGroup>,
         inputs: Vec<Arc<ShuffleStage>>,
-        query_id: String,
+        (query_id, memory_limit): (String, u64),
         stage_id: u32,
         registry: ExecutorRegistry,
     ) -> Self {
@@ -77,6 +78,7 @@ impl RemoteStageExec {
             inputs,
             launched: Arc::default(),
             query_id,
+            memory_limit,
             stage_id,
             registry,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -156,6 +158,7 @@ impl ExecutionPlan for RemoteStageExec {
         let reports = Arc::clone(&self.reports);
         let mut task = Task {
             query_id: self.query_id.clone(),
+            memory_limit: self.memory_limit,
             stage_id: self.stage_id,
             partition,
             plan: Arc::clone(&self.encoded),
@@ -176,7 +179,9 @@ impl ExecutionPlan for RemoteStageExec {
         let stages = self.inputs.clone();
         let stream = futures::stream::once(async move {
             let graph = launched
-                .get_or_try_init(|| launch(&stages, &task.query_id, &task.registry))
+                .get_or_try_init(|| {
+                    launch(&stages, (&task.query_id, task.memory_limit), &task.registry)
+                })
                 .await?
                 .clone();
             task.inputs = graph.inputs_of(&stages);
@@ -201,6 +206,8 @@ impl ExecutionPlan for RemoteStageExec {
 /// One partition of a stage, to be run on some executor.
 struct Task {
     query_id: String,
+    /// The most memory the query may hold on the executor (0: the executor's limit).
+    memory_limit: u64,
     stage_id: u32,
     partition: usize,
     plan: Arc<Vec<u8>>,
@@ -293,6 +300,7 @@ impl Task {
         let task = TaskDefinition {
             protocol_version: PROTOCOL_VERSION,
             query_id: self.query_id.clone(),
+            memory_limit: self.memory_limit,
             stage_id: self.stage_id,
             partition: self.partition as u32,
             plan: self.plan.as_ref().clone(),
@@ -412,7 +420,7 @@ async fn first_failure(
 /// Starts every task of `stages` and of the stages they read, producers before consumers.
 async fn launch(
     stages: &[Arc<ShuffleStage>],
-    query_id: &str,
+    (query_id, memory_limit): (&str, u64),
     registry: &ExecutorRegistry,
 ) -> Result<Arc<LaunchedStages>> {
     let mut order = Vec::new();
@@ -438,6 +446,7 @@ async fn launch(
             let reporting = Arc::clone(&stage);
             let task = Task {
                 query_id: query_id.to_string(),
+                memory_limit,
                 stage_id: stage.stage_id,
                 partition,
                 plan: Arc::clone(&stage.encoded),

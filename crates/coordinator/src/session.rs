@@ -19,6 +19,7 @@ use crate::client_auth::Principal;
 use crate::ddl::{self, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
 use crate::registry::ExecutorRegistry;
+use crate::settings::Settings;
 use crate::stages::PlanStages;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -27,7 +28,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::ObjectType;
 use floe_catalog::overwrite::MetadataCommitter;
-use floe_catalog::write::count_schema;
+use floe_catalog::write::{count_schema, WriteSettings};
+
+/// The schema unqualified names resolve in until a session says `USE`.
+pub const DEFAULT_SCHEMA: &str = "default";
 use futures::TryStreamExt;
 
 /// Plans queries against the catalog for the cluster's executors.
@@ -38,6 +42,20 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     read_only: bool,
     swap: Option<Arc<MetadataCommitter>>,
+    /// The operator's per-query memory limit (per process), if any.
+    query_memory: Option<u64>,
+    /// The most a session may ask for with `SET memory_limit`.
+    max_query_memory: u64,
+    /// The memory shares of the queries running on the coordinator.
+    query_pools: floe_executor::memory::QueryPools,
+}
+
+/// The memory limit of a runtime's pool, in bytes (`u64::MAX` if it has none).
+fn runtime_limit(runtime: &RuntimeEnv) -> u64 {
+    match runtime.memory_pool.memory_limit() {
+        datafusion::execution::memory_pool::MemoryLimit::Finite(n) => n as u64,
+        _ => u64::MAX,
+    }
 }
 
 /// A planned query: its session and logical plan.
@@ -59,10 +77,29 @@ impl QueryEngine {
         Self {
             catalog,
             registry,
-            runtime,
             read_only: false,
             swap: None,
+            query_memory: None,
+            max_query_memory: runtime_limit(&runtime),
+            query_pools: Default::default(),
+            runtime,
         }
+    }
+
+    /// Caps every query at `limit` bytes in each process (coordinator and each executor),
+    /// under the processes' own limits; sessions may lower it, not raise it.
+    pub fn with_query_memory(mut self, limit: Option<u64>) -> Self {
+        self.query_memory = limit;
+        if let Some(limit) = limit {
+            self.max_query_memory = limit;
+        }
+        self
+    }
+
+    /// The per-query memory limit for a caller: theirs if they set one, else the operator's
+    /// (0: none beyond the processes' limits).
+    fn query_memory_for(&self, settings: &Settings) -> u64 {
+        settings.memory_limit.or(self.query_memory).unwrap_or(0)
     }
 
     /// The SQL catalog's compare-and-swap, which INSERT OVERWRITE commits with.
@@ -87,23 +124,43 @@ impl QueryEngine {
         &self.catalog
     }
 
-    /// A fresh session that sees the catalog as it is now.
-    pub async fn session(&self, query_id: &str) -> Result<SessionContext> {
+    /// A fresh session that sees the catalog as it is now, with the caller's settings.
+    pub async fn session(&self, query_id: &str, settings: &Settings) -> Result<SessionContext> {
         let executors = self.registry.live().len().max(1);
-        let config = SessionConfig::new()
+        let schema = settings.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG_NAME, "default")
+            .with_default_catalog_and_schema(CATALOG_NAME, schema)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions((executors * 2).clamp(2, 64))
-            .with_round_robin_repartition(false);
+            .with_round_robin_repartition(false)
+            .with_extension(Arc::new(WriteSettings {
+                target_file_size: settings.target_file_size,
+            }));
+        if let Some(tz) = &settings.time_zone {
+            config.options_mut().execution.time_zone = Some(tz.clone());
+        }
         let mut rules = PhysicalOptimizer::new().rules;
+        let memory_limit = self.query_memory_for(settings);
         rules.push(Arc::new(PlanStages::new(
             self.registry.clone(),
             query_id.to_string(),
+            memory_limit,
         )));
+        let runtime = if memory_limit == 0 {
+            Arc::clone(&self.runtime)
+        } else {
+            let shared = Arc::clone(&self.runtime.memory_pool);
+            let pool = self.query_pools.get(
+                &shared,
+                query_id,
+                usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            );
+            floe_executor::memory::with_pool(&self.runtime, pool)
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_runtime_env(runtime)
             .with_default_features()
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)
@@ -147,12 +204,17 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         caller: &Principal,
     ) -> Result<Planned> {
-        let ctx = self.session(query_id).await?;
+        let ctx = self.session(query_id, &caller.settings).await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
         let sql = crate::placeholders::number_question_marks(&sql);
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(&sql, &dialect)?;
+        if let DfStatement::Statement(s) = &statement {
+            if let Some(setting) = crate::settings::setting_of(s) {
+                return self.change_setting(setting, caller, params).await;
+            }
+        }
         if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "statement not supported: {} (this coordinator is read-only: --read-only)",
@@ -174,7 +236,7 @@ impl QueryEngine {
                 ));
             }
             let command = ddl::parse(&ctx, statement, partition_items).await?;
-            return Ok(Planned::Command(command));
+            return Ok(Planned::Command(command, caller.settings.clone()));
         }
         if !partition_items.is_empty() {
             return Err(CoordinatorError::InvalidArgument(
@@ -191,7 +253,7 @@ impl QueryEngine {
             let is_table_function = reference.schema().is_none()
                 && state.table_functions().contains_key(reference.table());
             if !is_table_function {
-                check_table_exists(&ctx, &reference)?;
+                check_table_exists(&ctx, &reference, &state)?;
             }
         }
         let plan = state.statement_to_plan(statement).await?;
@@ -213,6 +275,55 @@ impl QueryEngine {
         Ok(Planned::Query(Box::new(PlannedQuery { ctx, plan })))
     }
 
+    /// `USE`, `SET`, `RESET`: the caller's settings with one changed (nothing runs). A schema
+    /// must exist; a memory limit may only be lowered.
+    async fn change_setting(
+        &self,
+        setting: Result<(String, Option<String>)>,
+        caller: &Principal,
+        params: Vec<ScalarValue>,
+    ) -> Result<Planned> {
+        let (name, value) = setting?;
+        if !params.is_empty() {
+            return Err(CoordinatorError::InvalidArgument(
+                "USE and SET take no parameters".into(),
+            ));
+        }
+        let settings = self
+            .with_setting(&caller.settings, &name, value.as_deref())
+            .await?;
+        Ok(Planned::Settings(settings))
+    }
+
+    /// `settings` with option `name` set to `value` (or cleared), checked.
+    pub async fn with_setting(
+        &self,
+        settings: &Settings,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<Settings> {
+        let mut settings = settings.clone();
+        settings.set(name, value, self.max_query_memory)?;
+        if let (Some(schema), Some(_)) = (&settings.schema, value) {
+            if name.eq_ignore_ascii_case(crate::settings::SCHEMA) {
+                let namespace = iceberg::NamespaceIdent::new(schema.clone());
+                let exists = self
+                    .catalog
+                    .namespace_exists(&namespace)
+                    .await
+                    .map_err(|e| {
+                        CoordinatorError::Unavailable(format!("looking up schema '{schema}': {e}"))
+                    })?;
+                if !exists {
+                    return Err(CoordinatorError::NotFound(format!(
+                        "schema '{schema}' not found"
+                    )));
+                }
+            }
+        }
+        Ok(settings)
+    }
+
     /// Runs a planned statement: a query's batches as they come, or a write's row count.
     pub async fn execute(&self, planned: Planned) -> Result<SendableRecordBatchStream> {
         match planned {
@@ -224,14 +335,23 @@ impl QueryEngine {
                 })
                 .await?
             }
-            Planned::Command(command) => {
+            Planned::Settings(_) => Ok(Box::pin(RecordBatchStreamAdapter::new(
+                count_schema(),
+                futures::stream::once(async {
+                    Ok(RecordBatch::try_new(
+                        count_schema(),
+                        vec![Arc::new(UInt64Array::from(vec![0u64]))],
+                    )?)
+                }),
+            ))),
+            Planned::Command(command, settings) => {
                 // Run when the stream is read, so that its errors travel like a query's: an
                 // executor lost during a CTAS re-runs the statement (see flight_sql).
                 let engine = self.clone();
                 let rows = futures::stream::once(async move {
                     let rows = match &command {
                         Command::CreateTable(create) if create.query.is_some() => {
-                            engine.create_table_as(create).await
+                            engine.create_table_as(create, &settings).await
                         }
                         other => ddl::run(&engine.catalog, engine.swap.as_deref(), other)
                             .await
@@ -253,7 +373,11 @@ impl QueryEngine {
 
     /// CREATE TABLE … AS SELECT: creates the table, then runs `INSERT INTO` it (distributed,
     /// one commit). If the insert fails the new table is dropped again.
-    async fn create_table_as(&self, create: &CreateTableCommand) -> Result<u64> {
+    async fn create_table_as(
+        &self,
+        create: &CreateTableCommand,
+        settings: &Settings,
+    ) -> Result<u64> {
         let Some(query) = &create.query else {
             return Ok(0);
         };
@@ -275,7 +399,7 @@ impl QueryEngine {
                 .replace('"', "\"\""),
             create.table.name().replace('"', "\"\"")
         );
-        let result = self.run_insert(&insert).await;
+        let result = self.run_insert(&insert, settings).await;
         if result.is_ok() {
             guard.table = None;
         }
@@ -283,11 +407,15 @@ impl QueryEngine {
     }
 
     /// Runs an INSERT to its end; returns the rows written.
-    async fn run_insert(&self, sql: &str) -> Result<u64> {
+    async fn run_insert(&self, sql: &str, settings: &Settings) -> Result<u64> {
         let query_id = uuid::Uuid::new_v4().to_string();
-        let Planned::Query(query) = self
-            .plan(&query_id, sql, vec![], &Principal::anonymous())
-            .await?
+        // Floe itself runs it (the caller's right to create the table was checked), in the
+        // caller's session: its schema, time zone, memory limit and target file size.
+        let floe = Principal {
+            settings: settings.clone(),
+            ..Principal::anonymous()
+        };
+        let Planned::Query(query) = self.plan(&query_id, sql, vec![], &floe).await?
         else {
             return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
         };
@@ -337,8 +465,10 @@ fn into_datafusion(e: CoordinatorError) -> DataFusionError {
 pub enum Planned {
     /// A query or an INSERT: a DataFusion plan.
     Query(Box<PlannedQuery>),
-    /// DDL (and CREATE TABLE … AS SELECT), run against the catalog.
-    Command(Command),
+    /// DDL (and CREATE TABLE … AS SELECT), run against the catalog in the caller's session.
+    Command(Command, Settings),
+    /// USE or SET: the caller's new settings (the statement's effect is the new token).
+    Settings(Settings),
 }
 
 impl Planned {
@@ -346,7 +476,7 @@ impl Planned {
     pub fn schema(&self) -> SchemaRef {
         match self {
             Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
-            Planned::Command(_) => count_schema(),
+            Planned::Command(..) | Planned::Settings(_) => count_schema(),
         }
     }
 
@@ -354,7 +484,7 @@ impl Planned {
     /// ANALYZE of an INSERT): such a statement runs once, when the client executes it.
     pub fn is_write(&self) -> bool {
         match self {
-            Planned::Command(_) => true,
+            Planned::Command(..) | Planned::Settings(_) => true,
             Planned::Query(q) => match &q.plan {
                 LogicalPlan::Dml(_) => true,
                 LogicalPlan::Analyze(analyze) => {
@@ -371,7 +501,7 @@ impl Planned {
     ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
         match self {
             Planned::Query(q) => q.plan.get_parameter_types(),
-            Planned::Command(_) => Ok(Default::default()),
+            Planned::Command(..) | Planned::Settings(_) => Ok(Default::default()),
         }
     }
 }
@@ -446,8 +576,13 @@ fn statement_kind(statement: &DfStatement) -> String {
         .join(" ")
 }
 
-fn check_table_exists(ctx: &SessionContext, reference: &TableReference) -> Result<()> {
-    let resolved = reference.clone().resolve(CATALOG_NAME, "default");
+fn check_table_exists(
+    ctx: &SessionContext,
+    reference: &TableReference,
+    state: &datafusion::execution::SessionState,
+) -> Result<()> {
+    let schema = &state.config().options().catalog.default_schema;
+    let resolved = reference.clone().resolve(CATALOG_NAME, schema);
     if resolved.schema.as_ref() == "information_schema" {
         return Ok(());
     }

@@ -195,6 +195,8 @@ enum Placement {
 pub struct PlanStages {
     registry: ExecutorRegistry,
     query_id: String,
+    /// The most memory the query may hold on each executor (0: the executor's limit).
+    memory_limit: u64,
 }
 
 struct Cutter<'a> {
@@ -204,8 +206,12 @@ struct Cutter<'a> {
 
 impl PlanStages {
     /// A rule for one query.
-    pub fn new(registry: ExecutorRegistry, query_id: String) -> Self {
-        Self { registry, query_id }
+    pub fn new(registry: ExecutorRegistry, query_id: String, memory_limit: u64) -> Self {
+        Self {
+            registry,
+            query_id,
+            memory_limit,
+        }
     }
 }
 
@@ -428,7 +434,7 @@ impl Cutter<'_> {
                     encoded,
                     files,
                     inputs,
-                    self.rule.query_id.clone(),
+                    (self.rule.query_id.clone(), self.rule.memory_limit),
                     self.next_stage,
                     self.rule.registry.clone(),
                 )))

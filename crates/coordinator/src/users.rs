@@ -124,8 +124,15 @@ impl Users {
 
     /// The role of `name` if `password` is theirs. Slow on purpose (Argon2): call it off the
     /// async runtime's threads.
+    /// An unknown user costs one verification too (against a hash no password matches), so
+    /// the answer's timing does not tell which user names exist.
     pub fn verify(&self, name: &str, password: &str) -> Option<Role> {
-        let user = self.users.get(name)?;
+        let Some(user) = self.users.get(name) else {
+            if let Ok(hash) = PasswordHash::new(&UNKNOWN_USER_HASH) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+            }
+            return None;
+        };
         let hash = PasswordHash::new(&user.hash).ok()?;
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
@@ -133,6 +140,16 @@ impl Users {
             .map(|()| user.role)
     }
 }
+
+/// An Argon2id hash (default parameters, as `floe passwd` writes) of a random password that
+/// is then forgotten.
+static UNKNOWN_USER_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes encode");
+    Argon2::default()
+        .hash_password(&rand::random::<[u8; 32]>(), &salt)
+        .expect("hashing works")
+        .to_string()
+});
 
 /// A users-file line for `name` with `password` and `role` (Argon2id, random salt).
 pub fn users_file_line(name: &str, password: &str, role: Role) -> Result<String, String> {

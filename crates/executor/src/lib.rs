@@ -17,6 +17,7 @@
 pub mod checked;
 pub mod codec;
 pub mod cooperative;
+pub mod memory;
 pub mod registration;
 pub mod service;
 pub mod shuffle;

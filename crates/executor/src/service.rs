@@ -62,6 +62,8 @@ pub struct ExecutorState {
     pub running_tasks: AtomicUsize,
     /// Context every task runs in.
     pub task_ctx: Arc<TaskContext>,
+    /// The memory shares of the queries with a per-query limit running here.
+    pub query_pools: crate::memory::QueryPools,
     /// Buckets of the shuffle producers running here.
     pub shuffles: Arc<ShuffleRegistry>,
     /// What every task reads and writes with: this executor's own storage settings, confined
@@ -88,6 +90,7 @@ impl ExecutorState {
             seen_tasks: Mutex::default(),
             running_tasks: AtomicUsize::new(0),
             task_ctx,
+            query_pools: Default::default(),
             shuffles: Arc::default(),
             file_io: floe_catalog::storage::confined_file_io(storage, roots.clone()),
             roots,
@@ -232,6 +235,30 @@ impl ExecutorFlightService {
         }
     }
 
+    /// The context a task of `query_id` runs in: the executor's, with the query's own share of
+    /// memory when the coordinator set a per-query limit.
+    fn task_context(&self, query_id: &str, memory_limit: u64) -> Arc<TaskContext> {
+        let base = &self.state.task_ctx;
+        if memory_limit == 0 {
+            return Arc::clone(base);
+        }
+        let shared = Arc::clone(&base.runtime_env().memory_pool);
+        let pool = self.state.query_pools.get(
+            &shared,
+            query_id,
+            usize::try_from(memory_limit).unwrap_or(usize::MAX),
+        );
+        Arc::new(TaskContext::new(
+            base.task_id(),
+            base.session_id(),
+            base.session_config().clone(),
+            base.scalar_functions().clone(),
+            base.aggregate_functions().clone(),
+            base.window_functions().clone(),
+            crate::memory::with_pool(&base.runtime_env(), pool),
+        ))
+    }
+
     /// Runs one task: streams its output, or (a shuffle producer) fills its buckets. Either
     /// way the stream ends with the task's [`TaskMetrics`].
     fn run_task(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
@@ -268,7 +295,10 @@ impl ExecutorFlightService {
             )));
         }
         let batches = plan
-            .execute(partition, Arc::clone(&self.state.task_ctx))
+            .execute(
+                partition,
+                self.task_context(&task.query_id, task.memory_limit),
+            )
             .map_err(status_from_datafusion)?;
         self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
         let guard = RunningGuard(Arc::clone(&self.state));

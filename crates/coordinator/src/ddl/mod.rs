@@ -167,8 +167,8 @@ pub fn check_name_part(part: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ns.table` (or `table` in the default schema) as an Iceberg identifier.
-pub fn table_ident(name: &ObjectName) -> Result<TableIdent> {
+/// `ns.table` (or `table` in the session's schema, `default_schema`) as an Iceberg identifier.
+pub fn table_ident(name: &ObjectName, default_schema: &str) -> Result<TableIdent> {
     let parts = name_parts(name)?;
     let parts: Vec<String> = match parts.as_slice() {
         [catalog, rest @ ..] if rest.len() == 2 && catalog == floe_catalog::CATALOG_NAME => {
@@ -178,7 +178,7 @@ pub fn table_ident(name: &ObjectName) -> Result<TableIdent> {
     };
     match parts.as_slice() {
         [table] => Ok(TableIdent::new(
-            NamespaceIdent::new("default".into()),
+            NamespaceIdent::new(default_schema.to_string()),
             table.clone(),
         )),
         [ns, table] => Ok(TableIdent::new(
@@ -259,6 +259,16 @@ pub(super) fn storable(data_type: &DataType) -> DataType {
     }
 }
 
+/// The schema unqualified names resolve in, in this session.
+fn default_schema(ctx: &SessionContext) -> String {
+    ctx.state()
+        .config()
+        .options()
+        .catalog
+        .default_schema
+        .clone()
+}
+
 /// Builds a command from a DDL statement. `ctx` resolves column types and CTAS queries.
 pub async fn parse(
     ctx: &SessionContext,
@@ -313,7 +323,10 @@ pub async fn parse(
                 })
             }
             ObjectType::Table => Ok(Command::DropTable {
-                tables: names.iter().map(table_ident).collect::<Result<_>>()?,
+                tables: names
+                    .iter()
+                    .map(|n| table_ident(n, &default_schema(ctx)))
+                    .collect::<Result<_>>()?,
                 if_exists: *if_exists,
             }),
             other => Err(invalid(format!("DROP {other} is not supported"))),
@@ -365,7 +378,7 @@ pub async fn parse(
                 });
             }
             Ok(Command::AlterTable {
-                table: table_ident(&alter.name)?,
+                table: table_ident(&alter.name, &default_schema(ctx))?,
                 if_exists: alter.if_exists,
                 changes,
             })
@@ -414,7 +427,7 @@ async fn create_table(
             "only CREATE TABLE [IF NOT EXISTS] name (columns) | AS SELECT is supported".into(),
         ));
     }
-    let table = table_ident(&create.name)?;
+    let table = table_ident(&create.name, &default_schema(ctx))?;
     // DataFusion plans the columns (or the query); Floe handles the options itself.
     let mut probe = create.clone();
     probe.table_options = CreateTableOptions::None;
