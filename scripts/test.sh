@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the Python packages the integration tests
-# need (SeaweedFS, pyiceberg, the ADBC Flight SQL driver, DuckDB) into .venv and, when missing,
+# need (SeaweedFS, pyiceberg, the ADBC Flight SQL driver, DuckDB) into .venv, flightsql-dbapi into
+# .venv-flightsql (it pins SQLAlchemy < 2) and, when missing,
 # the PostgreSQL server binaries from Debian's packages; builds Floe, then
 # runs the Rust tests, bounded fuzz runs (cargo-fuzz from crates.io when missing) and the
 # integration tests (real S3 server, real catalogs, real clients).
@@ -15,6 +16,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# flightsql-dbapi pins SQLAlchemy < 2: a venv of its own (the Superset test runs it).
+if [ ! -x .venv-flightsql/bin/python ]; then
+  python3 -m venv .venv-flightsql
+fi
+.venv-flightsql/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements-flightsql.txt
 
 echo "== PostgreSQL server binaries (for the PostgreSQL-catalog tests)"
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \

@@ -11,8 +11,11 @@ it crafted itself. A coordinator bound beyond loopback without users refuses to 
 from __future__ import annotations
 
 import base64
+import json
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 import pyarrow.flight as flight
@@ -290,3 +293,40 @@ def test_the_floe_sql_shell_signs_in(secured):
     assert ok.returncode == 0 and "42" in ok.stdout, ok.stdout + ok.stderr
     bad = shell("wrong")
     assert bad.returncode != 0 and "signing in as rui" in bad.stderr, bad.stderr
+
+
+def _flightsql_python() -> str:
+    """The Python of the flightsql-dbapi venv (scripts/test.sh makes it: .venv-flightsql)."""
+    root = Path(__file__).resolve().parents[2]
+    python = os.environ.get("FLOE_FLIGHTSQL_PYTHON", str(root / ".venv-flightsql" / "bin" / "python"))
+    assert Path(python).exists(), f"{python} is missing: run scripts/test.sh, which makes it"
+    return python
+
+
+def test_superset_lists_and_queries_through_flightsql_dbapi(secured):
+    """Superset's path: the `datafusion+flightsql://user:password@host:port` SQLAlchemy URL,
+    the inspector's schema, table and column listings, a query; and flightsql-dbapi's own
+    Flight SQL metadata calls. Run in flightsql-dbapi's venv (SQLAlchemy < 2)."""
+    dep, _, _ = secured
+    conn = dep.connect(db_kwargs={"username": "wes", "password": PASSWORDS["wes"]})
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE SCHEMA IF NOT EXISTS superset")
+        cur.execute("CREATE TABLE superset.sales AS SELECT * FROM (VALUES (1, 'north', 10.5), "
+                    "(2, 'south', 4.5), (3, 'north', 1.0)) AS v(id, region, amount)")
+        cur.close()
+    finally:
+        conn.close()
+    url = f"datafusion+flightsql://rui:{PASSWORDS['rui'].replace('!', '%21')}@127.0.0.1:{dep.flight_port}?insecure=true"
+    sql = "SELECT region, sum(amount) AS total FROM superset.sales GROUP BY region ORDER BY region"
+    probe = Path(__file__).with_name("superset_probe.py")
+    out = subprocess.run([_flightsql_python(), str(probe), url, "superset", "sales", sql],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "superset" in got["schemas"] and "superset" in got["raw_schemas"]
+    assert got["tables"] == ["sales"] and got["raw_tables"] == ["sales"]
+    assert got["columns"] == ["id", "region", "amount"]
+    assert got["rows"] == [["north", 11.5], ["south", 4.5]] == got["raw_rows"]
+    assert got["raw_primary_keys"] == []
+    assert got["raw_server_name"] == "Floe"
