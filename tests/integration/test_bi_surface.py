@@ -239,6 +239,14 @@ def test_read_only_is_told_per_caller(bi, tmp_path):
         dep.stop()
 
 
+def test_statement_results_are_read_on_the_same_connection(raw):
+    """A statement's endpoint has no location (the client reads on the connection it has),
+    never an executor's internal address."""
+    t = raw.get(w.statement_command("SELECT o_custkey, count(*) AS n FROM bi.orders GROUP BY o_custkey "
+                                    "ORDER BY o_custkey"))
+    assert t.to_pylist() == [{"o_custkey": 10, "n": 2}, {"o_custkey": 20, "n": 1}]
+
+
 def test_adbc_get_info_over_tls(conn):
     info = conn.adbc_get_info()
     assert info["vendor_name"] == "Floe"

@@ -415,8 +415,7 @@ impl QueryEngine {
             settings: settings.clone(),
             ..Principal::anonymous()
         };
-        let Planned::Query(query) = self.plan(&query_id, sql, vec![], &floe).await?
-        else {
+        let Planned::Query(query) = self.plan(&query_id, sql, vec![], &floe).await? else {
             return Err(CoordinatorError::Internal("INSERT planned as DDL".into()));
         };
         let df = query.ctx.execute_logical_plan(query.plan).await?;
