@@ -195,7 +195,8 @@ def test_unknown_settings_and_engine_knobs_are_refused(sessions):
     conn = _connect(sessions["dep"])
     try:
         for sql in ("SET datafusion.execution.batch_size = 1", "SET work_mem = '1GB'",
-                    "SET datafusion.runtime.memory_limit = '100TB'"):
+                    "SET datafusion.runtime.memory_limit = '100TB'",
+                    "SET datafusion.execution.time_zone = '+05:00'"):
             with pytest.raises(Exception, match="(?i)unknown setting") as e:
                 _run(conn, sql)
             assert "INVALID_ARGUMENT" in str(e.value) or "InvalidArgument" in str(e.value)

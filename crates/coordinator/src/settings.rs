@@ -78,7 +78,7 @@ impl Settings {
                     }
                 }
             }
-            TIME_ZONE | "timezone" | "datafusion.execution.time_zone" => {
+            TIME_ZONE | "timezone" => {
                 self.time_zone = match value {
                     None => None,
                     Some(v) => Some(check_time_zone(v)?),
@@ -128,8 +128,8 @@ impl Settings {
             }
             other => {
                 return Err(CoordinatorError::InvalidArgument(format!(
-                    "unknown setting '{other}': a session may set {SCHEMA} (USE), {TIME_ZONE}, \
-                     {MEMORY_LIMIT} and {TARGET_FILE_SIZE}"
+                    "unknown setting '{other}' is not supported: a session may set {SCHEMA} \
+                     (USE), {TIME_ZONE}, {MEMORY_LIMIT} and {TARGET_FILE_SIZE}"
                 )));
             }
         }
