@@ -505,6 +505,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let coordinator = floe_coordinator::start(CoordinatorConfig {
                 bind: SocketAddr::new(args.host, args.port),
                 catalog: settings.clone(),
+                storage_roots: roots.clone(),
                 heartbeat_interval: Duration::from_millis(500),
                 // Executors in this process die only with it; a long expiry keeps CPU-heavy
                 // work (which can delay the coordinator's heartbeat handling) from dropping them.
@@ -560,6 +561,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let coordinator = floe_coordinator::start(CoordinatorConfig {
                 bind: SocketAddr::new(args.host, args.port),
                 catalog: settings.clone(),
+                storage_roots: args.catalog.storage.roots()?,
                 heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
                 executor_expiry: Duration::from_millis(args.executor_expiry_ms),
                 cluster_secret: secret,

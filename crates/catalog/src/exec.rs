@@ -25,7 +25,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use floe_proto::{FileGroup, IcebergScanNode};
+use floe_proto::{DeleteFileRef, FileGroup, IcebergScanNode};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::expr::{Bind, Predicate};
@@ -33,6 +33,7 @@ use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFileFormat, Schema};
 
+use crate::deletes::DeletionVector;
 use crate::error::CatalogError;
 
 /// Metric names the scan records, summed by the coordinator for `EXPLAIN ANALYZE`.
@@ -45,6 +46,8 @@ pub mod metric {
     pub const ROWS_SCANNED: &str = "rows_scanned";
     /// Wall time spent in the reader.
     pub const SCAN_TIME: &str = "scan_time";
+    /// Rows a deletion vector removed.
+    pub const ROWS_DELETED: &str = "rows_deleted";
 }
 
 /// Reads groups of Iceberg data files; one output partition per group.
@@ -120,7 +123,11 @@ impl IcebergScanExec {
         Self::try_new(node, self.file_io.clone())
     }
 
-    fn file_tasks(&self, partition: usize) -> Result<Vec<FileScanTask>> {
+    /// The reader's tasks for partition `partition`, each with its deletion vector if it has
+    /// one. A file with a vector is read whole and in order (no predicate, so no row group or
+    /// page is skipped) so that row positions are known; the filter above the scan still
+    /// applies the predicate.
+    fn file_tasks(&self, partition: usize) -> Result<Vec<(FileScanTask, Option<DeleteFileRef>)>> {
         let Some(group) = self.node.file_groups.get(partition) else {
             return Ok(vec![]);
         };
@@ -145,26 +152,58 @@ impl IcebergScanExec {
         } else {
             self.node.project_field_ids.clone()
         };
-        Ok(group
+        group
             .files
             .iter()
-            .map(|f| FileScanTask {
-                file_size_in_bytes: f.file_size_in_bytes,
-                start: f.start,
-                length: f.length,
-                record_count: (f.record_count > 0).then_some(f.record_count),
-                data_file_path: f.path.clone(),
-                data_file_format: DataFileFormat::Parquet,
-                schema: Arc::clone(&self.iceberg_schema),
-                project_field_ids: project_field_ids.clone(),
-                predicate: predicate.clone(),
-                deletes: vec![],
-                partition: None,
-                partition_spec: None,
-                name_mapping: None,
-                case_sensitive: true,
+            .map(|f| {
+                let vector = f
+                    .deletes
+                    .iter()
+                    .find(|d| d.content == crate::deletes::DELETION_VECTOR)
+                    .cloned();
+                if vector.is_some() {
+                    if f.deletes
+                        .iter()
+                        .any(|d| d.content == crate::deletes::EQUALITY_DELETES)
+                    {
+                        return Err(DataFusionError::External(Box::new(
+                            CatalogError::Unsupported(format!(
+                                "table {}: data file {} has both a deletion vector and \
+                                 equality deletes",
+                                self.node.table, f.path
+                            )),
+                        )));
+                    }
+                    if f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes) {
+                        return Err(DataFusionError::Internal(format!(
+                            "table {}: data file {} with a deletion vector was split",
+                            self.node.table, f.path
+                        )));
+                    }
+                }
+                let task = FileScanTask {
+                    file_size_in_bytes: f.file_size_in_bytes,
+                    start: f.start,
+                    length: f.length,
+                    record_count: (f.record_count > 0).then_some(f.record_count),
+                    data_file_path: f.path.clone(),
+                    data_file_format: DataFileFormat::Parquet,
+                    schema: Arc::clone(&self.iceberg_schema),
+                    project_field_ids: project_field_ids.clone(),
+                    predicate: if vector.is_some() {
+                        None
+                    } else {
+                        predicate.clone()
+                    },
+                    deletes: crate::deletes::reader_deletes(&f.deletes),
+                    partition: None,
+                    partition_spec: None,
+                    name_mapping: None,
+                    case_sensitive: true,
+                };
+                Ok((task, vector))
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -235,6 +274,19 @@ impl DisplayAs for IcebergScanExec {
                 n => format!(", limit={n}"),
             },
         )?;
+        let deletes = [
+            ("position", stats.position_delete_files),
+            ("equality", stats.equality_delete_files),
+            ("dv", stats.deletion_vectors),
+        ];
+        if deletes.iter().any(|(_, n)| *n > 0) {
+            let parts: Vec<String> = deletes
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(kind, n)| format!("{kind}:{n}"))
+                .collect();
+            write!(f, ", deletes=[{}]", parts.join(" "))?;
+        }
         if let Some(p) = &self.predicate {
             write!(f, ", predicate={p}")?;
         }
@@ -335,6 +387,8 @@ impl ExecutionPlan for IcebergScanExec {
             n => n as usize,
         };
         let stream_schema = Arc::clone(&schema);
+        let dv_io = self.file_io.clone();
+        let deleted = MetricBuilder::new(&self.metrics).counter(metric::ROWS_DELETED, partition);
         let stream = futures::stream::once(async move {
             let runtime = iceberg::Runtime::try_current().map_err(|e| iceberg_error(&table, e))?;
             let reader = ArrowReaderBuilder::new(file_io, runtime)
@@ -349,23 +403,33 @@ impl ExecutionPlan for IcebergScanExec {
             // One file at a time, so that an error names the file it came from (a corrupt or
             // missing file is lost data the operator must find).
             let batches = futures::stream::iter(tasks)
-                .then(move |task| {
+                .then(move |(task, vector)| {
                     let reader = reader.clone();
                     let opened = Arc::clone(&opened);
                     let table = table.clone();
+                    let file_io = dv_io.clone();
+                    let deleted = deleted.clone();
                     async move {
                         let path = task.data_file_path.clone();
+                        let vector = match &vector {
+                            Some(dv) => {
+                                Some(DeletionVector::load(&file_io, &table, &path, dv).await?)
+                            }
+                            None => None,
+                        };
                         let one = futures::stream::iter([Ok(task)]).boxed();
                         let result = reader.read(one).map_err(|e| file_error(&table, &path, e))?;
                         opened
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push(result.metrics().clone());
-                        Ok::<_, DataFusionError>(
-                            result
-                                .stream()
-                                .map_err(move |e| file_error(&table, &path, e)),
-                        )
+                        let rows = result
+                            .stream()
+                            .map_err(move |e| file_error(&table, &path, e));
+                        Ok::<_, DataFusionError>(match vector {
+                            None => rows.boxed(),
+                            Some(vector) => drop_deleted(rows, vector, deleted).boxed(),
+                        })
                     }
                 })
                 .try_flatten()
@@ -458,6 +522,29 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// An iceberg read error as a DataFusion error that keeps its class (missing object → data
 /// loss, unreachable store → unavailable) and names the table and object.
 /// An error reading one data file: names the table and the file.
+/// The rows of one file (read whole, in order) without those its deletion vector deletes.
+fn drop_deleted(
+    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    vector: DeletionVector,
+    deleted: Count,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+    let mut position: u64 = 0;
+    rows.map(move |batch| {
+        let batch = batch?;
+        let start = position;
+        position += batch.num_rows() as u64;
+        let keep: arrow::array::BooleanArray = (0..batch.num_rows() as u64)
+            .map(|i| Some(!vector.contains(start + i)))
+            .collect();
+        let removed = keep.false_count();
+        if removed == 0 {
+            return Ok(batch);
+        }
+        deleted.add(removed);
+        Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+    })
+}
+
 fn file_error(table: &str, path: &str, e: iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(CatalogError::from_iceberg(
         &format!("reading table {table}, file {path}"),

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod deletes;
 pub mod error;
 pub mod exec;
 pub mod overwrite;

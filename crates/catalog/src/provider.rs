@@ -244,6 +244,14 @@ impl TableProvider for IcebergTableProvider {
             .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?;
 
         let (files_total, bytes_total) = snapshot_totals(&self.table);
+        // Deletion vectors are planned here (iceberg's planner does not know them); position
+        // and equality delete files come with each task (see `deletes`).
+        let vectors = match self.table.metadata().current_snapshot() {
+            Some(snapshot) if tasks.iter().any(|t| !t.deletes.is_empty()) => {
+                crate::deletes::deletion_vectors(&self.table, snapshot, &self.name).await?
+            }
+            _ => Default::default(),
+        };
         let mut files: Vec<DataFileTask> = tasks
             .iter()
             .map(|t| DataFileTask {
@@ -252,19 +260,17 @@ impl TableProvider for IcebergTableProvider {
                 start: t.start,
                 length: t.length,
                 record_count: t.record_count.unwrap_or(0),
-                deletes: vec![],
+                deletes: crate::deletes::delete_refs(t, &vectors),
             })
             .collect();
-        if let Some(t) = tasks.iter().find(|t| !t.deletes.is_empty()) {
-            return Err(external(CatalogError::Unsupported(format!(
-                "table {} has delete files (e.g. for {}); reading merge-on-read deletes is not implemented yet",
-                self.name, t.data_file_path
-            ))));
-        }
-        // With a LIMIT and no filter, the first files holding enough records are all we need.
+        // With a LIMIT and no filter, the first files holding enough records are all we need
+        // (a file with deletes holds fewer rows than its record count: keep them all).
         let limit = limit.filter(|_| filters.is_empty());
         if let Some(limit) = limit {
-            if files.iter().all(|f| f.record_count > 0) {
+            if files
+                .iter()
+                .all(|f| f.record_count > 0 && f.deletes.is_empty())
+            {
                 let mut records = 0u64;
                 files.retain(|f| {
                     let keep = records < limit as u64;
@@ -273,12 +279,26 @@ impl TableProvider for IcebergTableProvider {
                 });
             }
         }
+        let count_deletes = |content: i32| {
+            let mut paths: Vec<(&str, u64)> = files
+                .iter()
+                .flat_map(|f| f.deletes.iter())
+                .filter(|d| d.content == content)
+                .map(|d| (d.path.as_str(), d.content_offset))
+                .collect();
+            paths.sort_unstable();
+            paths.dedup();
+            paths.len() as u64
+        };
         let statistics = ScanStatistics {
             files_total,
             bytes_total,
             files_selected: files.len() as u64,
             bytes_selected: files.iter().map(|f| f.file_size_in_bytes).sum(),
             records_selected: files.iter().map(|f| f.record_count).sum(),
+            position_delete_files: count_deletes(crate::deletes::POSITION_DELETES),
+            equality_delete_files: count_deletes(crate::deletes::EQUALITY_DELETES),
+            deletion_vectors: count_deletes(crate::deletes::DELETION_VECTOR),
         };
         let target = state.config().target_partitions().max(1);
         files.sort_by_key(|f| std::cmp::Reverse(f.file_size_in_bytes));

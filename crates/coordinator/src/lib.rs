@@ -60,6 +60,9 @@ pub struct CoordinatorConfig {
     pub bind: SocketAddr,
     /// The catalog and storage.
     pub catalog: CatalogSettings,
+    /// Where tables' files may be: the warehouse and every `--storage-root` (tables are
+    /// registered only from under them).
+    pub storage_roots: Vec<String>,
     /// How often executors heartbeat.
     pub heartbeat_interval: Duration,
     /// How long a silent executor stays registered.
@@ -162,6 +165,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
     let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
         .read_only(config.read_only)
         .with_query_memory(config.query_memory_limit)
+        .with_storage_roots(config.storage_roots.clone())
         .with_metadata_swap(swap);
     let authenticator = Arc::new(client_auth::Authenticator::new(
         config.users.clone(),

@@ -48,6 +48,8 @@ pub struct QueryEngine {
     max_query_memory: u64,
     /// The memory shares of the queries running on the coordinator.
     query_pools: floe_executor::memory::QueryPools,
+    /// Where tables' files may be: the warehouse and every `--storage-root`.
+    storage_roots: Vec<String>,
 }
 
 /// The memory limit of a runtime's pool, in bytes (`u64::MAX` if it has none).
@@ -82,8 +84,15 @@ impl QueryEngine {
             query_memory: None,
             max_query_memory: runtime_limit(&runtime),
             query_pools: Default::default(),
+            storage_roots: vec![],
             runtime,
         }
+    }
+
+    /// The storage roots tables may be registered from.
+    pub fn with_storage_roots(mut self, roots: Vec<String>) -> Self {
+        self.storage_roots = roots;
+        self
     }
 
     /// Caps every query at `limit` bytes in each process (coordinator and each executor),
@@ -236,6 +245,18 @@ impl QueryEngine {
                 ));
             }
             let command = ddl::parse(&ctx, statement, partition_items).await?;
+            if let Command::RegisterTable {
+                metadata_location, ..
+            } = &command
+            {
+                if !floe_catalog::storage::within_roots(metadata_location, &self.storage_roots) {
+                    return Err(CoordinatorError::PermissionDenied(format!(
+                        "'{metadata_location}' is outside the storage roots ({}): register \
+                         tables whose files are under the warehouse or a --storage-root",
+                        self.storage_roots.join(", ")
+                    )));
+                }
+            }
             return Ok(Planned::Command(command, caller.settings.clone()));
         }
         if !partition_items.is_empty() {
@@ -536,7 +557,8 @@ fn is_ddl(statement: &DfStatement) -> bool {
     match s.as_ref() {
         SqlStatement::CreateSchema { .. }
         | SqlStatement::CreateTable(_)
-        | SqlStatement::AlterTable(_) => true,
+        | SqlStatement::AlterTable(_)
+        | SqlStatement::Call(_) => true,
         SqlStatement::Drop { object_type, .. } => matches!(
             object_type,
             ObjectType::Schema | ObjectType::Database | ObjectType::Table

@@ -30,6 +30,7 @@ use iceberg::{NamespaceIdent, TableIdent};
 use crate::error::{CoordinatorError, Result};
 
 mod partitioning;
+mod procedures;
 mod run;
 
 pub use partitioning::{partition_field, take_partitioned_by};
@@ -62,6 +63,11 @@ pub enum Command {
         table: TableIdent,
         if_exists: bool,
         changes: Vec<Change>,
+    },
+    /// CALL system.register_table: a table written elsewhere, from its metadata file.
+    RegisterTable {
+        table: TableIdent,
+        metadata_location: String,
     },
 }
 
@@ -282,6 +288,7 @@ pub async fn parse(
         return Err(invalid("PARTITIONED BY belongs to CREATE TABLE"));
     }
     match sql.as_ref() {
+        SqlStatement::Call(function) => procedures::parse_call(function),
         SqlStatement::CreateSchema {
             schema_name,
             if_not_exists,

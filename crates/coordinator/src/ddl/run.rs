@@ -188,6 +188,29 @@ pub async fn run(
             if_exists,
             changes,
         } => alter_table(catalog, swap, table, *if_exists, changes).await,
+        Command::RegisterTable {
+            table,
+            metadata_location,
+        } => {
+            if !schema_exists(catalog, &table.namespace).await? {
+                return Err(CoordinatorError::NotFound(format!(
+                    "schema '{}' not found",
+                    table.namespace.to_url_string()
+                )));
+            }
+            if table_exists(catalog, table).await? {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "table '{table}' already exists"
+                )));
+            }
+            catalog
+                .register_table(table, metadata_location.clone())
+                .await
+                .map_err(|e| {
+                    iceberg_error(format!("registering {table} from {metadata_location}"), e)
+                })?;
+            Ok(())
+        }
     }
 }
 

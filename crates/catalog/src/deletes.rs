@@ -1,0 +1,365 @@
+//! Merge-on-read deletes: planned with their data files on the coordinator, applied by the
+//! executor that reads each file.
+//!
+//! * **Position and equality delete files** (v2, Parquet) are planned by iceberg's scan
+//!   planner with the spec's sequence-number rules (a position delete applies to data files
+//!   with a data sequence number ≤ its own, an equality delete only to strictly lower ones,
+//!   each within its partition) and applied by iceberg's Arrow reader.
+//! * **Deletion vectors** (v3: a `deletion-vector-v1` blob in a Puffin file, named by the
+//!   manifest entry's `referenced_data_file`, `content_offset` and `content_size_in_bytes`) are
+//!   not understood by iceberg 0.10.1: Floe reads the live delete manifests itself, ships each
+//!   data file the one vector that references it, and the executor drops the vector's
+//!   positions as it reads the file ([`DeletionVector`]). A vector holds every deleted position
+//!   of its file (writers merge older position deletes into it), so a file with a vector
+//!   ignores any Parquet position delete file.
+
+use std::collections::HashMap;
+
+use datafusion::common::{DataFusionError, Result};
+use floe_proto::DeleteFileRef;
+use iceberg::io::FileIO;
+use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+use iceberg::spec::{DataContentType, DataFileFormat, ManifestContentType, SnapshotRef};
+use iceberg::table::Table;
+use roaring::RoaringTreemap;
+
+use crate::error::CatalogError;
+
+/// `DeleteFileRef.content` of a Parquet position delete file.
+pub const POSITION_DELETES: i32 = 1;
+/// `DeleteFileRef.content` of an equality delete file.
+pub const EQUALITY_DELETES: i32 = 2;
+/// `DeleteFileRef.content` of a deletion vector (a blob of a Puffin file).
+pub const DELETION_VECTOR: i32 = 3;
+
+/// The magic bytes that open a `deletion-vector-v1` blob's vector.
+const DV_MAGIC: [u8; 4] = [0xD1, 0xD3, 0x39, 0x64];
+/// The largest deletion vector blob Floe reads (a vector of every row of a billion-row file
+/// is far smaller).
+const MAX_DV_BYTES: u64 = 512 << 20;
+
+fn external(e: CatalogError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The live deletion vectors of `snapshot`, by the data file each references.
+pub async fn deletion_vectors(
+    table: &Table,
+    snapshot: &SnapshotRef,
+    name: &str,
+) -> Result<HashMap<String, DeleteFileRef>> {
+    let fail = |what: &str, e: iceberg::Error| {
+        external(CatalogError::from_iceberg(
+            &format!("{what} of {name} (deletion vectors)"),
+            e,
+        ))
+    };
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(|e| fail("reading the manifest list", e))?;
+    let mut vectors = HashMap::new();
+    for manifest in list.entries() {
+        if manifest.content != ManifestContentType::Deletes {
+            continue;
+        }
+        let loaded = manifest
+            .load_manifest(table.file_io())
+            .await
+            .map_err(|e| fail("reading a delete manifest", e))?;
+        for entry in loaded.entries() {
+            if !entry.is_alive() || entry.file_format() != DataFileFormat::Puffin {
+                continue;
+            }
+            let file = entry.data_file();
+            let path = file.file_path().to_string();
+            let bad = |what: &str| {
+                external(CatalogError::DataLoss(format!(
+                    "table {name}: deletion vector in {path} has no {what} in its manifest entry"
+                )))
+            };
+            let referenced = file
+                .referenced_data_file()
+                .ok_or_else(|| bad("referenced_data_file"))?;
+            let offset = file.content_offset().ok_or_else(|| bad("content_offset"))?;
+            let size = file
+                .content_size_in_bytes()
+                .ok_or_else(|| bad("content_size_in_bytes"))?;
+            if offset < 0 || size < 12 || size as u64 > MAX_DV_BYTES {
+                return Err(external(CatalogError::DataLoss(format!(
+                    "table {name}: deletion vector for {referenced} in {path} has offset \
+                     {offset} and size {size}"
+                ))));
+            }
+            let dv = DeleteFileRef {
+                path,
+                file_size_in_bytes: file.file_size_in_bytes(),
+                content: DELETION_VECTOR,
+                partition_spec_id: 0,
+                equality_ids: vec![],
+                content_offset: offset as u64,
+                content_size_in_bytes: size as u64,
+                record_count: file.record_count(),
+            };
+            if let Some(earlier) = vectors.insert(referenced.clone(), dv) {
+                return Err(external(CatalogError::DataLoss(format!(
+                    "table {name}: two live deletion vectors for {referenced} ({} and {})",
+                    earlier.path, vectors[&referenced].path
+                ))));
+            }
+        }
+    }
+    Ok(vectors)
+}
+
+/// The delete files of a planned data file, as shipped to executors: its deletion vector if it
+/// has one, else the Parquet position and equality delete files iceberg planned for it.
+pub fn delete_refs(
+    task: &FileScanTask,
+    vectors: &HashMap<String, DeleteFileRef>,
+) -> Vec<DeleteFileRef> {
+    let puffin = |path: &str| path.ends_with(".puffin");
+    let vector = vectors.get(&task.data_file_path);
+    let mut refs: Vec<DeleteFileRef> = task
+        .deletes
+        .iter()
+        // Puffin entries are deletion vectors, planned above by the file they reference.
+        .filter(|d| !puffin(&d.file_path))
+        .filter(|d| !(vector.is_some() && d.file_type == DataContentType::PositionDeletes))
+        .map(|d| DeleteFileRef {
+            path: d.file_path.clone(),
+            file_size_in_bytes: d.file_size_in_bytes,
+            content: match d.file_type {
+                DataContentType::EqualityDeletes => EQUALITY_DELETES,
+                _ => POSITION_DELETES,
+            },
+            partition_spec_id: d.partition_spec_id,
+            equality_ids: d.equality_ids.clone().unwrap_or_default(),
+            content_offset: 0,
+            content_size_in_bytes: 0,
+            record_count: 0,
+        })
+        .collect();
+    refs.extend(vector.cloned());
+    refs
+}
+
+/// The delete files iceberg's reader applies itself (everything but deletion vectors).
+pub fn reader_deletes(refs: &[DeleteFileRef]) -> Vec<FileScanTaskDeleteFile> {
+    refs.iter()
+        .filter(|d| d.content != DELETION_VECTOR)
+        .map(|d| FileScanTaskDeleteFile {
+            file_path: d.path.clone(),
+            file_size_in_bytes: d.file_size_in_bytes,
+            file_type: if d.content == EQUALITY_DELETES {
+                DataContentType::EqualityDeletes
+            } else {
+                DataContentType::PositionDeletes
+            },
+            partition_spec_id: d.partition_spec_id,
+            equality_ids: (d.content == EQUALITY_DELETES).then(|| d.equality_ids.clone()),
+        })
+        .collect()
+}
+
+/// A data file's deleted row positions, from its deletion vector.
+#[derive(Debug, Clone)]
+pub struct DeletionVector {
+    positions: RoaringTreemap,
+}
+
+impl DeletionVector {
+    /// Reads and checks the vector `dv` names for `data_file` of `table`: the blob's length,
+    /// magic and CRC, and that it deletes as many rows as its manifest entry says.
+    pub async fn load(
+        file_io: &FileIO,
+        table: &str,
+        data_file: &str,
+        dv: &DeleteFileRef,
+    ) -> Result<Self> {
+        let where_ = || {
+            format!(
+                "deletion vector for {data_file} in {} (bytes {}..{})",
+                dv.path,
+                dv.content_offset,
+                dv.content_offset + dv.content_size_in_bytes
+            )
+        };
+        let missing = |e: iceberg::Error| {
+            external(CatalogError::from_iceberg(
+                &format!("table {table}: reading the {}", where_()),
+                e,
+            ))
+        };
+        if dv.content_size_in_bytes > MAX_DV_BYTES {
+            return Err(corrupt(table, &where_(), "larger than Floe reads"));
+        }
+        let input = file_io.new_input(&dv.path).map_err(missing)?;
+        let bytes = input
+            .reader()
+            .await
+            .map_err(missing)?
+            .read(dv.content_offset..dv.content_offset + dv.content_size_in_bytes)
+            .await
+            .map_err(missing)?;
+        let positions = decode_blob(&bytes).map_err(|why| corrupt(table, &where_(), &why))?;
+        if positions.len() != dv.record_count {
+            return Err(corrupt(
+                table,
+                &where_(),
+                &format!(
+                    "it deletes {} rows but its manifest entry says {}",
+                    positions.len(),
+                    dv.record_count
+                ),
+            ));
+        }
+        Ok(DeletionVector { positions })
+    }
+
+    /// Whether row `position` of the file is deleted.
+    pub fn contains(&self, position: u64) -> bool {
+        self.positions.contains(position)
+    }
+
+    /// How many rows it deletes.
+    pub fn len(&self) -> u64 {
+        self.positions.len()
+    }
+
+    /// Whether it deletes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}
+
+fn corrupt(table: &str, what: &str, why: &str) -> DataFusionError {
+    external(CatalogError::DataLoss(format!(
+        "table {table}: the {what} is corrupt: {why}"
+    )))
+}
+
+/// Decodes a `deletion-vector-v1` blob: a 4-byte big-endian length of the magic and vector,
+/// the magic `D1 D3 39 64`, the vector (a portable 64-bit Roaring bitmap), and a 4-byte
+/// big-endian CRC-32 of the magic and vector.
+pub fn decode_blob(blob: &[u8]) -> std::result::Result<RoaringTreemap, String> {
+    if blob.len() < 12 {
+        return Err(format!("{} bytes is too short for a blob", blob.len()));
+    }
+    let declared = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
+    if declared != blob.len() - 8 {
+        return Err(format!(
+            "its length field says {declared} bytes, the blob holds {}",
+            blob.len() - 8
+        ));
+    }
+    let body = &blob[4..blob.len() - 4];
+    if body[..4] != DV_MAGIC {
+        return Err("the magic bytes are wrong".into());
+    }
+    let crc = u32::from_be_bytes([
+        blob[blob.len() - 4],
+        blob[blob.len() - 3],
+        blob[blob.len() - 2],
+        blob[blob.len() - 1],
+    ]);
+    if crc32fast::hash(body) != crc {
+        return Err("its CRC does not match".into());
+    }
+    RoaringTreemap::deserialize_from(&body[4..]).map_err(|e| format!("the bitmap: {e}"))
+}
+
+/// Encodes positions as a `deletion-vector-v1` blob (for tests and fuzzing).
+pub fn encode_blob(positions: &RoaringTreemap) -> Vec<u8> {
+    let mut body = DV_MAGIC.to_vec();
+    positions
+        .serialize_into(&mut body)
+        .expect("writing to a Vec cannot fail");
+    let mut blob = (body.len() as u32).to_be_bytes().to_vec();
+    blob.extend_from_slice(&body);
+    blob.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    blob
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_damage_is_caught() {
+        let positions: RoaringTreemap = [0u64, 5, 6, 7, 1 << 33, 10_000_000].into_iter().collect();
+        let blob = encode_blob(&positions);
+        assert_eq!(decode_blob(&blob).expect("valid"), positions);
+        let mut flipped = blob.clone();
+        let at = flipped.len() - 6;
+        flipped[at] ^= 0x40;
+        assert!(decode_blob(&flipped).expect_err("bad crc").contains("CRC"));
+        let mut magic = blob.clone();
+        magic[4] = 0;
+        assert!(decode_blob(&magic)
+            .expect_err("bad magic")
+            .contains("magic"));
+        assert!(decode_blob(&blob[..blob.len() - 1])
+            .expect_err("short")
+            .contains("length"));
+        assert!(decode_blob(&[0; 5]).is_err());
+    }
+
+    fn local_io() -> FileIO {
+        iceberg::io::FileIOBuilder::new(std::sync::Arc::new(
+            crate::storage::ObjectStoreStorageFactory::default(),
+        ))
+        .build()
+    }
+
+    #[tokio::test]
+    async fn a_vector_is_read_at_its_offset_and_its_count_checked() {
+        let dir = std::env::temp_dir().join(format!("floe-dv-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let positions: RoaringTreemap = [1u64, 3, 5].into_iter().collect();
+        let blob = encode_blob(&positions);
+        let mut file = b"PFA1".to_vec();
+        file.extend_from_slice(&blob);
+        file.extend_from_slice(b"footer");
+        let path = dir.join("v.puffin");
+        std::fs::write(&path, &file).expect("write");
+        let mut dv = DeleteFileRef {
+            path: format!("file://{}", path.display()),
+            file_size_in_bytes: file.len() as u64,
+            content: DELETION_VECTOR,
+            partition_spec_id: 0,
+            equality_ids: vec![],
+            content_offset: 4,
+            content_size_in_bytes: blob.len() as u64,
+            record_count: 3,
+        };
+        let io = local_io();
+        let loaded = DeletionVector::load(&io, "t", "data.parquet", &dv)
+            .await
+            .expect("valid");
+        assert!(loaded.contains(3) && !loaded.contains(2));
+        assert_eq!(loaded.len(), 3);
+        // The manifest entry says another count: an error, not a silent answer.
+        dv.record_count = 4;
+        let err = DeletionVector::load(&io, "t", "data.parquet", &dv)
+            .await
+            .expect_err("count disagrees")
+            .to_string();
+        assert!(
+            err.contains("deletes 3 rows but its manifest entry says 4"),
+            "{err}"
+        );
+        assert!(
+            err.contains("data.parquet") && err.contains("v.puffin"),
+            "{err}"
+        );
+        // The wrong offset: the blob's length field does not match.
+        dv.record_count = 3;
+        dv.content_offset = 3;
+        assert!(DeletionVector::load(&io, "t", "data.parquet", &dv)
+            .await
+            .is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,169 @@
+"""Tables with merge-on-read deletes, written by Spark and pyiceberg (`tests/fixtures/iceberg/`,
+copied as given from the shared fixtures): v2 position deletes, v3 deletion vectors, and v2
+equality deletes whose snapshots add rows and deletes in the same commit.
+
+The fixture folder is uploaded to SeaweedFS (bucket `fixtures`, prefix `a/`, the paths its
+metadata names), each table is registered with `CALL system.register_table`, and every query
+of its `EXPECTED.json` (Spark's answers) is run through ADBC against a coordinator and two
+executors. Time travel queries (`VERSION AS OF`) come with time travel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import floe_cluster
+from compare import fetch, plan_text
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "iceberg"
+TABLES = sorted(p.name for p in FIXTURES.iterdir() if (p / "EXPECTED.json").exists())
+BUCKET, PREFIX = "fixtures", "a"
+
+
+def _expected(table: str) -> dict:
+    return json.loads((FIXTURES / table / "EXPECTED.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lakehouse(seaweed, workdir):
+    s3 = seaweed.s3_client()
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    for path in FIXTURES.rglob("*"):
+        if path.is_file() and path.name not in ("README.md", "EXPECTED.json"):
+            s3.upload_file(str(path), BUCKET, f"{PREFIX}/{path.relative_to(FIXTURES).as_posix()}")
+    catalog = floe_cluster.sql_catalog_config(seaweed, workdir)
+    catalog.storage_args = list(catalog.storage_args) + ["--storage-root", f"s3://{BUCKET}/{PREFIX}"]
+    dep = floe_cluster.start_cluster("deletes", catalog, workdir / "logs")
+    try:
+        conn = dep.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("CREATE SCHEMA IF NOT EXISTS spark")
+            for table in TABLES:
+                cur.execute(f"DROP TABLE IF EXISTS spark.{table}")
+                cur.execute(f"CALL system.register_table('spark', '{table}', "
+                            f"'{_expected(table)['latest_metadata_uri']}')")
+            cur.close()
+        finally:
+            conn.close()
+        yield dep
+    finally:
+        dep.stop()
+
+
+@pytest.fixture(scope="module")
+def conn(lakehouse):
+    c = lakehouse.connect()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _plain(value):
+    """Floe's Python values as Spark's EXPECTED.json writes them."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+CASES = [(t, q) for t in TABLES for q in _expected(t)["queries"] if " AS OF " not in q["sql"].upper()]
+
+
+@pytest.mark.parametrize("table,query", CASES, ids=[f"{t}-{q['name']}" for t, q in CASES])
+def test_spark_answers(conn, table, query):
+    sql = query["sql"].replace("{table}", f"spark.{table}")
+    t = fetch(conn, sql)
+    assert t.column_names == query["columns"]
+    rows = [[_plain(v) for v in row.values()] for row in t.to_pylist()]
+    assert rows == query["rows"], sql
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_explain_names_the_delete_files(conn, table):
+    expected = _expected(table)["live_files_current_snapshot"]
+    plan = plan_text(fetch(conn, f"EXPLAIN SELECT count(*) FROM spark.{table}"))
+    m = re.search(r"files=(\d+)/(\d+)", plan)
+    assert m and int(m.group(1)) == expected["data"]["count"], plan
+    deletes = re.search(r"deletes=\[([^\]]*)\]", plan)
+    assert deletes, plan
+    kinds = dict(part.split(":") for part in deletes.group(1).split())
+    want = {"position_delete_files": "position", "equality_delete_files": "equality",
+            "deletion_vectors": "dv"}
+    for key, kind in want.items():
+        if key in expected:
+            assert int(kinds.get(kind, 0)) == expected[key]["count"], (kind, plan)
+
+
+def test_registering_from_outside_the_storage_roots_is_refused(conn):
+    cur = conn.cursor()
+    try:
+        with pytest.raises(Exception) as e:
+            cur.execute("CALL system.register_table('spark', 'stolen', 'file:///etc/floe/v1.metadata.json')")
+        text = str(e.value)
+        assert "PERMISSION_DENIED" in text or "Unauthorized" in text or "outside the storage roots" in text, text
+        with pytest.raises(Exception, match="(?i)already exists"):
+            cur.execute(f"CALL system.register_table('spark', '{TABLES[0]}', "
+                        f"'{_expected(TABLES[0])['latest_metadata_uri']}')")
+        with pytest.raises(Exception, match="(?i)usage"):
+            cur.execute("CALL system.register_table('spark')")
+    finally:
+        cur.close()
+
+
+def _objects(seaweed, table: str, suffix: str) -> list[str]:
+    s3 = seaweed.s3_client()
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{table}/data/")
+    return sorted(o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(suffix))
+
+
+def test_a_missing_delete_file_is_data_loss_naming_it(seaweed, conn):
+    """Rows a delete file removes must never come back: without the file, the scan fails."""
+    s3 = seaweed.s3_client()
+    keys = _objects(seaweed, "orders_pos_deletes", "-deletes.parquet")
+    assert keys, "the fixture has position delete files"
+    saved = {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+    try:
+        for k in keys:
+            s3.delete_object(Bucket=BUCKET, Key=k)
+        with pytest.raises(Exception) as e:
+            fetch(conn, "SELECT count(*) FROM spark.orders_pos_deletes")
+        text = str(e.value)
+        assert "DATA_LOSS" in text or "DataLoss" in text or "data loss" in text.lower(), text
+        assert any(k.rsplit("/", 1)[1] in text for k in keys), text
+    finally:
+        for k, body in saved.items():
+            s3.put_object(Bucket=BUCKET, Key=k, Body=body)
+    assert fetch(conn, "SELECT count(*) AS n FROM spark.orders_pos_deletes").column(0).to_pylist() == [3188]
+
+
+def test_a_corrupt_deletion_vector_is_a_clear_error(seaweed, conn):
+    s3 = seaweed.s3_client()
+    keys = _objects(seaweed, "orders_dv", ".puffin")
+    assert keys, "the fixture has Puffin files"
+    saved = {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+    try:
+        for k, body in saved.items():
+            damaged = bytearray(body)
+            damaged[4 + 12] ^= 0xFF  # inside the first blob's bitmap: its CRC no longer matches
+            s3.put_object(Bucket=BUCKET, Key=k, Body=bytes(damaged))
+        with pytest.raises(Exception) as e:
+            fetch(conn, "SELECT count(*) FROM spark.orders_dv")
+        text = str(e.value)
+        assert "deletion vector" in text and "corrupt" in text and ".puffin" in text, text
+        assert "DATA_LOSS" in text or "DataLoss" in text or "data loss" in text.lower(), text
+    finally:
+        for k, body in saved.items():
+            s3.put_object(Bucket=BUCKET, Key=k, Body=body)
+    assert fetch(conn, "SELECT count(*) AS n FROM spark.orders_dv").column(0).to_pylist() == [2216]
