@@ -5,7 +5,8 @@ equality deletes whose snapshots add rows and deletes in the same commit.
 The fixture folder is uploaded to SeaweedFS (bucket `fixtures`, prefix `a/`, the paths its
 metadata names), each table is registered with `CALL system.register_table`, and every query
 of its `EXPECTED.json` (Spark's answers) is run through ADBC against a coordinator and two
-executors. Time travel queries (`VERSION AS OF`) come with time travel.
+executors, as is the row count at every snapshot, by snapshot id and by timestamp (time
+travel reads each snapshot with its own schema).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _plain(value):
     return value
 
 
-CASES = [(t, q) for t in TABLES for q in _expected(t)["queries"] if " AS OF " not in q["sql"].upper()]
+CASES = [(t, q) for t in TABLES for q in _expected(t)["queries"]]
 
 
 @pytest.mark.parametrize("table,query", CASES, ids=[f"{t}-{q['name']}" for t, q in CASES])
@@ -104,6 +105,73 @@ def test_explain_names_the_delete_files(conn, table):
     for key, kind in want.items():
         if key in expected:
             assert int(kinds.get(kind, 0)) == expected[key]["count"], (kind, plan)
+
+
+def _metadata(table: str) -> dict:
+    """The table's latest metadata JSON, read from the fixture folder (not through Floe)."""
+    uri = _expected(table)["latest_metadata_uri"]
+    return json.loads((FIXTURES / table / uri.split(f"/{table}/", 1)[1]).read_text())
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_row_count_at_every_snapshot_by_id_and_by_time(conn, table):
+    times = {s["snapshot-id"]: s["timestamp-ms"] for s in _metadata(table)["snapshots"]}
+    for snap in _expected(table)["snapshots"]:
+        sid, want = snap["snapshot_id"], snap["row_count"]
+        by_id = fetch(conn, f"SELECT count(*) AS n FROM spark.{table} FOR VERSION AS OF {sid}")
+        assert by_id.column(0).to_pylist() == [want], (table, sid)
+        at = _utc(times[sid])
+        by_time = fetch(conn, f"SELECT count(*) AS n FROM spark.{table} FOR TIMESTAMP AS OF TIMESTAMP '{at}'")
+        assert by_time.column(0).to_pylist() == [want], (table, sid, at)
+        # Spark's placement, without FOR.
+        spark = fetch(conn, f"SELECT count(*) AS n FROM spark.{table} VERSION AS OF {sid}")
+        assert spark.column(0).to_pylist() == [want]
+
+
+def test_time_travel_reads_that_snapshot_schema_and_joins(conn):
+    meta = _metadata("orders_pos_deletes")
+    first = meta["snapshots"][0]
+    schema = next(s for s in meta["schemas"] if s["schema-id"] == first["schema-id"])
+    t = fetch(conn, f"SELECT * FROM spark.orders_pos_deletes FOR VERSION AS OF {first['snapshot-id']} LIMIT 1")
+    assert t.column_names == [f["name"] for f in schema["fields"]]
+    assert "qty" in t.column_names and "channel" not in t.column_names
+    now = fetch(conn, "SELECT * FROM spark.orders_pos_deletes LIMIT 1")
+    assert "quantity" in now.column_names and "channel" in now.column_names
+    # A table joined with itself at one snapshot (order ids are unique in it).
+    first_dv = _expected("orders_dv")["snapshots"][0]
+    sid = first_dv["snapshot_id"]
+    joined = fetch(conn, f"SELECT count(*) AS n FROM spark.orders_dv FOR VERSION AS OF {sid} a "
+                         f"JOIN spark.orders_dv FOR VERSION AS OF {sid} b ON a.order_id = b.order_id")
+    assert joined.column(0).to_pylist() == [first_dv["row_count"]]
+    # The same table now and then, side by side.
+    both = fetch(conn, f"SELECT (SELECT count(*) FROM spark.orders_dv) AS now, "
+                       f"(SELECT count(*) FROM spark.orders_dv FOR VERSION AS OF {sid}) AS then")
+    assert both.to_pylist() == [{"now": _expected("orders_dv")["row_count"], "then": first_dv["row_count"]}]
+    # The branch every table has.
+    main = fetch(conn, "SELECT count(*) AS n FROM spark.orders_dv FOR VERSION AS OF 'main'")
+    assert main.column(0).to_pylist() == [_expected("orders_dv")["row_count"]]
+
+
+def test_time_travel_to_what_does_not_exist_names_it(conn):
+    first_ms = _metadata("orders_dv")["snapshot-log"][0]["timestamp-ms"]
+    cases = [
+        ("SELECT count(*) FROM spark.orders_dv FOR VERSION AS OF 12345", "has no snapshot 12345"),
+        ("SELECT count(*) FROM spark.orders_dv FOR VERSION AS OF 'nope'", "no tag or branch 'nope'"),
+        (f"SELECT count(*) FROM spark.orders_dv FOR TIMESTAMP AS OF TIMESTAMP '{_utc(first_ms - 1000)}'",
+         "no snapshot at or before"),
+    ]
+    for sql, message in cases:
+        with pytest.raises(Exception) as e:
+            fetch(conn, sql)
+        text = str(e.value)
+        assert message in text and "spark.orders_dv" in text, text
+        assert "NOT_FOUND" in text or "NotFound" in text, text
+    with pytest.raises(Exception, match="(?i)not a timestamp"):
+        fetch(conn, "SELECT count(*) FROM spark.orders_dv FOR TIMESTAMP AS OF 'yesterday'")
 
 
 def test_registering_from_outside_the_storage_roots_is_refused(conn):

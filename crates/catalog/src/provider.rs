@@ -29,6 +29,49 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 
 /// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
+/// What separates a table's name from the point in time it is read at, in the names
+/// time-travel clauses are folded into (`orders#snapshot=42`). `#` cannot be part of a table
+/// name Floe creates.
+pub const TIME_TRAVEL_SEPARATOR: char = '#';
+
+/// A point in a table's history to read it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeTravel {
+    /// A snapshot, by id.
+    Snapshot(i64),
+    /// The snapshot a tag or branch points at.
+    Ref(String),
+    /// The snapshot that was current at this instant (milliseconds since the epoch).
+    At(i64),
+}
+
+impl TimeTravel {
+    /// The point as the suffix of a folded name.
+    pub fn encode(&self) -> String {
+        match self {
+            TimeTravel::Snapshot(id) => format!("snapshot={id}"),
+            TimeTravel::Ref(name) => format!("ref={name}"),
+            TimeTravel::At(ms) => format!("at={ms}"),
+        }
+    }
+
+    /// A folded name's table name and point (none for a plain name).
+    pub fn split(name: &str) -> Result<(&str, Option<TimeTravel>)> {
+        let Some((table, point)) = name.split_once(TIME_TRAVEL_SEPARATOR) else {
+            return Ok((name, None));
+        };
+        let bad = || DataFusionError::Plan(format!("'{name}' is not a table at a point in time"));
+        let (kind, value) = point.split_once('=').ok_or_else(bad)?;
+        let point = match kind {
+            "snapshot" => TimeTravel::Snapshot(value.parse().map_err(|_| bad())?),
+            "ref" => TimeTravel::Ref(value.to_string()),
+            "at" => TimeTravel::At(value.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        Ok((table, Some(point)))
+    }
+}
+
 pub async fn catalog_provider(
     catalog: Arc<dyn Catalog>,
     swap: Option<Arc<MetadataCommitter>>,
@@ -107,6 +150,7 @@ impl SchemaProvider for IcebergSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (name, point) = TimeTravel::split(name)?;
         if !self.tables.iter().any(|t| t == name) {
             return Ok(None);
         }
@@ -117,11 +161,12 @@ impl SchemaProvider for IcebergSchema {
                 e,
             ))
         })?;
-        Ok(Some(Arc::new(IcebergTableProvider::try_new(
-            table,
-            Arc::clone(&self.catalog),
-            self.swap.clone(),
-        )?)))
+        let provider =
+            IcebergTableProvider::try_new(table, Arc::clone(&self.catalog), self.swap.clone())?;
+        Ok(Some(Arc::new(match point {
+            Some(point) => provider.at(&point)?,
+            None => provider,
+        })))
     }
 
     async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
@@ -130,6 +175,7 @@ impl SchemaProvider for IcebergSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        let name = TimeTravel::split(name).map(|(n, _)| n).unwrap_or(name);
         self.tables.iter().any(|t| t == name)
     }
 }
@@ -142,6 +188,8 @@ pub struct IcebergTableProvider {
     swap: Option<Arc<MetadataCommitter>>,
     name: String,
     schema: SchemaRef,
+    /// The snapshot read (time travel), or None for the current one.
+    snapshot: Option<iceberg::spec::SnapshotRef>,
 }
 
 impl IcebergTableProvider {
@@ -153,28 +201,117 @@ impl IcebergTableProvider {
     ) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
-        let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-            .map_err(|e| external(CatalogError::Unsupported(format!("schema of {name}: {e}"))))?;
-        // Clients see plain columns: the Parquet field ids stay inside Floe.
-        let fields: Vec<_> = schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
-            .collect();
-        let schema = ArrowSchema::new(fields);
+        let schema = client_schema(&name, table.metadata().current_schema())?;
         Ok(Self {
             table,
             catalog,
             swap,
             name,
-            schema: Arc::new(schema),
+            schema,
+            snapshot: None,
         })
+    }
+
+    /// The same table read at `point`, with the schema of that snapshot.
+    pub fn at(mut self, point: &TimeTravel) -> Result<Self> {
+        let metadata = self.table.metadata();
+        let name = &self.name;
+        let not_found = |what: String| external(CatalogError::NotFound(what));
+        let snapshot = match point {
+            TimeTravel::Snapshot(id) => metadata
+                .snapshot_by_id(*id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("table {name} has no snapshot {id}")))?,
+            TimeTravel::Ref(reference) => metadata
+                .snapshot_for_ref(reference)
+                .cloned()
+                .ok_or_else(|| {
+                    not_found(format!("table {name} has no tag or branch '{reference}'"))
+                })?,
+            TimeTravel::At(ms) => {
+                let shown = chrono_text(*ms);
+                let entry = metadata
+                    .history()
+                    .iter()
+                    .rfind(|e| e.timestamp_ms <= *ms)
+                    .ok_or_else(|| {
+                        let first = metadata
+                            .history()
+                            .first()
+                            .map(|e| {
+                                format!(
+                                    " (its first snapshot is from {})",
+                                    chrono_text(e.timestamp_ms)
+                                )
+                            })
+                            .unwrap_or_default();
+                        not_found(format!(
+                            "table {name} has no snapshot at or before {shown}{first}"
+                        ))
+                    })?;
+                metadata
+                    .snapshot_by_id(entry.snapshot_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        not_found(format!(
+                            "table {name}: snapshot {} (current at {shown}) has expired",
+                            entry.snapshot_id
+                        ))
+                    })?
+            }
+        };
+        let schema = snapshot
+            .schema(metadata)
+            .map_err(|e| external(CatalogError::from_iceberg(&format!("schema of {name}"), e)))?;
+        self.schema = client_schema(name, &schema)?;
+        self.snapshot = Some(snapshot);
+        Ok(self)
+    }
+
+    /// The snapshot a scan reads: the time-travel one, or the current one.
+    fn read_snapshot(&self) -> Option<&iceberg::spec::SnapshotRef> {
+        self.snapshot
+            .as_ref()
+            .or_else(|| self.table.metadata().current_snapshot())
+    }
+
+    /// The Iceberg schema of the snapshot read.
+    fn read_schema(&self) -> Result<iceberg::spec::SchemaRef> {
+        match &self.snapshot {
+            Some(s) => s.schema(self.table.metadata()).map_err(|e| {
+                external(CatalogError::from_iceberg(
+                    &format!("schema of {}", self.name),
+                    e,
+                ))
+            }),
+            None => Ok(Arc::clone(self.table.metadata().current_schema())),
+        }
     }
 }
 
+/// An instant as text, for messages.
+fn chrono_text(ms: i64) -> String {
+    match arrow::temporal_conversions::timestamp_ms_to_datetime(ms) {
+        Some(t) => format!("{} UTC", t.format("%Y-%m-%d %H:%M:%S%.3f")),
+        None => format!("{ms} ms"),
+    }
+}
+
+/// An Iceberg schema as clients see it: plain columns (the Parquet field ids stay inside Floe).
+fn client_schema(name: &str, schema: &iceberg::spec::Schema) -> Result<SchemaRef> {
+    let arrow_schema = iceberg::arrow::schema_to_arrow_schema(schema)
+        .map_err(|e| external(CatalogError::Unsupported(format!("schema of {name}: {e}"))))?;
+    let fields: Vec<_> = arrow_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+        .collect();
+    Ok(Arc::new(ArrowSchema::new(fields)))
+}
+
 /// How many files and bytes the current snapshot holds, from its summary.
-fn snapshot_totals(table: &Table) -> (u64, u64) {
-    let Some(snapshot) = table.metadata().current_snapshot() else {
+fn snapshot_totals(snapshot: Option<&iceberg::spec::SnapshotRef>) -> (u64, u64) {
+    let Some(snapshot) = snapshot else {
         return (0, 0);
     };
     let props = &snapshot.summary().additional_properties;
@@ -210,7 +347,7 @@ impl TableProvider for IcebergTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let iceberg_schema = self.table.metadata().current_schema();
+        let iceberg_schema = self.read_schema()?;
         let indices: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -228,6 +365,9 @@ impl TableProvider for IcebergTableProvider {
         let predicate = filters_to_predicate(filters);
 
         let mut builder = self.table.scan().select_all();
+        if let Some(snapshot) = &self.snapshot {
+            builder = builder.snapshot_id(snapshot.snapshot_id());
+        }
         if let Some(p) = &predicate {
             builder = builder.with_filter(p.clone());
         }
@@ -243,10 +383,10 @@ impl TableProvider for IcebergTableProvider {
             .await
             .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?;
 
-        let (files_total, bytes_total) = snapshot_totals(&self.table);
+        let (files_total, bytes_total) = snapshot_totals(self.read_snapshot());
         // Deletion vectors are planned here (iceberg's planner does not know them); position
         // and equality delete files come with each task (see `deletes`).
-        let vectors = match self.table.metadata().current_snapshot() {
+        let vectors = match self.read_snapshot() {
             Some(snapshot) if tasks.iter().any(|t| !t.deletes.is_empty()) => {
                 crate::deletes::deletion_vectors(&self.table, snapshot, &self.name).await?
             }
@@ -319,9 +459,8 @@ impl TableProvider for IcebergTableProvider {
             output_schema: encode_schema(&output_schema)?,
             limit: limit.unwrap_or(0) as u64,
             snapshot_id: self
-                .table
-                .metadata()
-                .current_snapshot_id()
+                .read_snapshot()
+                .map(|s| s.snapshot_id())
                 .unwrap_or_default(),
         };
         Ok(Arc::new(IcebergScanExec::try_new(
@@ -339,6 +478,13 @@ impl TableProvider for IcebergTableProvider {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(snapshot) = &self.snapshot {
+            return Err(external(CatalogError::Unsupported(format!(
+                "writing {} at snapshot {}: write to the table itself",
+                self.name,
+                snapshot.snapshot_id()
+            ))));
+        }
         let kind = match (insert_op, &self.swap) {
             (InsertOp::Append, _) => CommitKind::Append,
             (InsertOp::Overwrite, Some(swap)) => CommitKind::Overwrite(Arc::clone(swap)),

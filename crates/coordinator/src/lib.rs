@@ -37,6 +37,7 @@ pub mod session;
 pub mod settings;
 pub mod stages;
 mod statements;
+pub mod time_travel;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -216,6 +216,7 @@ impl QueryEngine {
         let ctx = self.session(query_id, &caller.settings).await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
         let sql = crate::placeholders::number_question_marks(&sql);
+        let sql = crate::time_travel::fold(&sql, caller.settings.time_zone.as_deref())?;
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(&sql, &dialect)?;
