@@ -235,3 +235,89 @@ def test_a_corrupt_deletion_vector_is_a_clear_error(seaweed, conn):
         for k, body in saved.items():
             s3.put_object(Bucket=BUCKET, Key=k, Body=body)
     assert fetch(conn, "SELECT count(*) AS n FROM spark.orders_dv").column(0).to_pylist() == [2216]
+
+
+# ------------------------------------------------------------------ metadata tables
+
+
+@pytest.fixture(scope="module")
+def pyiceberg_tables(seaweed, workdir, lakehouse):
+    import catalogs
+
+    catalog = catalogs.sql_catalog(seaweed, workdir)
+    return {t: catalog.load_table(f"spark.{t}") for t in TABLES}
+
+
+def _ms(value) -> int:
+    """A timestamp (datetime from Floe, or epoch ms from pyiceberg) as epoch milliseconds."""
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_snapshots_and_history_match_pyiceberg(conn, pyiceberg_tables, table):
+    inspect = pyiceberg_tables[table].inspect
+    theirs = sorted(inspect.snapshots().to_pylist(), key=lambda r: _ms(r["committed_at"]))
+    ours = fetch(conn, f'SELECT * FROM spark."{table}$snapshots" ORDER BY committed_at').to_pylist()
+    assert [r["snapshot_id"] for r in ours] == [r["snapshot_id"] for r in theirs]
+    assert [r["parent_id"] for r in ours] == [r["parent_id"] for r in theirs]
+    assert [r["operation"] for r in ours] == [r["operation"] for r in theirs]
+    assert [r["manifest_list"] for r in ours] == [r["manifest_list"] for r in theirs]
+    assert [_ms(r["committed_at"]) for r in ours] == [_ms(r["committed_at"]) for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert dict(a["summary"]) == dict(b["summary"]), a["snapshot_id"]
+    # The row counts the summaries give agree with time travel.
+    for snap in _expected(table)["snapshots"]:
+        summary = dict(next(r for r in ours if r["snapshot_id"] == snap["snapshot_id"])["summary"])
+        live = int(summary["total-records"]) - int(summary.get("total-position-deletes", 0)) \
+            - int(summary.get("total-equality-deletes", 0))
+        if "total-equality-deletes" not in summary or int(summary["total-equality-deletes"]) == 0:
+            assert live == snap["row_count"], snap
+    history_theirs = inspect.history().to_pylist()
+    history_ours = fetch(conn, f'SELECT * FROM spark."{table}$history"').to_pylist()
+    assert [(r["snapshot_id"], r["parent_id"], r["is_current_ancestor"], _ms(r["made_current_at"]))
+            for r in history_ours] == \
+        [(r["snapshot_id"], r["parent_id"], r["is_current_ancestor"], _ms(r["made_current_at"]))
+         for r in history_theirs]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_manifests_refs_and_properties_match_pyiceberg(conn, pyiceberg_tables, table):
+    inspect = pyiceberg_tables[table].inspect
+    theirs = {r["path"]: r for r in inspect.manifests().to_pylist()}
+    ours = {r["path"]: r for r in fetch(conn, f'SELECT * FROM spark."{table}$manifests"').to_pylist()}
+    assert set(ours) == set(theirs)
+    for path, mine in ours.items():
+        other = theirs[path]
+        assert mine["length"] == other["length"]
+        assert mine["partition_spec_id"] == other["partition_spec_id"]
+        assert mine["added_snapshot_id"] == other["added_snapshot_id"]
+        if other["content"] == 0:
+            assert (mine["added_data_files_count"], mine["existing_data_files_count"],
+                    mine["deleted_data_files_count"]) == \
+                (other["added_data_files_count"], other["existing_data_files_count"],
+                 other["deleted_data_files_count"])
+        else:
+            assert (mine["added_delete_files_count"], mine["existing_delete_files_count"],
+                    mine["deleted_delete_files_count"]) == \
+                (other["added_delete_files_count"], other["existing_delete_files_count"],
+                 other["deleted_delete_files_count"])
+    refs_theirs = sorted((r["name"], r["type"].upper(), r["snapshot_id"]) for r in inspect.refs().to_pylist())
+    refs_ours = sorted((r["name"], r["type"], r["snapshot_id"])
+                       for r in fetch(conn, f'SELECT * FROM spark."{table}$refs"').to_pylist())
+    assert refs_ours == refs_theirs
+    props = {r["key"]: r["value"] for r in fetch(conn, f'SELECT * FROM spark."{table}$properties"').to_pylist()}
+    assert props == dict(pyiceberg_tables[table].properties)
+
+
+def test_metadata_tables_join_and_filter_like_tables(conn):
+    """Each snapshot's row count by time travel, joined to $snapshots: a metadata table in a
+    join, a filter and an aggregate."""
+    t = fetch(conn, 'SELECT count(*) AS n, min(committed_at) AS first FROM spark."orders_dv$snapshots" s '
+                    'JOIN spark."orders_dv$history" h ON s.snapshot_id = h.snapshot_id '
+                    "WHERE h.is_current_ancestor AND s.operation <> 'append'")
+    snaps = _expected("orders_dv")["snapshots"]
+    assert t.column(0).to_pylist() == [sum(1 for s in snaps if s["operation"] != "append")]
+    with pytest.raises(Exception, match="(?i)no metadata table \\$nope"):
+        fetch(conn, 'SELECT * FROM spark."orders_dv$nope"')

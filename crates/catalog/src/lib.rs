@@ -21,6 +21,7 @@ pub mod connect;
 pub mod deletes;
 pub mod error;
 pub mod exec;
+pub mod metadata_tables;
 pub mod overwrite;
 pub mod predicate;
 pub mod provider;

@@ -150,6 +150,21 @@ impl SchemaProvider for IcebergSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let (table, Some(kind)) = crate::metadata_tables::split(name) {
+            if !self.tables.iter().any(|t| t == name) && self.tables.iter().any(|t| t == table) {
+                let ident = TableIdent::new(self.namespace.clone(), table.to_string());
+                let qualified = format!("{}.{table}", self.namespace.to_url_string());
+                let loaded = self.catalog.load_table(&ident).await.map_err(|e| {
+                    external(CatalogError::from_iceberg(
+                        &format!("loading table {qualified}"),
+                        e,
+                    ))
+                })?;
+                return crate::metadata_tables::metadata_table(&loaded, &qualified, kind)
+                    .await
+                    .map(Some);
+            }
+        }
         let (name, point) = TimeTravel::split(name)?;
         if !self.tables.iter().any(|t| t == name) {
             return Ok(None);
@@ -175,6 +190,11 @@ impl SchemaProvider for IcebergSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        if let (table, Some(_)) = crate::metadata_tables::split(name) {
+            if self.tables.iter().any(|t| t == table) {
+                return true;
+            }
+        }
         let name = TimeTravel::split(name).map(|(n, _)| n).unwrap_or(name);
         self.tables.iter().any(|t| t == name)
     }
