@@ -321,3 +321,51 @@ def test_metadata_tables_join_and_filter_like_tables(conn):
     assert t.column(0).to_pylist() == [sum(1 for s in snaps if s["operation"] != "append")]
     with pytest.raises(Exception, match="(?i)no metadata table \\$nope"):
         fetch(conn, 'SELECT * FROM spark."orders_dv$nope"')
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_files_and_partitions_match_pyiceberg(conn, pyiceberg_tables, table):
+    inspect = pyiceberg_tables[table].inspect
+    their_rows = inspect.files().to_pylist()
+    our_rows = fetch(conn, f'SELECT * FROM spark."{table}$files"').to_pylist()
+    # A Puffin file holds many deletion vectors: one row each, under one path.
+    assert sorted(r["file_path"] for r in our_rows) == sorted(r["file_path"] for r in their_rows)
+    assert sorted(r["record_count"] for r in our_rows) == sorted(r["record_count"] for r in their_rows)
+    theirs = {r["file_path"]: r for r in their_rows if r["content"] == 0}
+    ours = {r["file_path"]: r for r in our_rows if r["content"] == 0}
+    for path, mine in ours.items():
+        other = theirs[path]
+        for column in ("content", "record_count", "file_size_in_bytes", "spec_id", "sort_order_id"):
+            assert mine[column] == other[column], (path, column)
+        assert mine["file_format"] == other["file_format"].upper(), path
+        for column in ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts"):
+            assert dict(mine[column] or []) == dict(other[column] or []), (path, column)
+        assert (mine["equality_ids"] or None) == (other["equality_ids"] or None), path
+        assert {k: _plain(v) for k, v in (mine["partition"] or {}).items()} == \
+            {k: _plain(v) for k, v in (other["partition"] or {}).items()}, path
+    # Live files per kind, as the fixture's EXPECTED.json counts them.
+    live = _expected(table)["live_files_current_snapshot"]
+    by_content = {}
+    for r in our_rows:
+        by_content.setdefault(r["content"], []).append(r)
+    assert len(by_content.get(0, [])) == live["data"]["count"]
+    assert sum(r["record_count"] for r in by_content.get(0, [])) == live["data"]["records"]
+    deletes = by_content.get(1, []) + by_content.get(2, [])
+    kind = next(k for k in live if k != "data")
+    assert len(deletes) == live[kind]["count"], kind
+    assert sum(r["record_count"] for r in deletes) == live[kind]["records"], kind
+    # Each deletion vector references a live data file, each its own.
+    vectors = [r for r in our_rows if r["file_format"] == "PUFFIN"]
+    assert len({r["referenced_data_file"] for r in vectors}) == len(vectors)
+    assert all(r["referenced_data_file"] in ours and r["content_size_in_bytes"] > 0 for r in vectors)
+    # $partitions: the data files grouped by partition.
+    parts = fetch(conn, f'SELECT * FROM spark."{table}$partitions"').to_pylist()
+    assert sum(p["file_count"] for p in parts) == live["data"]["count"]
+    assert sum(p["record_count"] for p in parts) == live["data"]["records"]
+    theirs_parts = {json.dumps({k: _plain(v) for k, v in (p.get("partition") or {}).items()}, sort_keys=True): p
+                    for p in inspect.partitions().to_pylist()}
+    for p in parts:
+        key = json.dumps({k: _plain(v) for k, v in (p["partition"] or {}).items()}, sort_keys=True)
+        assert key in theirs_parts, (key, list(theirs_parts))
+        assert p["file_count"] == theirs_parts[key]["file_count"], key
+        assert p["record_count"] == theirs_parts[key]["record_count"], key
