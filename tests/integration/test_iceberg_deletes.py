@@ -369,3 +369,9 @@ def test_files_and_partitions_match_pyiceberg(conn, pyiceberg_tables, table):
         assert key in theirs_parts, (key, list(theirs_parts))
         assert p["file_count"] == theirs_parts[key]["file_count"], key
         assert p["record_count"] == theirs_parts[key]["record_count"], key
+
+
+def test_explain_analyze_counts_the_rows_deletion_vectors_remove(conn):
+    plan = plan_text(fetch(conn, "EXPLAIN ANALYZE SELECT count(*) FROM spark.orders_dv"))
+    removed = sum(int(n) for n in re.findall(r"rows_deleted=(\d+)", plan))
+    assert removed == _expected("orders_dv")["live_files_current_snapshot"]["deletion_vectors"]["records"], plan

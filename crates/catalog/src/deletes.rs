@@ -42,12 +42,17 @@ fn external(e: CatalogError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The live deletion vectors of `snapshot`, by the data file each references.
-pub async fn deletion_vectors(
-    table: &Table,
-    snapshot: &SnapshotRef,
-    name: &str,
-) -> Result<HashMap<String, DeleteFileRef>> {
+/// What Floe plans beyond iceberg's planner: the live deletion vectors of a snapshot, by the
+/// data file each references, and the data file each file-scoped position delete file
+/// references (iceberg ships a position delete file to every data file of its partition).
+#[derive(Debug, Default)]
+pub struct DeletePlan {
+    vectors: HashMap<String, DeleteFileRef>,
+    position_targets: HashMap<String, String>,
+}
+
+/// Reads `snapshot`'s live delete manifests into a [`DeletePlan`].
+pub async fn plan_deletes(table: &Table, snapshot: &SnapshotRef, name: &str) -> Result<DeletePlan> {
     let fail = |what: &str, e: iceberg::Error| {
         external(CatalogError::from_iceberg(
             &format!("{what} of {name} (deletion vectors)"),
@@ -60,6 +65,7 @@ pub async fn deletion_vectors(
         .await
         .map_err(|e| fail("reading the manifest list", e))?;
     let mut vectors = HashMap::new();
+    let mut position_targets = HashMap::new();
     for manifest in list.entries() {
         if manifest.content != ManifestContentType::Deletes {
             continue;
@@ -69,7 +75,16 @@ pub async fn deletion_vectors(
             .await
             .map_err(|e| fail("reading a delete manifest", e))?;
         for entry in loaded.entries() {
-            if !entry.is_alive() || entry.file_format() != DataFileFormat::Puffin {
+            if !entry.is_alive() {
+                continue;
+            }
+            if entry.file_format() != DataFileFormat::Puffin {
+                let file = entry.data_file();
+                if file.content_type() == DataContentType::PositionDeletes {
+                    if let Some(target) = file.referenced_data_file() {
+                        position_targets.insert(file.file_path().to_string(), target);
+                    }
+                }
                 continue;
             }
             let file = entry.data_file();
@@ -110,23 +125,32 @@ pub async fn deletion_vectors(
             }
         }
     }
-    Ok(vectors)
+    Ok(DeletePlan {
+        vectors,
+        position_targets,
+    })
 }
 
 /// The delete files of a planned data file, as shipped to executors: its deletion vector if it
 /// has one, else the Parquet position and equality delete files iceberg planned for it.
-pub fn delete_refs(
-    task: &FileScanTask,
-    vectors: &HashMap<String, DeleteFileRef>,
-) -> Vec<DeleteFileRef> {
+pub fn delete_refs(task: &FileScanTask, plan: &DeletePlan) -> Vec<DeleteFileRef> {
     let puffin = |path: &str| path.ends_with(".puffin");
-    let vector = vectors.get(&task.data_file_path);
+    let vector = plan.vectors.get(&task.data_file_path);
+    // A file-scoped position delete file applies to the one data file it references.
+    let elsewhere = |d: &FileScanTaskDeleteFile| {
+        d.file_type == DataContentType::PositionDeletes
+            && plan
+                .position_targets
+                .get(&d.file_path)
+                .is_some_and(|target| target != &task.data_file_path)
+    };
     let mut refs: Vec<DeleteFileRef> = task
         .deletes
         .iter()
         // Puffin entries are deletion vectors, planned above by the file they reference.
         .filter(|d| !puffin(&d.file_path))
         .filter(|d| !(vector.is_some() && d.file_type == DataContentType::PositionDeletes))
+        .filter(|d| !elsewhere(d))
         .map(|d| DeleteFileRef {
             path: d.file_path.clone(),
             file_size_in_bytes: d.file_size_in_bytes,

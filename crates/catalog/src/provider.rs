@@ -404,11 +404,12 @@ impl TableProvider for IcebergTableProvider {
             .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?;
 
         let (files_total, bytes_total) = snapshot_totals(self.read_snapshot());
-        // Deletion vectors are planned here (iceberg's planner does not know them); position
-        // and equality delete files come with each task (see `deletes`).
-        let vectors = match self.read_snapshot() {
+        // Deletion vectors, and the data file each file-scoped position delete file is for,
+        // are planned here (iceberg's planner does not use them); the rest comes with each
+        // task (see `deletes`).
+        let delete_plan = match self.read_snapshot() {
             Some(snapshot) if tasks.iter().any(|t| !t.deletes.is_empty()) => {
-                crate::deletes::deletion_vectors(&self.table, snapshot, &self.name).await?
+                crate::deletes::plan_deletes(&self.table, snapshot, &self.name).await?
             }
             _ => Default::default(),
         };
@@ -420,7 +421,7 @@ impl TableProvider for IcebergTableProvider {
                 start: t.start,
                 length: t.length,
                 record_count: t.record_count.unwrap_or(0),
-                deletes: crate::deletes::delete_refs(t, &vectors),
+                deletes: crate::deletes::delete_refs(t, &delete_plan),
             })
             .collect();
         // With a LIMIT and no filter, the first files holding enough records are all we need

@@ -87,6 +87,9 @@ pub fn format_reports(reports: &Mutex<Vec<TaskMetrics>>) -> Option<String> {
                     r.files_scanned, r.bytes_scanned, r.rows_scanned
                 );
             }
+            if r.rows_deleted > 0 {
+                line += &format!(" rows_deleted={}", r.rows_deleted);
+            }
             if r.shuffle_bytes_read > 0 {
                 line += &format!(" shuffle_read={}", r.shuffle_bytes_read);
             }

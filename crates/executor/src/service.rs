@@ -393,6 +393,7 @@ impl TaskReport {
             files_scanned: sum_metric(plan, metric::FILES_SCANNED),
             bytes_scanned: sum_metric(plan, metric::BYTES_SCANNED),
             rows_scanned: sum_metric(plan, metric::ROWS_SCANNED),
+            rows_deleted: sum_metric(plan, metric::ROWS_DELETED),
             output_rows,
             elapsed_nanos: self.started.elapsed().as_nanos() as u64,
             spill_count: sum_metric(plan, "spill_count"),
