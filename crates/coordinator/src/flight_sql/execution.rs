@@ -1,0 +1,232 @@
+//! Running statements: planning under a fresh query id, writes run when executed (their
+//! results stored), queries streamed when their ticket is read, cancellation.
+
+use super::*;
+
+impl FloeFlightSql {
+    /// Plans a statement under a fresh query id (a write then runs this very plan, whose
+    /// stages are named by it); returns its bound parameters too.
+    pub(super) async fn plan_to_run(
+        &self,
+        handle: &StatementHandle,
+        caller: &Principal,
+    ) -> Result<(Vec<ScalarValue>, Planned), Status> {
+        let params = decode_parameters(&handle.parameters)?;
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let planned = self
+            .engine
+            .plan(&query_id, &handle.sql, params.clone(), caller)
+            .await?;
+        Ok((params, planned))
+    }
+
+    /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs when its
+    /// ticket is read. A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
+    /// a client that executes a statement and never reads its result still changed the table,
+    /// and its ticket only hands out the stored result (the count), however often it is read.
+    pub(super) async fn flight_info(
+        &self,
+        mut handle: StatementHandle,
+        descriptor: FlightDescriptor,
+        caller: &Principal,
+        slot: &SettingsSlot,
+    ) -> Result<Response<FlightInfo>, Status> {
+        handle.run_id = uuid::Uuid::new_v4().to_string();
+        let (params, planned) = self.plan_to_run(&handle, caller).await?;
+        let schema = planned.schema().as_ref().clone();
+        if planned.is_write() {
+            let batches = self
+                .run_write(handle.sql.clone(), params, planned, caller, slot)
+                .await?;
+            self.results.put(&handle.run_id, batches);
+            handle.sql.clear();
+            handle.parameters.clear();
+            handle.stored_result = true;
+        }
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode_to_vec().into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(echoed(descriptor));
+        Ok(Response::new(info))
+    }
+
+    /// Runs a planned write to its end (re-running it if an executor is lost before it
+    /// committed). A client that cancels or goes away meanwhile drops it: nothing is
+    /// committed (the commit is one atomic step at the end, and a CTAS whose insert does not
+    /// finish drops its new table).
+    pub(super) async fn run_write(
+        &self,
+        sql: String,
+        params: Vec<ScalarValue>,
+        planned: Planned,
+        caller: &Principal,
+        slot: &SettingsSlot,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        // USE and SET change the caller's settings, which the authentication layer signs
+        // into the token it returns; nothing runs.
+        if let Planned::Settings(settings) = &planned {
+            info!(user = %caller.user, settings = ?settings, "session settings changed");
+            slot.put(settings.clone());
+        }
+        let _place = match planned {
+            Planned::Settings(_) => None,
+            _ => Some(self.admission.admit().await?),
+        };
+        let declared = planned.schema();
+        let stream = self.engine.execute(planned).await?;
+        let mut retrying = RetryingQuery {
+            engine: self.engine.clone(),
+            sql,
+            params,
+            caller: caller.clone(),
+            stream: conform_schema(stream, declared),
+            sent_rows: false,
+            attempts: 1,
+        };
+        let mut batches = Vec::new();
+        while let Some(batch) = retrying.next().await {
+            batches.push(batch.map_err(status_from_datafusion)?);
+        }
+        Ok(batches)
+    }
+
+    pub(super) async fn run(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+    ) -> Result<Response<FlightDataStream>, Status> {
+        if handle.stored_result {
+            return self.stored(&handle);
+        }
+        let run_id = handle.run_id.clone();
+        // The statement holds its place while its result streams.
+        let place = self.admission.admit().await?;
+        let stream = self
+            .run_uncancellable(handle, caller)
+            .await?
+            .into_inner()
+            .map(move |item| {
+                let _holding = &place;
+                item
+            })
+            .boxed();
+        let stream = if run_id.is_empty() {
+            stream
+        } else {
+            self.runs.track(&run_id, stream)?.boxed()
+        };
+        Ok(Response::new(
+            crate::abandoned::drop_when_abandoned(stream, self.idle_timeout).boxed(),
+        ))
+    }
+
+    /// The result a write stored when it ran at GetFlightInfo.
+    pub(super) fn stored(
+        &self,
+        handle: &StatementHandle,
+    ) -> Result<Response<FlightDataStream>, Status> {
+        let batches = self.results.get(&handle.run_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no stored result for run {}: the statement ran when GetFlightInfo answered, \
+                 and its result is kept for {} s",
+                handle.run_id,
+                crate::results::RESULT_TTL.as_secs()
+            ))
+        })?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(floe_catalog::write::count_schema);
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_err(Status::from);
+        Ok(Response::new(stream.boxed()))
+    }
+
+    /// Runs a statement to its end and adds up the rows its count batches report.
+    pub(super) async fn update(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+        slot: &SettingsSlot,
+    ) -> Result<i64, Status> {
+        let (params, planned) = self.plan_to_run(&handle, caller).await?;
+        let batches = self
+            .run_write(handle.sql, params, planned, caller, slot)
+            .await?;
+        Ok(crate::session::sum_counts(&batches) as i64)
+    }
+
+    /// Stops the runs a FlightInfo's tickets name.
+    pub(super) fn cancel_info(&self, info: &FlightInfo) -> Result<Cancelled, Status> {
+        let mut outcome = Cancelled::NotRunning;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let any = arrow_flight::sql::Any::decode(ticket.ticket.clone()).map_err(|e| {
+                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
+            })?;
+            let Some(query) = any.unpack::<TicketStatementQuery>().map_err(|e| {
+                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
+            })?
+            else {
+                return Err(Status::invalid_argument(
+                    "only statement tickets can be cancelled",
+                ));
+            };
+            let handle = decode_handle(&query.statement_handle)?;
+            if handle.run_id.is_empty() {
+                return Err(Status::invalid_argument("the ticket names no run"));
+            }
+            if self.runs.cancel(&handle.run_id) == Cancelled::Running {
+                outcome = Cancelled::Running;
+            }
+        }
+        info!(?outcome, "cancel requested");
+        Ok(outcome)
+    }
+
+    pub(super) async fn run_uncancellable(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+    ) -> Result<Response<FlightDataStream>, Status> {
+        let params = decode_parameters(&handle.parameters)?;
+        let stream = start_query(
+            self.engine.clone(),
+            handle.sql.clone(),
+            params.clone(),
+            caller.clone(),
+        )
+        .await?;
+        let schema = stream.schema();
+        let retrying = RetryingQuery {
+            engine: self.engine.clone(),
+            sql: handle.sql,
+            params,
+            caller: caller.clone(),
+            stream,
+            sent_rows: false,
+            attempts: 1,
+        };
+        let batches = futures::stream::unfold(Some(retrying), |state| async move {
+            let mut state = state?;
+            match state.next().await {
+                Some(Ok(batch)) => Some((Ok(batch), Some(state))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
+            }
+        });
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+        Ok(Response::new(encode_stream(stream).boxed()))
+    }
+}
