@@ -68,6 +68,11 @@ pub fn fold(sql: &str, time_zone: Option<&str>) -> Result<String> {
     let mut out = String::with_capacity(sql.len() + 32);
     let mut copied = 0;
     for (start, stop, replacement) in edits {
+        if start < copied || stop < start || stop > sql.len() {
+            return Err(CoordinatorError::InvalidArgument(
+                "time travel clauses overlap: give each table reference one".into(),
+            ));
+        }
         out.push_str(&sql[copied..start]);
         out.push_str(&replacement);
         copied = stop;
@@ -232,6 +237,8 @@ mod tests {
             "SELECT CAST(x AS TIMESTAMP) AS of FROM t"
         );
         assert!(fold("SELECT * FROM t VERSION AS OF", None).is_err());
+        assert!(fold("SELECT * FROM t VERSION AS OF 1 VERSION AS OF 2", None).is_err());
+        assert!(fold("VERSION AS OF 1", None).is_err());
         assert!(fold("SELECT * FROM t FOR TIMESTAMP AS OF 'yesterday'", None).is_err());
     }
 }
