@@ -165,9 +165,12 @@ def test_an_abandoned_result_is_dropped_after_the_idle_timeout(seaweed, sql_data
         # the result stream stop being taken once the client's HTTP/2 window is full, and the
         # timeout counts from then. It says so in its log, and within a second every task of
         # the query has ended.
+        # How long the window takes to fill depends on how fast the cross join streams: seconds
+        # on an idle machine (2.3 s measured), longer on a loaded one (once more than 17 s in
+        # CI): the bound is generous, the order of events is what is checked.
         log = dep.coordinator.stderr_path
         while "was not read for" not in log.read_text(errors="replace"):
-            assert time.monotonic() - t0 < 2 + 15, "the abandoned result was never dropped"
+            assert time.monotonic() - t0 < 2 + 58, "the abandoned result was never dropped"
             time.sleep(0.02)
         dropped = time.monotonic()
         assert dropped - t0 >= 1.5, "the result was dropped before its idle timeout"
