@@ -151,7 +151,9 @@ def test_an_abandoned_result_is_dropped_after_the_idle_timeout(seaweed, sql_data
     cfg = floe_cluster.sql_catalog_config(seaweed, workdir)
     cfg.storage_args = cfg.storage_args + ["--result-idle-timeout-ms", "2000"]
     dep = floe_cluster.start_standalone("liveness_idle", cfg, workdir / "logs")
-    client = flight.connect(dep.uri)
+    # No BDP probing: the client's receive window stays small, so a client that stops reading
+    # stops taking data soon (gRPC otherwise grows the window to what it can buffer).
+    client = flight.connect(dep.uri, generic_options=[("grpc.http2.bdp_probe", 0)])
     try:
         info = client.get_flight_info(flight.FlightDescriptor.for_command(
             statement_command("SELECT * FROM tpch.lineitem a, tpch.nation b")))
