@@ -119,6 +119,8 @@ pub enum CatalogChoice {
     Sql,
     /// Iceberg REST catalog.
     Rest,
+    /// AWS Glue Data Catalog (credentials the standard AWS way: environment, profile, role).
+    Glue,
 }
 
 /// Where the data is and how to reach it: shared by every role.
@@ -212,6 +214,15 @@ pub struct CatalogArgs {
     /// REST catalog OAuth2 client credentials, `id:secret`.
     #[arg(long, env = "FLOE_REST_CREDENTIAL")]
     pub rest_credential: Option<String>,
+    /// Glue's AWS region (default: the AWS SDK's, from AWS_REGION or the profile).
+    #[arg(long, env = "FLOE_GLUE_REGION")]
+    pub glue_region: Option<String>,
+    /// Glue endpoint override: a VPC endpoint, or a Glue-compatible service.
+    #[arg(long, env = "FLOE_GLUE_ENDPOINT")]
+    pub glue_endpoint: Option<String>,
+    /// The Glue catalog id (an AWS account id), when it is not the caller's own.
+    #[arg(long, env = "FLOE_GLUE_CATALOG_ID")]
+    pub glue_catalog_id: Option<String>,
 }
 
 /// The cluster secret, from a flag, the environment or a file.
@@ -281,6 +292,19 @@ impl CatalogArgs {
                 warehouse: self.rest_warehouse.clone(),
                 credential: self.rest_credential.clone(),
             },
+            CatalogChoice::Glue => {
+                if !remote {
+                    bail!(
+                        "--catalog glue needs a warehouse on object storage (--warehouse s3://bucket/prefix): \
+                         every engine that reads the Glue catalog must reach the table files"
+                    );
+                }
+                CatalogKind::Glue(floe_catalog::glue::GlueSettings {
+                    region: self.glue_region.clone(),
+                    endpoint: self.glue_endpoint.clone(),
+                    catalog_id: self.glue_catalog_id.clone(),
+                })
+            }
         };
         Ok(settings)
     }

@@ -218,11 +218,13 @@ class CatalogConfig:
     """Catalog + storage flags shared by coordinator and standalone."""
 
     warehouse: str
-    kind: str = "sql"                    # "sql" | "rest"
+    kind: str = "sql"                    # "sql" | "rest" | "glue"
     catalog_uri: Optional[str] = None
     rest_warehouse: Optional[str] = None
     rest_credential: Optional[str] = None
     storage_args: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)   # e.g. the --glue-* flags
+    env: dict[str, str] = field(default_factory=dict)      # e.g. AWS_* for Glue (coordinator only)
 
     def args(self) -> list[str]:
         a = ["--warehouse", self.warehouse, "--catalog", self.kind]
@@ -232,7 +234,7 @@ class CatalogConfig:
             a += ["--rest-warehouse", self.rest_warehouse]
         if self.rest_credential:
             a += ["--rest-credential", self.rest_credential]
-        return a + list(self.storage_args)
+        return a + list(self.extra_args) + list(self.storage_args)
 
 
     def executor_args(self) -> list[str]:
@@ -328,8 +330,8 @@ class Deployment:
         return {"FLOE_CLUSTER_SECRET": self.secret} if self.secret else {}
 
     def _start_head(self, args: list[str]) -> None:
-        self.coordinator = FloeProcess(f"{self.name}-head", args, self.log_dir,
-                                       env=self._secret_env())
+        env = {**self._secret_env(), **(self.catalog.env if self.catalog else {})}
+        self.coordinator = FloeProcess(f"{self.name}-head", args, self.log_dir, env=env)
         m = self.coordinator.wait_for(READY_RE, what="FLOE_READY")[0]
         self.flight_port = int(m["port"])
         self.coordinator_port = int(m["cport"]) if m["cport"] else self.flight_port

@@ -157,6 +157,24 @@ def _generated_statements() -> list[tuple[str, str]]:
         "SELECT no_such_column FROM t", "SELECT * FROM '/etc/passwd'", "SELECT * FROM read_csv('/etc/passwd')",
         "COPY t TO '/tmp/zzhostile_copy.csv'", "CREATE EXTERNAL TABLE zzhostile_x STORED AS CSV LOCATION '/etc'",
         "SET datafusion.execution.batch_size = 0", "SELECT '\u0000'", "SELECT '\ud7ff\ue000'",
+        # time travel, metadata tables, procedures and session settings
+        "SELECT * FROM t FOR VERSION AS OF 999999999", "SELECT * FROM t FOR VERSION AS OF 'nope'",
+        "SELECT * FROM t FOR VERSION AS OF -1", "SELECT * FROM t FOR VERSION AS OF 99999999999999999999999",
+        "SELECT * FROM t FOR VERSION AS OF", "SELECT * FROM t FOR TIMESTAMP AS OF 'garbage'",
+        "SELECT * FROM t FOR TIMESTAMP AS OF TIMESTAMP '1970-01-01 00:00:00'",
+        "SELECT * FROM t FOR TIMESTAMP AS OF -99999999999999", "SELECT * FROM t FOR SYSTEM_TIME AS OF NULL",
+        "SELECT * FROM t FOR VERSION AS OF 1 FOR VERSION AS OF 2", "SELECT * FROM (SELECT 1) FOR VERSION AS OF 1",
+        "INSERT INTO t FOR VERSION AS OF 1 VALUES (1)", 'SELECT * FROM "t$nope"', 'SELECT * FROM "t$snapshots$files"',
+        'SELECT * FROM "$snapshots"', 'SELECT * FROM "t$"', 'INSERT INTO "t$snapshots" VALUES (1)',
+        'DROP TABLE "t$files"',
+        "CALL system.register_table('default', 'zzhostile_r', 'file:///etc/passwd')",
+        "CALL system.register_table('default', 'zzhostile_r', '../../zzhostile.metadata.json')",
+        "CALL system.register_table('default', 'zzhostile_r', 'http://169.254.169.254/latest/meta-data')",
+        "CALL system.register_table('default', 'zzhostile_r')", "CALL system.register_table(1, 2, 3)",
+        "CALL system.nope()", "CALL nope.register_table('a', 'b', 'c')", "CALL system.register_table(",
+        "SET time_zone = 'Mars/Olympus'", "SET TIME ZONE 'x' || 'y'", "SET memory_limit = '-5'",
+        "SET memory_limit = '99999999999999999999GB'", "SET target_file_size = 'x'", "SET schema = '../..'",
+        "SET schema = ''", "SET no_such_setting = 1",
     ]):
         out.append((f"bad{i}", sql))
     # Names that are paths.

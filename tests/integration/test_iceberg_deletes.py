@@ -371,7 +371,34 @@ def test_files_and_partitions_match_pyiceberg(conn, pyiceberg_tables, table):
         assert p["record_count"] == theirs_parts[key]["record_count"], key
 
 
-def test_explain_analyze_counts_the_rows_deletion_vectors_remove(conn):
-    plan = plan_text(fetch(conn, "EXPLAIN ANALYZE SELECT count(*) FROM spark.orders_dv"))
+@pytest.mark.parametrize("table", TABLES)
+def test_explain_analyze_counts_the_rows_deletes_remove(conn, table):
+    """Position deletes, equality deletes and deletion vectors: the rows they remove are the
+    live data files' rows less Spark's row count."""
+    expected = _expected(table)
+    plan = plan_text(fetch(conn, f"EXPLAIN ANALYZE SELECT count(*) FROM spark.{table}"))
     removed = sum(int(n) for n in re.findall(r"rows_deleted=(\d+)", plan))
-    assert removed == _expected("orders_dv")["live_files_current_snapshot"]["deletion_vectors"]["records"], plan
+    live = expected["live_files_current_snapshot"]["data"]["records"]
+    assert removed == live - int(expected["row_count"]), plan
+    assert removed > 0
+
+
+def test_get_tables_lists_metadata_tables_to_a_pattern_that_names_them(conn):
+    """A driver looking `orders_dv$files` up by name (GetTables through ADBC's GetObjects)
+    finds it with the columns a query returns; a plain listing holds the tables only."""
+    def tables(**kw):
+        found = {}
+        for cat in conn.adbc_get_objects(depth="columns", db_schema_filter="spark", **kw).read_all().to_pylist():
+            for schema in cat["catalog_db_schemas"] or []:
+                for t in schema["db_schema_tables"] or []:
+                    found[t["table_name"]] = [c["column_name"] for c in t["table_columns"] or []]
+        return found
+
+    plain = tables()
+    assert set(TABLES) <= set(plain) and not any("$" in name for name in plain), plain
+    files = tables(table_name_filter="orders_dv$files")
+    queried = fetch(conn, 'SELECT * FROM spark."orders_dv$files" LIMIT 0').column_names
+    assert files == {"orders_dv$files": queried}, files
+    kinds = tables(table_name_filter="users_eq_deletes$%")
+    assert set(kinds) == {f"users_eq_deletes${k}" for k in
+                          ("snapshots", "history", "manifests", "files", "partitions", "refs", "properties")}

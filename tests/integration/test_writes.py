@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from decimal import Decimal
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ from adbc_driver_manager import Error
 from pyiceberg.expressions import EqualTo
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform, TruncateTransform
 
-from compare import fetch, plan_text, rows
+from compare import fetch, plan_text, rows, scalar
 
 NS = "wt"
 
@@ -412,3 +413,24 @@ def test_a_statement_runs_when_the_client_executes_it_and_once(w):
     assert len(table.metadata.snapshots) == snapshots + 1, "reading the ticket ran the INSERT again"
     assert sorted(table.scan().to_arrow().column("k").to_pylist()) == [1, 2, 3, 4]
     fetch(w.conn, f"DROP SCHEMA {NS}_exec CASCADE")
+
+
+def test_time_travel_to_an_expired_snapshot_is_not_found(w):
+    """pyiceberg expires the first snapshot: Floe names it as missing, by id and by a time
+    at which it was current, and still reads the snapshot that remains."""
+    fetch(w.conn, f"CREATE TABLE {NS}.aging (k INT)")
+    fetch(w.conn, f"INSERT INTO {NS}.aging VALUES (1)")
+    time.sleep(0.05)
+    fetch(w.conn, f"INSERT INTO {NS}.aging VALUES (2)")
+    t = w.load("aging")
+    first, second = sorted(t.snapshots(), key=lambda s: s.sequence_number)
+    t.maintenance.expire_snapshots().by_id(first.snapshot_id).commit()
+    assert w.load("aging").snapshot_by_id(first.snapshot_id) is None
+    message = error_of(w.conn, f"SELECT * FROM {NS}.aging FOR VERSION AS OF {first.snapshot_id}")
+    assert str(first.snapshot_id) in message, message
+    assert scalar(fetch(w.conn, f"SELECT count(*) FROM {NS}.aging FOR VERSION AS OF {second.snapshot_id}")) == 2
+    between = first.timestamp_ms + (second.timestamp_ms - first.timestamp_ms) // 2
+    assert first.timestamp_ms < between < second.timestamp_ms
+    # the snapshot log may still name the first snapshot (then it is reported as expired) or not
+    message = error_of(w.conn, f"SELECT * FROM {NS}.aging FOR TIMESTAMP AS OF {between}")
+    assert f"snapshot {first.snapshot_id}" in message or "no snapshot at or before" in message, message

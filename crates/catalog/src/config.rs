@@ -62,6 +62,8 @@ pub enum CatalogKind {
         /// OAuth2 client credentials `id:secret`, if it needs them.
         credential: Option<String>,
     },
+    /// The AWS Glue Data Catalog.
+    Glue(crate::glue::GlueSettings),
 }
 
 /// Everything needed to open Floe's catalog.

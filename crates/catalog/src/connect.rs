@@ -9,11 +9,13 @@ use iceberg_catalog_sql::SqlCatalogBuilder;
 
 use crate::config::{CatalogKind, CatalogSettings, CATALOG_NAME};
 use crate::error::{CatalogError, Result};
+use crate::glue::GlueSwap;
 use crate::overwrite::{MetadataCommitter, RestCommit, SqlMetadataSwap};
 use crate::storage::ObjectStoreStorageFactory;
 
 /// How INSERT OVERWRITE and RENAME COLUMN commit (iceberg-rust has no action for them yet):
-/// the SQL catalog's compare-and-swap, or a REST catalog's commit endpoint; `None` for a REST
+/// the SQL catalog's compare-and-swap, Glue's versioned update, or a REST catalog's commit
+/// endpoint; `None` for a REST
 /// catalog that needs credentials.
 pub async fn metadata_committer(
     settings: &CatalogSettings,
@@ -31,6 +33,9 @@ pub async fn metadata_committer(
                 .await?
                 .map(|r| Arc::new(MetadataCommitter::Rest(r))),
         ),
+        CatalogKind::Glue(glue) => Ok(Some(Arc::new(MetadataCommitter::Glue(
+            GlueSwap::connect(glue).await,
+        )))),
     }
 }
 
@@ -95,5 +100,6 @@ pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
                 .map_err(|e| CatalogError::Unavailable(format!("REST catalog at {uri}: {e}")))?;
             Ok(Arc::new(catalog))
         }
+        CatalogKind::Glue(glue) => crate::glue::connect(settings, glue).await,
     }
 }

@@ -46,7 +46,7 @@ pub mod metric {
     pub const ROWS_SCANNED: &str = "rows_scanned";
     /// Wall time spent in the reader.
     pub const SCAN_TIME: &str = "scan_time";
-    /// Rows a deletion vector removed.
+    /// Rows the delete files (position, equality, deletion vectors) removed.
     pub const ROWS_DELETED: &str = "rows_deleted";
 }
 
@@ -190,10 +190,12 @@ impl IcebergScanExec {
                     data_file_format: DataFileFormat::Parquet,
                     schema: Arc::clone(&self.iceberg_schema),
                     project_field_ids: project_field_ids.clone(),
-                    predicate: if vector.is_some() {
-                        None
-                    } else {
+                    // A file with deletes is read whole (no row filter), so the rows its deletes
+                    // remove can be counted exactly; the filter above still applies the predicate.
+                    predicate: if f.deletes.is_empty() {
                         predicate.clone()
+                    } else {
+                        None
                     },
                     deletes: crate::deletes::reader_deletes(&f.deletes),
                     partition: None,
@@ -411,6 +413,15 @@ impl ExecutionPlan for IcebergScanExec {
                     let deleted = deleted.clone();
                     async move {
                         let path = task.data_file_path.clone();
+                        // Position and equality deletes are applied by iceberg's reader: what it
+                        // removed is the file's row count less what came out, known once a file
+                        // read whole (not a split of it) has been read to its end.
+                        let whole_file = task.start == 0
+                            && (task.length == 0 || task.length == task.file_size_in_bytes);
+                        let removed_by_reader =
+                            (vector.is_none() && !task.deletes.is_empty() && whole_file)
+                                .then_some(task.record_count)
+                                .flatten();
                         let vector = match &vector {
                             Some(dv) => {
                                 Some(DeletionVector::load(&file_io, &table, &path, dv).await?)
@@ -426,9 +437,10 @@ impl ExecutionPlan for IcebergScanExec {
                         let rows = result
                             .stream()
                             .map_err(move |e| file_error(&table, &path, e));
-                        Ok::<_, DataFusionError>(match vector {
-                            None => rows.boxed(),
-                            Some(vector) => drop_deleted(rows, vector, deleted).boxed(),
+                        Ok::<_, DataFusionError>(match (vector, removed_by_reader) {
+                            (Some(vector), _) => drop_deleted(rows, vector, deleted).boxed(),
+                            (None, Some(records)) => count_removed(rows, records, deleted).boxed(),
+                            (None, None) => rows.boxed(),
                         })
                     }
                 })
@@ -542,6 +554,30 @@ fn drop_deleted(
         }
         deleted.add(removed);
         Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+    })
+}
+
+/// The rows of one file as iceberg's reader gave them (its position and equality deletes
+/// applied); when the file has been read to its end, `records` (the manifest's row count) less
+/// the rows that came out is added to `deleted`.
+fn count_removed(
+    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    records: u64,
+    deleted: Count,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+    let mut seen: u64 = 0;
+    let mut rows = Box::pin(rows.fuse());
+    futures::stream::poll_fn(move |cx| {
+        if rows.is_done() {
+            return std::task::Poll::Ready(None);
+        }
+        let next = std::task::ready!(rows.poll_next_unpin(cx));
+        match &next {
+            Some(Ok(batch)) => seen += batch.num_rows() as u64,
+            Some(Err(_)) => seen = records, // an error: nothing to count
+            None => deleted.add(records.saturating_sub(seen) as usize),
+        }
+        std::task::Poll::Ready(next)
     })
 }
 

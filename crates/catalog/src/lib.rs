@@ -1,7 +1,7 @@
 //! # floe-catalog — Floe's view of Iceberg
 //!
 //! ```text
-//!  CatalogSettings ──connect()──▶ iceberg Catalog (SQL on SQLite/PostgreSQL, or REST)
+//!  CatalogSettings ──connect()──▶ iceberg Catalog (SQL on SQLite/PostgreSQL, REST, Glue)
 //!        │                              │ load_table, list
 //!        ▼                              ▼
 //!  ObjectStoreStorage (FileIO)   provider: DataFusion catalog/schema/table providers
@@ -21,6 +21,7 @@ pub mod connect;
 pub mod deletes;
 pub mod error;
 pub mod exec;
+pub mod glue;
 pub mod metadata_tables;
 pub mod overwrite;
 pub mod predicate;

@@ -29,6 +29,7 @@ use sqlx::AnyPool;
 
 use crate::error::CatalogError;
 use crate::exec::error_chain;
+use crate::glue::GlueSwap;
 
 /// Commits the metadata changes iceberg-rust 0.10 has no action for (an overwrite snapshot, a
 /// renamed schema), with the table as read as the requirement.
@@ -36,6 +37,8 @@ use crate::exec::error_chain;
 pub enum MetadataCommitter {
     /// The SQL catalog: Floe writes the metadata file and swaps the location.
     Sql(SqlMetadataSwap),
+    /// AWS Glue: Floe writes the metadata file and swaps the location with Glue's version check.
+    Glue(GlueSwap),
     /// A REST catalog: Floe sends the updates.
     Rest(RestCommit),
 }
@@ -51,7 +54,7 @@ impl MetadataCommitter {
         name: &str,
     ) -> Result<bool> {
         match self {
-            MetadataCommitter::Sql(swap) => {
+            MetadataCommitter::Sql(_) | MetadataCommitter::Glue(_) => {
                 let mut builder = table
                     .metadata()
                     .clone()
@@ -65,12 +68,41 @@ impl MetadataCommitter {
                     .build()
                     .map_err(|e| fail("building table metadata", e))?
                     .metadata;
-                swap_in(table, metadata, swap, name).await
+                self.swap_in(table, metadata, name).await
             }
             MetadataCommitter::Rest(rest) => {
                 rest.commit(table.identifier(), requirements, updates, name)
                     .await
             }
+        }
+    }
+
+    /// Writes the table's next metadata file and points the catalog at it, if the table is
+    /// still where `table` found it; false when another commit got there first.
+    async fn swap_in(
+        &self,
+        table: &Table,
+        new_metadata: TableMetadata,
+        name: &str,
+    ) -> Result<bool> {
+        let location = table
+            .metadata_location()
+            .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?;
+        let new_location = MetadataLocation::from_str(location)
+            .map_err(|e| fail("parsing the metadata location", e))?
+            .with_next_version()
+            .with_new_metadata(&new_metadata);
+        new_metadata
+            .write_to(table.file_io(), &new_location)
+            .await
+            .map_err(|e| fail("writing table metadata", e))?;
+        let (ident, new) = (table.identifier(), new_location.to_string());
+        match self {
+            MetadataCommitter::Sql(swap) => swap.swap(ident, location, &new).await,
+            MetadataCommitter::Glue(swap) => swap.swap(ident, location, &new).await,
+            MetadataCommitter::Rest(_) => Err(unavailable(format!(
+                "committing {name}: a REST catalog takes updates, not metadata files"
+            ))),
         }
     }
 }
@@ -339,29 +371,6 @@ pub async fn commit_overwrite(
             "overwriting {name}: lost the race to other writers {ATTEMPTS} times"
         )),
     )))
-}
-
-/// Writes the table's next metadata file and points the catalog at it, if the table is still
-/// where `table` found it; false when another commit got there first.
-async fn swap_in(
-    table: &Table,
-    new_metadata: TableMetadata,
-    swap: &SqlMetadataSwap,
-    name: &str,
-) -> Result<bool> {
-    let location = table
-        .metadata_location()
-        .ok_or_else(|| unavailable(format!("{name} has no metadata location")))?;
-    let new_location = MetadataLocation::from_str(location)
-        .map_err(|e| fail("parsing the metadata location", e))?
-        .with_next_version()
-        .with_new_metadata(&new_metadata);
-    new_metadata
-        .write_to(table.file_io(), &new_location)
-        .await
-        .map_err(|e| fail("writing table metadata", e))?;
-    swap.swap(table.identifier(), location, &new_location.to_string())
-        .await
 }
 
 /// Fails if a snapshot committed after `base` added or removed files in `touched` partitions.

@@ -64,11 +64,25 @@ impl FloeFlightSql {
             // A namespace or table the catalog cannot read is left out (with a warning): one
             // broken entry must not hide every other table from every client.
             match catalog.list_tables(&ns).await {
-                Ok(tables) => wanted.extend(
-                    tables
-                        .into_iter()
-                        .filter(|t| admits(table_pattern.as_deref(), &t.name)),
-                ),
+                Ok(tables) => {
+                    // Metadata tables (`orders$files`) are listed only to a pattern that asks
+                    // for them by their `$`: a driver looking one up by name finds it, and a
+                    // plain listing stays one entry per table.
+                    let metadata = table_pattern.as_deref().filter(|p| p.contains('$'));
+                    for t in tables {
+                        if let Some(pattern) = metadata {
+                            for kind in floe_catalog::metadata_tables::KINDS {
+                                let name = format!("{}${kind}", t.name);
+                                if admits(Some(pattern), &name) {
+                                    wanted.push(TableIdent::new(t.namespace.clone(), name));
+                                }
+                            }
+                        }
+                        if admits(table_pattern.as_deref(), &t.name) {
+                            wanted.push(t);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(namespace = %ns.to_url_string(), "GetTables: cannot list: {e}");
                 }
@@ -114,10 +128,19 @@ async fn table_schema(
     ident: &TableIdent,
 ) -> Result<SchemaRef, Status> {
     use datafusion::catalog::TableProvider;
+    let (base, kind) = floe_catalog::metadata_tables::split(ident.name());
+    let base_ident = TableIdent::new(ident.namespace().clone(), base.to_string());
     let table = catalog
-        .load_table(ident)
+        .load_table(&base_ident)
         .await
-        .map_err(|e| Status::unavailable(format!("loading table {ident}: {e}")))?;
+        .map_err(|e| Status::unavailable(format!("loading table {base_ident}: {e}")))?;
+    if let Some(kind) = kind {
+        let provider =
+            floe_catalog::metadata_tables::metadata_table(&table, &ident.to_string(), kind)
+                .await
+                .map_err(status_from_datafusion)?;
+        return Ok(provider.schema());
+    }
     let provider = IcebergTableProvider::try_new(table, Arc::clone(catalog), None)
         .map_err(status_from_datafusion)?;
     Ok(provider.schema())
