@@ -46,7 +46,7 @@ pub enum MetadataCommitter {
 impl MetadataCommitter {
     /// Applies `updates` to the table as `table` shows it; false if another commit changed it
     /// first (`requirements` say what "as it shows" means to a REST catalog).
-    async fn commit(
+    pub async fn commit(
         &self,
         table: &Table,
         updates: Vec<TableUpdate>,
