@@ -17,6 +17,7 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import floe_cluster
@@ -216,6 +217,26 @@ def test_a_missing_delete_file_is_data_loss_naming_it(seaweed, conn):
     assert fetch(conn, "SELECT count(*) AS n FROM spark.orders_pos_deletes").column(0).to_pylist() == [3188]
 
 
+def test_a_missing_equality_delete_file_is_data_loss_naming_it(seaweed, conn):
+    s3 = seaweed.s3_client()
+    paths = [r["file_path"] for r in fetch(
+        conn, 'SELECT file_path FROM spark."users_eq_deletes$files" WHERE content = 2').to_pylist()]
+    assert paths, "the fixture has equality delete files"
+    keys = [p.split(f"s3://{BUCKET}/", 1)[1] for p in paths]
+    saved = {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+    try:
+        s3.delete_object(Bucket=BUCKET, Key=keys[0])
+        with pytest.raises(Exception) as e:
+            fetch(conn, "SELECT count(*) FROM spark.users_eq_deletes")
+        text = str(e.value)
+        assert "DATA_LOSS" in text or "DataLoss" in text or "data loss" in text.lower(), text
+        assert keys[0].rsplit("/", 1)[1] in text and "equality delete" in text, text
+    finally:
+        for k, body in saved.items():
+            s3.put_object(Bucket=BUCKET, Key=k, Body=body)
+    assert fetch(conn, "SELECT count(*) AS n FROM spark.users_eq_deletes").column(0).to_pylist() == [1379]
+
+
 def test_a_corrupt_deletion_vector_is_a_clear_error(seaweed, conn):
     s3 = seaweed.s3_client()
     keys = _objects(seaweed, "orders_dv", ".puffin")
@@ -402,3 +423,44 @@ def test_get_tables_lists_metadata_tables_to_a_pattern_that_names_them(conn):
     kinds = tables(table_name_filter="users_eq_deletes$%")
     assert set(kinds) == {f"users_eq_deletes${k}" for k in
                           ("snapshots", "history", "manifests", "files", "partitions", "refs", "properties")}
+
+
+# ------------------------------------------------------------------ equality deletes and NULL
+
+
+def test_equality_deletes_match_null_keys_as_the_spec_says(seaweed, workdir, conn):
+    """An equality delete matches NULL to NULL and nothing else: a delete of name = 'a' keeps
+    every row whose name is NULL (iceberg 0.10.1's reader dropped them), a delete of id NULL
+    removes exactly the rows whose id is NULL, and rows appended after a delete survive it."""
+    import catalogs
+    from eq_deletes import add_equality_deletes
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    cat = catalogs.sql_catalog(seaweed, workdir)
+    cat.create_namespace_if_not_exists("eqnull")
+    if cat.table_exists("eqnull.t"):
+        cat.drop_table("eqnull.t")
+    schema = Schema(NestedField(1, "id", LongType(), required=False),
+                    NestedField(2, "name", StringType(), required=False),
+                    NestedField(3, "v", LongType(), required=False))
+    t = cat.create_table("eqnull.t", schema, properties={"format-version": "2"})
+    arrow = pa.schema([("id", pa.int64()), ("name", pa.string()), ("v", pa.int64())])
+    t.append(pa.Table.from_pylist([
+        {"id": 1, "name": "a", "v": 10}, {"id": 2, "name": "b", "v": 20}, {"id": None, "name": "c", "v": 30},
+        {"id": 3, "name": None, "v": 40}, {"id": None, "name": None, "v": 50}, {"id": 4, "name": "d", "v": 60},
+    ], schema=arrow))
+    by_name = add_equality_deletes(cat.load_table("eqnull.t"), pa.table({"name": pa.array(["a"], pa.string())}))
+    add_equality_deletes(cat.load_table("eqnull.t"), pa.table({"id": pa.array([2, None], pa.int64())}))
+    cat.load_table("eqnull.t").append(pa.Table.from_pylist(
+        [{"id": None, "name": "e", "v": 70}, {"id": 2, "name": "b", "v": 80}], schema=arrow))
+
+    def values(sql):
+        return sorted(r["v"] for r in fetch(conn, sql).to_pylist())
+
+    assert values(f"SELECT v FROM eqnull.t FOR VERSION AS OF {by_name}") == [20, 30, 40, 50, 60]
+    assert values("SELECT v FROM eqnull.t") == [40, 60, 70, 80]
+    assert values("SELECT v FROM eqnull.t WHERE name IS NULL") == [40]
+    assert fetch(conn, "SELECT count(*) AS n FROM eqnull.t").column(0).to_pylist() == [4]
+    plan = plan_text(fetch(conn, "EXPLAIN ANALYZE SELECT count(*) FROM eqnull.t"))
+    assert sum(int(n) for n in re.findall(r"rows_deleted=(\d+)", plan)) == 4, plan

@@ -21,9 +21,8 @@ use floe_catalog::deletes::encode_blob;
 use floe_catalog::CatalogSettings;
 use iceberg::puffin::{Blob, CompressionCodec, PuffinWriter};
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, FormatVersion,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, FormatVersion, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{TableCreation, TableIdent, TableRequirement, TableUpdate};
@@ -45,7 +44,9 @@ fn ident(name: &str) -> Result<TableIdent> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, source, target, mode] = args.as_slice() else {
-        return Err("usage: add_deletes WAREHOUSE_DIR SOURCE_NS.TABLE TARGET_NS.TABLE position|dv".into());
+        return Err(
+            "usage: add_deletes WAREHOUSE_DIR SOURCE_NS.TABLE TARGET_NS.TABLE position|dv".into(),
+        );
     };
     let dv = match mode.as_str() {
         "position" => false,
@@ -75,13 +76,21 @@ async fn main() -> Result<()> {
     let creation = TableCreation::builder()
         .name(target.name().to_string())
         .schema(metadata.current_schema().as_ref().clone())
-        .partition_spec(metadata.default_partition_spec().as_ref().clone().into_unbound())
-        .format_version(if dv { FormatVersion::V3 } else { FormatVersion::V2 })
+        .partition_spec(
+            metadata
+                .default_partition_spec()
+                .as_ref()
+                .clone()
+                .into_unbound(),
+        )
+        .format_version(if dv {
+            FormatVersion::V3
+        } else {
+            FormatVersion::V2
+        })
         .properties(HashMap::new())
         .build();
-    catalog
-        .create_table(target.namespace(), creation)
-        .await?;
+    catalog.create_table(target.namespace(), creation).await?;
 
     // Snapshot 1: the source's data files, shared.
     let table = catalog.load_table(&target).await?;
@@ -121,7 +130,10 @@ async fn main() -> Result<()> {
                 .sequence_number(sequence_number)
                 .data(blob_bytes)
                 .properties(HashMap::from([
-                    ("referenced-data-file".to_string(), file.file_path().to_string()),
+                    (
+                        "referenced-data-file".to_string(),
+                        file.file_path().to_string(),
+                    ),
                     ("cardinality".to_string(), positions.len().to_string()),
                 ]))
                 .build();
@@ -143,7 +155,8 @@ async fn main() -> Result<()> {
                 .build()?
         } else {
             let path = format!("{location}/data/deletes-{id}.parquet");
-            let file_size = write_position_deletes(&table, &path, file.file_path(), &positions).await?;
+            let file_size =
+                write_position_deletes(&table, &path, file.file_path(), &positions).await?;
             DataFileBuilder::default()
                 .content(DataContentType::PositionDeletes)
                 .file_path(path)
@@ -158,7 +171,10 @@ async fn main() -> Result<()> {
         deletes.push(delete);
     }
 
-    let manifest_path = format!("{location}/metadata/{}-deletes-m0.avro", uuid::Uuid::new_v4());
+    let manifest_path = format!(
+        "{location}/metadata/{}-deletes-m0.avro",
+        uuid::Uuid::new_v4()
+    );
     let builder = ManifestWriterBuilder::new(
         file_io.new_output(&manifest_path)?,
         Some(snapshot_id),
@@ -175,7 +191,9 @@ async fn main() -> Result<()> {
     }
     let delete_manifest = writer.write_manifest_file().await?;
 
-    let parent = metadata.current_snapshot().ok_or("the copy has no snapshot")?;
+    let parent = metadata
+        .current_snapshot()
+        .ok_or("the copy has no snapshot")?;
     let mut manifests: Vec<_> = table
         .manifest_list_reader(parent)
         .load()
@@ -197,14 +215,22 @@ async fn main() -> Result<()> {
             Some(metadata.next_row_id()),
         )
     } else {
-        ManifestListWriter::v2(list_writer, snapshot_id, Some(parent.snapshot_id()), sequence_number)
+        ManifestListWriter::v2(
+            list_writer,
+            snapshot_id,
+            Some(parent.snapshot_id()),
+            sequence_number,
+        )
     };
     list.add_manifests(manifests.into_iter())?;
     list.close().await?;
 
     let mut summary = HashMap::new();
     summary.insert("deleted-records".to_string(), deleted.to_string());
-    summary.insert("added-delete-files".to_string(), data_files.len().to_string());
+    summary.insert(
+        "added-delete-files".to_string(),
+        data_files.len().to_string(),
+    );
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(Some(parent.snapshot_id()))
@@ -248,7 +274,11 @@ async fn main() -> Result<()> {
     println!(
         "{target}: {} data files, {rows} rows, {deleted} deleted by {} ({} left)",
         data_files.len(),
-        if dv { "deletion vectors" } else { "position delete files" },
+        if dv {
+            "deletion vectors"
+        } else {
+            "position delete files"
+        },
         rows - deleted
     );
     Ok(())
@@ -296,7 +326,9 @@ async fn write_position_deletes(
         Arc::clone(&schema),
         vec![
             Arc::new(StringArray::from(vec![data_file; n])),
-            Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                positions.iter().map(|p| p as i64),
+            )),
         ],
     )?;
     let mut buffer = Vec::new();

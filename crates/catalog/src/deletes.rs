@@ -4,7 +4,8 @@
 //! * **Position and equality delete files** (v2, Parquet) are planned by iceberg's scan
 //!   planner with the spec's sequence-number rules (a position delete applies to data files
 //!   with a data sequence number ≤ its own, an equality delete only to strictly lower ones,
-//!   each within its partition) and applied by iceberg's Arrow reader.
+//!   each within its partition). Position deletes are applied by iceberg's Arrow reader;
+//!   equality deletes by Floe ([`crate::equality_deletes`]), NULL matching NULL.
 //! * **Deletion vectors** (v3: a `deletion-vector-v1` blob in a Puffin file, named by the
 //!   manifest entry's `referenced_data_file`, `content_offset` and `content_size_in_bytes`) are
 //!   not understood by iceberg 0.10.1: Floe reads the live delete manifests itself, ships each
@@ -169,10 +170,11 @@ pub fn delete_refs(task: &FileScanTask, plan: &DeletePlan) -> Vec<DeleteFileRef>
     refs
 }
 
-/// The delete files iceberg's reader applies itself (everything but deletion vectors).
+/// The delete files iceberg's reader applies itself: the Parquet position delete files
+/// (Floe applies deletion vectors and equality deletes).
 pub fn reader_deletes(refs: &[DeleteFileRef]) -> Vec<FileScanTaskDeleteFile> {
     refs.iter()
-        .filter(|d| d.content != DELETION_VECTOR)
+        .filter(|d| d.content == POSITION_DELETES)
         .map(|d| FileScanTaskDeleteFile {
             file_path: d.path.clone(),
             file_size_in_bytes: d.file_size_in_bytes,

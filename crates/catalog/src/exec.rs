@@ -34,6 +34,7 @@ use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFileFormat, Schema};
 
 use crate::deletes::DeletionVector;
+use crate::equality_deletes::{EqualityDeletes, EqualityFilter};
 use crate::error::CatalogError;
 
 /// Metric names the scan records, summed by the coordinator for `EXPLAIN ANALYZE`.
@@ -127,7 +128,7 @@ impl IcebergScanExec {
     /// one. A file with a vector is read whole and in order (no predicate, so no row group or
     /// page is skipped) so that row positions are known; the filter above the scan still
     /// applies the predicate.
-    fn file_tasks(&self, partition: usize) -> Result<Vec<(FileScanTask, Option<DeleteFileRef>)>> {
+    fn file_tasks(&self, partition: usize) -> Result<Vec<FileRead>> {
         let Some(group) = self.node.file_groups.get(partition) else {
             return Ok(vec![]);
         };
@@ -161,26 +162,32 @@ impl IcebergScanExec {
                     .iter()
                     .find(|d| d.content == crate::deletes::DELETION_VECTOR)
                     .cloned();
-                if vector.is_some() {
-                    if f.deletes
-                        .iter()
-                        .any(|d| d.content == crate::deletes::EQUALITY_DELETES)
-                    {
-                        return Err(DataFusionError::External(Box::new(
-                            CatalogError::Unsupported(format!(
-                                "table {}: data file {} has both a deletion vector and \
-                                 equality deletes",
-                                self.node.table, f.path
-                            )),
-                        )));
-                    }
-                    if f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes) {
-                        return Err(DataFusionError::Internal(format!(
-                            "table {}: data file {} with a deletion vector was split",
-                            self.node.table, f.path
-                        )));
+                if vector.is_some()
+                    && (f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes))
+                {
+                    return Err(DataFusionError::Internal(format!(
+                        "table {}: data file {} with a deletion vector was split",
+                        self.node.table, f.path
+                    )));
+                }
+                // Equality deletes are matched by Floe on their columns, read with the file.
+                let equality: Vec<DeleteFileRef> = f
+                    .deletes
+                    .iter()
+                    .filter(|d| d.content == crate::deletes::EQUALITY_DELETES)
+                    .cloned()
+                    .collect();
+                let mut field_ids = project_field_ids.clone();
+                for id in EqualityDeletes::field_ids(&equality) {
+                    if !field_ids.contains(&id) {
+                        field_ids.push(id);
                     }
                 }
+                let columns = field_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (*id, i))
+                    .collect();
                 let task = FileScanTask {
                     file_size_in_bytes: f.file_size_in_bytes,
                     start: f.start,
@@ -189,7 +196,7 @@ impl IcebergScanExec {
                     data_file_path: f.path.clone(),
                     data_file_format: DataFileFormat::Parquet,
                     schema: Arc::clone(&self.iceberg_schema),
-                    project_field_ids: project_field_ids.clone(),
+                    project_field_ids: field_ids,
                     // A file with deletes is read whole (no row filter), so the rows its deletes
                     // remove can be counted exactly; the filter above still applies the predicate.
                     predicate: if f.deletes.is_empty() {
@@ -203,10 +210,27 @@ impl IcebergScanExec {
                     name_mapping: None,
                     case_sensitive: true,
                 };
-                Ok((task, vector))
+                Ok(FileRead {
+                    task,
+                    vector,
+                    equality,
+                    columns,
+                })
             })
             .collect()
     }
+}
+
+/// One data file to read, with the deletes Floe applies itself.
+struct FileRead {
+    /// What iceberg's reader reads (position deletes included).
+    task: FileScanTask,
+    /// The file's deletion vector.
+    vector: Option<DeleteFileRef>,
+    /// Its equality delete files.
+    equality: Vec<DeleteFileRef>,
+    /// The output column of each field id read.
+    columns: std::collections::BTreeMap<i32, usize>,
 }
 
 /// Decodes an Arrow schema sent as an (empty) Arrow IPC stream.
@@ -405,7 +429,13 @@ impl ExecutionPlan for IcebergScanExec {
             // One file at a time, so that an error names the file it came from (a corrupt or
             // missing file is lost data the operator must find).
             let batches = futures::stream::iter(tasks)
-                .then(move |(task, vector)| {
+                .then(move |read| {
+                    let FileRead {
+                        task,
+                        vector,
+                        equality,
+                        columns,
+                    } = read;
                     let reader = reader.clone();
                     let opened = Arc::clone(&opened);
                     let table = table.clone();
@@ -428,6 +458,9 @@ impl ExecutionPlan for IcebergScanExec {
                             }
                             None => None,
                         };
+                        let equality = EqualityDeletes::load(&file_io, &table, &equality)
+                            .await?
+                            .map(|deletes| deletes.filter(columns));
                         let one = futures::stream::iter([Ok(task)]).boxed();
                         let result = reader.read(one).map_err(|e| file_error(&table, &path, e))?;
                         opened
@@ -437,10 +470,18 @@ impl ExecutionPlan for IcebergScanExec {
                         let rows = result
                             .stream()
                             .map_err(move |e| file_error(&table, &path, e));
-                        Ok::<_, DataFusionError>(match (vector, removed_by_reader) {
-                            (Some(vector), _) => drop_deleted(rows, vector, deleted).boxed(),
-                            (None, Some(records)) => count_removed(rows, records, deleted).boxed(),
+                        let rows = match (vector, removed_by_reader) {
+                            (Some(vector), _) => {
+                                drop_deleted(rows, vector, deleted.clone()).boxed()
+                            }
+                            (None, Some(records)) => {
+                                count_removed(rows, records, deleted.clone()).boxed()
+                            }
                             (None, None) => rows.boxed(),
+                        };
+                        Ok::<_, DataFusionError>(match equality {
+                            Some(filter) => drop_equal(rows, filter, deleted).boxed(),
+                            None => rows,
                         })
                     }
                 })
@@ -578,6 +619,23 @@ fn count_removed(
             None => deleted.add(records.saturating_sub(seen) as usize),
         }
         std::task::Poll::Ready(next)
+    })
+}
+
+/// The rows of one file without those its equality deletes match.
+fn drop_equal(
+    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    mut filter: EqualityFilter,
+    deleted: Count,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+    rows.map(move |batch| {
+        let batch = batch?;
+        let (keep, removed) = filter.keep(&batch)?;
+        if removed == 0 {
+            return Ok(batch);
+        }
+        deleted.add(removed);
+        Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
     })
 }
 

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod connect;
 pub mod deletes;
+pub mod equality_deletes;
 pub mod error;
 pub mod exec;
 pub mod glue;
