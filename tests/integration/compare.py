@@ -119,6 +119,27 @@ def fetch(conn, sql: str, parameters: Optional[Iterable] = None) -> pa.Table:
         cur.close()
 
 
+def fetch_from(deployment, conn, sql: str) -> pa.Table:
+    """fetch(), adding the deployment's process log tails to the failure when Floe answers
+    with an error."""
+    try:
+        return fetch(conn, sql)
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(
+            f"Floe failed on {sql!r}: {type(e).__name__}: {e}\n--- Floe processes:\n{deployment.describe()}"
+        ) from e
+
+
+def execute_update(conn, sql: str) -> int:
+    """ADBC's update path: Flight SQL CommandStatementUpdate (DoPut); the rows written."""
+    cur = conn.cursor()
+    try:
+        cur.adbc_statement.set_sql_query(sql)
+        return cur.adbc_statement.execute_update()
+    finally:
+        cur.close()
+
+
 def scalar(table: pa.Table) -> Any:
     assert table.num_rows == 1 and table.num_columns == 1, f"expected a scalar, got {table}"
     return rows(table)[0][0]

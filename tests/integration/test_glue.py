@@ -25,19 +25,11 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, LongType, NestedField, StringType
 
 import floe_cluster
-from compare import assert_same, fetch, rows, scalar
+from compare import assert_same, execute_update, fetch, fetch_from, rows, scalar
 from moto_glue import MotoGlue
 
 NS = "glue_dwd"
 
-
-def execute_update(conn, sql: str) -> int:
-    cur = conn.cursor()
-    try:
-        cur.adbc_statement.set_sql_query(sql)
-        return cur.adbc_statement.execute_update()
-    finally:
-        cur.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +72,7 @@ def conn(glue_cluster):
     yield from floe_cluster.connection(glue_cluster)
 
 
-def run(cluster, conn, sql: str) -> pa.Table:
-    try:
-        return fetch(conn, sql)
-    except Exception as e:  # noqa: BLE001
-        raise AssertionError(
-            f"Floe failed on {sql!r}: {type(e).__name__}: {e}\n--- Floe processes:\n{cluster.describe()}"
-        ) from e
+run = fetch_from
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +151,7 @@ def test_ctas_insert_and_overwrite_read_back_through_glue(glue_cluster, conn, gl
     created = glue.get_table(DatabaseName=NS, Name="daily")["Table"]
     assert created["Parameters"]["table_type"].upper() == "ICEBERG"
     first_location = created["Parameters"]["metadata_location"]
-    assert first_location.startswith(f"s3://") and "/glue/" in first_location, first_location
+    assert first_location.startswith("s3://") and "/glue/" in first_location, first_location
 
     import duckdb
 

@@ -31,7 +31,7 @@ import catalogs
 import cases
 import datasets
 import floe_cluster
-from compare import assert_same, fetch, plan_text, scalar
+from compare import assert_same, fetch_from, plan_text, scalar
 from postgres import postgres_server  # noqa: F401  (session fixture)
 
 NS = "pgdemo"
@@ -141,15 +141,7 @@ def pg_conn(pg_cluster):
     yield from floe_cluster.connection(pg_cluster)
 
 
-def run(cluster, conn, sql: str) -> pa.Table:
-    """fetch() that, when Floe answers with an error, adds the processes' log
-    tails and the PostgreSQL log to the failure."""
-    try:
-        return fetch(conn, sql)
-    except Exception as e:  # noqa: BLE001
-        raise AssertionError(
-            f"Floe failed on {sql!r}: {type(e).__name__}: {e}\n--- Floe processes:\n{cluster.describe()}"
-        ) from e
+run = fetch_from
 
 
 # ------------------------------------------------------------------ environment

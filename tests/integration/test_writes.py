@@ -15,14 +15,13 @@ import threading
 import time
 from decimal import Decimal
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from adbc_driver_manager import Error
 from pyiceberg.expressions import EqualTo
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform, TruncateTransform
 
-from compare import fetch, plan_text, rows, scalar
+from compare import execute_update, fetch, plan_text, rows, scalar
 
 NS = "wt"
 
@@ -53,16 +52,6 @@ def w(request):
             fetch(conn, f"DROP SCHEMA IF EXISTS {NS} CASCADE")
         finally:
             conn.close()
-
-
-def execute_update(conn, sql: str) -> int:
-    """ADBC's update path: Flight SQL CommandStatementUpdate (DoPut)."""
-    cur = conn.cursor()
-    try:
-        cur.adbc_statement.set_sql_query(sql)
-        return cur.adbc_statement.execute_update()
-    finally:
-        cur.close()
 
 
 def error_of(conn, sql: str) -> str:
