@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::{cast, concat};
 use arrow::datatypes::DataType;
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result};
 use floe_proto::DeleteFileRef;
 use iceberg::io::FileIO;
@@ -45,7 +45,8 @@ struct Keys {
     /// The type each column is compared in (a run-end encoded constant column as its values).
     types: Vec<DataType>,
     converter: RowConverter,
-    deleted: HashSet<OwnedRow>,
+    /// The delete rows' keys in the converter's row format (equal values, equal bytes).
+    deleted: HashSet<Box<[u8]>>,
 }
 
 /// Matches a data file's batches against its equality deletes.
@@ -133,7 +134,7 @@ impl EqualityFilter {
                 .collect::<Result<Vec<ArrayRef>>>()?;
             let rows = group.converter.convert_columns(&columns)?;
             for (i, row) in rows.iter().enumerate() {
-                if keep[i] && group.deleted.contains(&row.owned()) {
+                if keep[i] && group.deleted.contains(row.as_ref()) {
                     keep[i] = false;
                 }
             }
@@ -176,7 +177,7 @@ impl EqualityFilter {
                     .map(|(c, t)| Ok(cast(c, t)?))
                     .collect::<Result<Vec<ArrayRef>>>()?;
                 let rows = converter.convert_columns(&delete_columns)?;
-                let deleted = rows.iter().map(|r| r.owned()).collect();
+                let deleted = rows.iter().map(|r| Box::<[u8]>::from(r.as_ref())).collect();
                 Ok(Keys {
                     positions,
                     types,
