@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
+use aws_sdk_glue::operation::get_table::GetTableError;
 use aws_sdk_glue::operation::update_table::UpdateTableError;
 use aws_sdk_glue::types::TableInput;
 use datafusion::common::{DataFusionError, Result as DfResult};
@@ -206,6 +207,32 @@ impl GlueSwap {
         Self {
             client: aws_sdk_glue::Client::new(&config.load().await),
             catalog_id: glue.catalog_id.clone(),
+        }
+    }
+
+    /// The table's metadata location, if Glue has the table.
+    pub(crate) async fn current_location(
+        &self,
+        ident: &TableIdent,
+    ) -> std::result::Result<Option<String>, String> {
+        let found = self
+            .client
+            .get_table()
+            .set_catalog_id(self.catalog_id.clone())
+            .database_name(ident.namespace().join("."))
+            .name(ident.name())
+            .send()
+            .await;
+        match found {
+            Ok(found) => Ok(found
+                .table()
+                .and_then(|t| t.parameters())
+                .and_then(|p| p.get(METADATA_LOCATION))
+                .cloned()),
+            Err(e) => match e.into_service_error() {
+                GetTableError::EntityNotFoundException(_) => Ok(None),
+                other => Err(crate::exec::error_chain(&other)),
+            },
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //!  CatalogSettings ──connect()──▶ iceberg Catalog (SQL on SQLite/PostgreSQL, REST, Glue)
 //!        │                              │ load_table, list
+//!        │                  cache: CachedCatalog (tables by metadata location)
 //!        ▼                              ▼
 //!  ObjectStoreStorage (FileIO)   provider: DataFusion catalog/schema/table providers
 //!  s3:// and file:// through         │ scan(): Iceberg scan planning prunes manifests,
@@ -16,6 +17,7 @@
 //! This crate depends on `floe-proto` only. The scan and write nodes live here because both the
 //! coordinator (which plans it) and the executors (which run it) depend on this crate.
 
+pub mod cache;
 pub mod config;
 pub mod connect;
 pub mod deletes;

@@ -44,6 +44,19 @@ pub enum MetadataCommitter {
 }
 
 impl MetadataCommitter {
+    /// Where the catalog points the table now, without loading it (`Ok(None)`: no such
+    /// table); `None` where the catalog cannot say without loading it (REST).
+    pub async fn current_location(
+        &self,
+        ident: &TableIdent,
+    ) -> Option<std::result::Result<Option<String>, String>> {
+        match self {
+            MetadataCommitter::Sql(sql) => Some(sql.current_location(ident).await),
+            MetadataCommitter::Glue(glue) => Some(glue.current_location(ident).await),
+            MetadataCommitter::Rest(_) => None,
+        }
+    }
+
     /// Applies `updates` to the table as `table` shows it; false if another commit changed it
     /// first (`requirements` say what "as it shows" means to a REST catalog).
     pub async fn commit(
@@ -260,6 +273,36 @@ impl SqlMetadataSwap {
             catalog_name: catalog_name.to_string(),
             dollar_params: uri.starts_with("postgres"),
         })
+    }
+
+    /// The table's metadata location, if the catalog has the table.
+    async fn current_location(
+        &self,
+        ident: &TableIdent,
+    ) -> std::result::Result<Option<String>, String> {
+        let p = |i: usize| {
+            if self.dollar_params {
+                format!("${i}")
+            } else {
+                "?".to_string()
+            }
+        };
+        let sql = format!(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = {} \
+             AND table_namespace = {} AND table_name = {} \
+             AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+            p(1),
+            p(2),
+            p(3)
+        );
+        let row: Option<(Option<String>,)> = sqlx::query_as(&sql)
+            .bind(&self.catalog_name)
+            .bind(ident.namespace().join("."))
+            .bind(ident.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| format!("looking up {ident}: {e}"))?;
+        Ok(row.and_then(|(location,)| location))
     }
 
     /// Points the table at `new` if it still points at `expected`; false if it did not.

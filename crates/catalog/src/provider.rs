@@ -1,7 +1,9 @@
 //! DataFusion's view of the Iceberg catalog: catalog → schemas (namespaces) → tables.
 //!
-//! Table names are listed when a query's session is built, so every query sees the catalog as
-//! it is then; table metadata is loaded only for the tables a query names. Scanning a table
+//! A query's session holds the tables its statement names, loaded together when it is planned
+//! ([`catalog_provider_for`]), so every query sees the catalog as it is then; statements that
+//! list the catalog (`SHOW TABLES`, `information_schema`, DDL) get every namespace and table
+//! name ([`catalog_provider`]), metadata loaded only for the tables they name. Scanning a table
 //! plans its files with Iceberg metadata (manifest and partition pruning, column-bounds
 //! pruning) and returns an [`IcebergScanExec`] over the surviving files.
 
@@ -28,7 +30,6 @@ use crate::write::{write_node, CommitKind, IcebergCommitExec, IcebergWriteExec};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 
-/// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
 /// What separates a table's name from the point in time it is read at, in the names
 /// time-travel clauses are folded into (`orders#snapshot=42`). `#` cannot be part of a table
 /// name Floe creates.
@@ -72,6 +73,7 @@ impl TimeTravel {
     }
 }
 
+/// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
 pub async fn catalog_provider(
     catalog: Arc<dyn Catalog>,
     swap: Option<Arc<MetadataCommitter>>,
@@ -98,10 +100,110 @@ pub async fn catalog_provider(
             swap: swap.clone(),
             namespace: ns,
             tables: tables.into_iter().map(|t| t.name).collect(),
+            loaded: HashMap::new(),
         };
         schemas.insert(name, Arc::new(schema) as Arc<dyn SchemaProvider>);
     }
     Ok(Arc::new(IcebergCatalog { schemas }))
+}
+
+/// The catalog as one statement needs it: only the tables it names (`references`: schema and
+/// table name as DataFusion resolved them), loaded together, instead of a listing of every
+/// namespace and table. A table the catalog does not have is left out, so planning reports it
+/// as not found; one that fails to load is kept, and its load fails again, with its error,
+/// when the statement is planned.
+pub async fn catalog_provider_for(
+    catalog: Arc<dyn Catalog>,
+    swap: Option<Arc<MetadataCommitter>>,
+    references: &[(String, String)],
+) -> Result<Arc<dyn CatalogProvider>> {
+    // A metadata table (`t$files`) or a table at a point in time (`t#snapshot=1`) needs `t`;
+    // a table whose name merely looks like one is looked up under its own name too.
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (schema, name) in references {
+        let mut names = vec![name.as_str()];
+        if let (table, Some(_)) = crate::metadata_tables::split(name) {
+            names.push(table);
+        }
+        if let Ok((table, Some(_))) = TimeTravel::split(name) {
+            names.push(table);
+        }
+        for n in names {
+            let key = (schema.clone(), n.to_string());
+            if !wanted.contains(&key) {
+                wanted.push(key);
+            }
+        }
+    }
+    let loads = wanted.iter().map(|(schema, name)| {
+        let catalog = Arc::clone(&catalog);
+        let ident = TableIdent::new(namespace_of(schema), name.clone());
+        async move { catalog.load_table(&ident).await }
+    });
+    let results = futures::future::join_all(loads).await;
+    // Not every catalog says "not found" in so many words (Glue's client does not; a REST
+    // catalog may refuse a name it would never hold): where a load failed otherwise, the
+    // namespace's listing decides whether the table is there.
+    let mut listings: HashMap<String, Option<Vec<String>>> = HashMap::new();
+    let mut schemas: HashMap<String, IcebergSchema> = HashMap::new();
+    for ((schema, name), result) in wanted.into_iter().zip(results) {
+        let loaded = match result {
+            Ok(table) => Some(table),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound
+                ) =>
+            {
+                continue
+            }
+            Err(_) => {
+                if !listings.contains_key(&schema) {
+                    let namespace = namespace_of(&schema);
+                    let listed = match catalog.list_tables(&namespace).await {
+                        Ok(tables) => Some(tables.into_iter().map(|t| t.name).collect()),
+                        Err(_) => match catalog.namespace_exists(&namespace).await {
+                            Ok(false) => Some(vec![]),
+                            _ => None,
+                        },
+                    };
+                    listings.insert(schema.clone(), listed);
+                }
+                let listed = listings.get(&schema).and_then(Option::as_ref);
+                if listed.is_some_and(|tables| !tables.contains(&name)) {
+                    continue;
+                }
+                // Listed (or the catalog cannot be listed either): planning loads it again
+                // and reports why it fails.
+                None
+            }
+        };
+        let entry = schemas
+            .entry(schema.clone())
+            .or_insert_with(|| IcebergSchema {
+                catalog: Arc::clone(&catalog),
+                swap: swap.clone(),
+                namespace: namespace_of(&schema),
+                tables: vec![],
+                loaded: HashMap::new(),
+            });
+        entry.tables.push(name.clone());
+        if let Some(table) = loaded {
+            entry.loaded.insert(name, table);
+        }
+    }
+    let schemas = schemas
+        .into_iter()
+        .map(|(name, schema)| (name, Arc::new(schema) as Arc<dyn SchemaProvider>))
+        .collect();
+    Ok(Arc::new(IcebergCatalog { schemas }))
+}
+
+/// The namespace a schema name stands for (its levels joined as [`NamespaceIdent::to_url_string`]
+/// joins them).
+fn namespace_of(schema: &str) -> NamespaceIdent {
+    NamespaceIdent::from_vec(schema.split('\u{1f}').map(str::to_string).collect())
+        .unwrap_or_else(|_| NamespaceIdent::new(schema.to_string()))
 }
 
 fn external(e: CatalogError) -> DataFusionError {
@@ -135,6 +237,24 @@ struct IcebergSchema {
     swap: Option<Arc<MetadataCommitter>>,
     namespace: NamespaceIdent,
     tables: Vec<String>,
+    /// Tables loaded already, by name.
+    loaded: HashMap<String, Table>,
+}
+
+impl IcebergSchema {
+    /// The table named `name` in this namespace, as loaded already or loaded now.
+    async fn load(&self, name: &str) -> Result<Table> {
+        if let Some(table) = self.loaded.get(name) {
+            return Ok(table.clone());
+        }
+        let ident = TableIdent::new(self.namespace.clone(), name.to_string());
+        self.catalog.load_table(&ident).await.map_err(|e| {
+            external(CatalogError::from_iceberg(
+                &format!("loading table {}.{name}", self.namespace.to_url_string()),
+                e,
+            ))
+        })
+    }
 }
 
 #[async_trait]
@@ -152,14 +272,8 @@ impl SchemaProvider for IcebergSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let (table, Some(kind)) = crate::metadata_tables::split(name) {
             if !self.tables.iter().any(|t| t == name) && self.tables.iter().any(|t| t == table) {
-                let ident = TableIdent::new(self.namespace.clone(), table.to_string());
                 let qualified = format!("{}.{table}", self.namespace.to_url_string());
-                let loaded = self.catalog.load_table(&ident).await.map_err(|e| {
-                    external(CatalogError::from_iceberg(
-                        &format!("loading table {qualified}"),
-                        e,
-                    ))
-                })?;
+                let loaded = self.load(table).await?;
                 return crate::metadata_tables::metadata_table(&loaded, &qualified, kind)
                     .await
                     .map(Some);
@@ -169,13 +283,7 @@ impl SchemaProvider for IcebergSchema {
         if !self.tables.iter().any(|t| t == name) {
             return Ok(None);
         }
-        let ident = TableIdent::new(self.namespace.clone(), name.to_string());
-        let table = self.catalog.load_table(&ident).await.map_err(|e| {
-            external(CatalogError::from_iceberg(
-                &format!("loading table {}.{name}", self.namespace.to_url_string()),
-                e,
-            ))
-        })?;
+        let table = self.load(name).await?;
         let provider =
             IcebergTableProvider::try_new(table, Arc::clone(&self.catalog), self.swap.clone())?;
         Ok(Some(Arc::new(match point {

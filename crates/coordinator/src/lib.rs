@@ -30,6 +30,7 @@ pub mod handles;
 pub mod limits;
 mod metadata;
 pub mod placeholders;
+pub mod planned;
 pub mod registry;
 pub mod remote;
 pub mod results;
@@ -152,8 +153,12 @@ fn server_builder(
 
 /// Opens the catalog, binds the port and serves Flight SQL and the control plane.
 pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
-    let catalog = floe_catalog::connect(&config.catalog).await?;
     let swap = floe_catalog::connect::metadata_committer(&config.catalog).await?;
+    // Loads are served from tables already read while the catalog points at the same file.
+    let catalog: Arc<dyn iceberg::Catalog> = floe_catalog::cache::CachedCatalog::wrap(
+        floe_catalog::connect(&config.catalog).await?,
+        swap.clone(),
+    );
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let registry = ExecutorRegistry::new(

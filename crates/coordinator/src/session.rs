@@ -12,7 +12,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use floe_catalog::{provider::catalog_provider, CATALOG_NAME};
+use floe_catalog::provider::{catalog_provider, catalog_provider_for};
+use floe_catalog::CATALOG_NAME;
 use iceberg::Catalog;
 
 use crate::client_auth::Principal;
@@ -177,12 +178,37 @@ impl QueryEngine {
                 floe_executor::checked::CheckedIntegerArithmetic::default(),
             ))
             .build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(
-            CATALOG_NAME,
-            catalog_provider(Arc::clone(&self.catalog), self.swap.clone()).await?,
-        );
-        Ok(ctx)
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Gives the session the catalog as `statement` needs it: the tables a query or INSERT
+    /// names, loaded together; every namespace and table name for anything that lists the
+    /// catalog (SHOW, `information_schema`) and for DDL.
+    async fn attach_catalog(&self, ctx: &SessionContext, statement: &DfStatement) -> Result<()> {
+        let state = ctx.state();
+        let default_schema = state.config().options().catalog.default_schema.clone();
+        let mut references = Vec::new();
+        let mut lists_catalog = is_ddl(statement) || !is_query_or_insert(statement);
+        if !lists_catalog {
+            for reference in state.resolve_table_references(statement)? {
+                let resolved = reference.resolve(CATALOG_NAME, &default_schema);
+                if resolved.schema.as_ref() == "information_schema"
+                    || resolved.catalog.as_ref() != CATALOG_NAME
+                {
+                    lists_catalog = true;
+                    break;
+                }
+                references.push((resolved.schema.to_string(), resolved.table.to_string()));
+            }
+        }
+        let catalog = Arc::clone(&self.catalog);
+        let provider = if lists_catalog {
+            catalog_provider(catalog, self.swap.clone()).await?
+        } else {
+            catalog_provider_for(catalog, self.swap.clone(), &references).await?
+        };
+        ctx.register_catalog(CATALOG_NAME, provider);
+        Ok(())
     }
 
     /// Parses, resolves and plans one SQL statement, binding `params` to `$1, $2, …`. DDL is
@@ -225,6 +251,8 @@ impl QueryEngine {
                 return self.change_setting(setting, caller, params).await;
             }
         }
+        self.attach_catalog(&ctx, &statement).await?;
+        let state = ctx.state();
         if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "statement not supported: {} (this coordinator is read-only: --read-only)",
@@ -546,6 +574,21 @@ fn is_insert(statement: &DfStatement) -> bool {
             _ => false,
         },
         DfStatement::Explain(explain) => is_insert(&explain.statement),
+        _ => false,
+    }
+}
+
+/// A query or an INSERT (perhaps under EXPLAIN), whose tables are all among its references.
+fn is_query_or_insert(statement: &DfStatement) -> bool {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_) | SqlStatement::Insert(_) => true,
+            SqlStatement::Explain { statement, .. } => {
+                is_query_or_insert(&DfStatement::Statement(statement.clone()))
+            }
+            _ => false,
+        },
+        DfStatement::Explain(explain) => is_query_or_insert(&explain.statement),
         _ => false,
     }
 }

@@ -20,7 +20,7 @@ use tracing::{info, info_span, Instrument};
 
 use crate::client_auth::Principal;
 use crate::error::CoordinatorError;
-use crate::session::QueryEngine;
+use crate::session::{Planned, QueryEngine};
 
 /// Plans and starts one run of a query.
 pub(crate) async fn start_query(
@@ -34,6 +34,23 @@ pub(crate) async fn start_query(
     async {
         info!(sql = %sql, "running query");
         let planned = engine.plan(&query_id, &sql, params, &caller).await?;
+        let declared = planned.schema();
+        Ok(conform_schema(engine.execute(planned).await?, declared))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Starts a query planned already (at GetFlightInfo) under `query_id`.
+pub(crate) async fn start_planned(
+    engine: &QueryEngine,
+    sql: &str,
+    query_id: &str,
+    planned: Planned,
+) -> Result<SendableRecordBatchStream, CoordinatorError> {
+    let span = info_span!("query", query_id = %query_id);
+    async {
+        info!(sql = %sql, "running query");
         let declared = planned.schema();
         Ok(conform_schema(engine.execute(planned).await?, declared))
     }

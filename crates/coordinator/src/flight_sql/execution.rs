@@ -10,18 +10,18 @@ impl FloeFlightSql {
         &self,
         handle: &StatementHandle,
         caller: &Principal,
-    ) -> Result<(Vec<ScalarValue>, Planned), Status> {
+    ) -> Result<(Vec<ScalarValue>, String, Planned), Status> {
         let params = decode_parameters(&handle.parameters)?;
         let query_id = uuid::Uuid::new_v4().to_string();
         let planned = self
             .engine
             .plan(&query_id, &handle.sql, params.clone(), caller)
             .await?;
-        Ok((params, planned))
+        Ok((params, query_id, planned))
     }
 
-    /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs when its
-    /// ticket is read. A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
+    /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs, so planned,
+    /// when its ticket is read (see [`crate::planned`]). A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
     /// a client that executes a statement and never reads its result still changed the table,
     /// and its ticket only hands out the stored result (the count), however often it is read.
     pub(super) async fn flight_info(
@@ -32,7 +32,7 @@ impl FloeFlightSql {
         slot: &SettingsSlot,
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
-        let (params, planned) = self.plan_to_run(&handle, caller).await?;
+        let (params, query_id, planned) = self.plan_to_run(&handle, caller).await?;
         let schema = planned.schema().as_ref().clone();
         if planned.is_write() {
             let batches = self
@@ -42,6 +42,8 @@ impl FloeFlightSql {
             handle.sql.clear();
             handle.parameters.clear();
             handle.stored_result = true;
+        } else {
+            self.planned.put(&handle.run_id, caller, &query_id, planned);
         }
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
@@ -157,7 +159,7 @@ impl FloeFlightSql {
         caller: &Principal,
         slot: &SettingsSlot,
     ) -> Result<i64, Status> {
-        let (params, planned) = self.plan_to_run(&handle, caller).await?;
+        let (params, _, planned) = self.plan_to_run(&handle, caller).await?;
         let batches = self
             .run_write(handle.sql, params, planned, caller, slot)
             .await?;
@@ -200,13 +202,20 @@ impl FloeFlightSql {
         caller: &Principal,
     ) -> Result<Response<FlightDataStream>, Status> {
         let params = decode_parameters(&handle.parameters)?;
-        let stream = start_query(
-            self.engine.clone(),
-            handle.sql.clone(),
-            params.clone(),
-            caller.clone(),
-        )
-        .await?;
+        let stream = match self.planned.take(&handle.run_id, caller) {
+            Some((query_id, planned)) => {
+                start_planned(&self.engine, &handle.sql, &query_id, planned).await?
+            }
+            None => {
+                start_query(
+                    self.engine.clone(),
+                    handle.sql.clone(),
+                    params.clone(),
+                    caller.clone(),
+                )
+                .await?
+            }
+        };
         let schema = stream.schema();
         let retrying = RetryingQuery {
             engine: self.engine.clone(),

@@ -58,7 +58,7 @@ use crate::handles::{
 };
 use crate::metadata::{admits, FOREIGN_KEYS_SCHEMA, PRIMARY_KEYS_SCHEMA, SERVER_INFO, XDBC_TYPES};
 use crate::session::{Planned, QueryEngine};
-use crate::statements::{conform_schema, encode_stream, start_query, RetryingQuery};
+use crate::statements::{conform_schema, encode_stream, start_planned, start_query, RetryingQuery};
 
 mod browse;
 mod execution;
@@ -73,6 +73,7 @@ pub struct FloeFlightSql {
     engine: QueryEngine,
     runs: RunRegistry,
     results: crate::results::StoredResults,
+    planned: crate::planned::PlannedRuns,
     idle_timeout: std::time::Duration,
     admission: Admission,
 }
@@ -84,6 +85,7 @@ impl FloeFlightSql {
             engine,
             runs: RunRegistry::default(),
             results: Default::default(),
+            planned: Default::default(),
             idle_timeout: std::time::Duration::from_secs(300),
             admission: Admission::new(AdmissionLimits::default()),
         }

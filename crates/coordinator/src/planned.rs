@@ -1,0 +1,138 @@
+//! Queries planned at GetFlightInfo, kept for the DoGet that runs them: a query is planned once
+//! per execution, not once to learn its schema and again to run it. A plan waits
+//! [`PLANNED_TTL`] for its ticket; a ticket read later, read again, or by another caller plans
+//! the query afresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client_auth::Principal;
+use crate::session::Planned;
+
+/// How long a planned query waits for its ticket to be read.
+pub const PLANNED_TTL: Duration = Duration::from_secs(60);
+
+/// Planned queries kept at most; beyond it the oldest is dropped.
+const MAX_PLANNED: usize = 256;
+
+/// A query planned for a run: who planned it, its query id, its plan.
+struct Entry {
+    at: Instant,
+    caller: Principal,
+    query_id: String,
+    planned: Planned,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    order: VecDeque<String>,
+}
+
+/// Planned queries, by run id.
+#[derive(Default, Clone)]
+pub struct PlannedRuns {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for PlannedRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedRuns")
+            .field("kept", &self.lock().entries.len())
+            .finish()
+    }
+}
+
+impl PlannedRuns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps run `run_id`'s plan, dropping expired plans and (beyond the bound) the oldest.
+    pub fn put(&self, run_id: &str, caller: &Principal, query_id: &str, planned: Planned) {
+        let mut inner = self.lock();
+        while let Some(oldest) = inner.order.front().cloned() {
+            let expired = inner
+                .entries
+                .get(&oldest)
+                .is_none_or(|e| e.at.elapsed() >= PLANNED_TTL);
+            if !expired && inner.order.len() < MAX_PLANNED {
+                break;
+            }
+            inner.order.pop_front();
+            inner.entries.remove(&oldest);
+        }
+        inner.entries.insert(
+            run_id.to_string(),
+            Entry {
+                at: Instant::now(),
+                caller: caller.clone(),
+                query_id: query_id.to_string(),
+                planned,
+            },
+        );
+        inner.order.push_back(run_id.to_string());
+    }
+
+    /// Run `run_id`'s plan and query id, taken (a second read plans again), if it is still
+    /// kept and `caller` is who planned it.
+    pub fn take(&self, run_id: &str, caller: &Principal) -> Option<(String, Planned)> {
+        if run_id.is_empty() {
+            return None;
+        }
+        let mut inner = self.lock();
+        let fresh = inner
+            .entries
+            .get(run_id)
+            .is_some_and(|e| e.at.elapsed() < PLANNED_TTL && &e.caller == caller);
+        if !fresh {
+            return None;
+        }
+        inner.order.retain(|r| r != run_id);
+        inner
+            .entries
+            .remove(run_id)
+            .map(|e| (e.query_id, e.planned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn planned() -> Planned {
+        Planned::Settings(Settings::default())
+    }
+
+    #[test]
+    fn a_plan_is_taken_once_by_whoever_planned_it_and_bounded() {
+        let runs = PlannedRuns::default();
+        let alice = Principal::anonymous();
+        let mut bob = Principal::anonymous();
+        bob.user = "bob".into();
+        runs.put("r1", &alice, "q1", planned());
+        assert!(
+            runs.take("r1", &bob).is_none(),
+            "another caller plans afresh"
+        );
+        assert_eq!(
+            runs.take("r1", &alice).map(|(q, _)| q).as_deref(),
+            Some("q1")
+        );
+        assert!(
+            runs.take("r1", &alice).is_none(),
+            "a second read plans again"
+        );
+        assert!(runs.take("", &alice).is_none());
+        for i in 0..MAX_PLANNED + 3 {
+            runs.put(&format!("r{i}"), &alice, "q", planned());
+        }
+        assert!(runs.take("r0", &alice).is_none(), "the oldest went first");
+        assert!(runs
+            .take(&format!("r{}", MAX_PLANNED + 2), &alice)
+            .is_some());
+        assert!(runs.lock().entries.len() <= MAX_PLANNED);
+    }
+}
