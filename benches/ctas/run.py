@@ -97,10 +97,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per engine after one warm-up (default 3)")
-    ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else the release build, else debug)")
-    ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE")
-                    or str(Path.home() / ".cache" / "floe-bench" / "tpch"))
+    tpch.add_floe_args(ap)
     args = ap.parse_args(argv)
     sf = tpch.sf_text(args.sf)
     sf_dir = Path(args.cache_dir) / f"sf{sf}"

@@ -1,11 +1,3 @@
 #!/usr/bin/env bash
-# CTAS benchmark wrapper: creates/uses the repo's .venv, installs benches/requirements.txt into
-# it, then runs benches/ctas/run.py with the given arguments, e.g.  bash benches/ctas/run.sh --sf 1
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-venv="$repo/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$repo/benches/requirements.txt"
-exec "$venv/bin/python" "$repo/benches/ctas/run.py" "$@"
+# CTAS benchmark, in the repo's .venv (see ../venv-run.sh), e.g.  bash benches/ctas/run.sh --sf 1
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../venv-run.sh" ctas "$@"

@@ -80,10 +80,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per query and table (default 5)")
-    ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else the release build, else debug)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per execution (default 600)")
-    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE")
-                    or str(Path.home() / ".cache" / "floe-bench" / "tpch"))
+    tpch.add_floe_args(ap, executors=False)
     args = ap.parse_args(argv)
     from compare import assert_close
 

@@ -113,10 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sf", default="0.1", help="TPC-H scale factor (default 0.1)")
     ap.add_argument("--runs", type=int, default=300, help="timed executions per statement (default 300)")
     ap.add_argument("--small-files", type=int, default=300, help="appends making the small-files table")
-    ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else the release build, else debug)")
-    ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE")
-                    or str(Path.home() / ".cache" / "floe-bench" / "tpch"))
+    tpch.add_floe_args(ap)
     args = ap.parse_args(argv)
     import adbc_driver_flightsql.dbapi as flightsql
     import duckdb

@@ -10,7 +10,6 @@ Uses the TPC-H benchmark's cached data and warehouse (generated on first use) an
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,10 +26,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sf", default="1")
     ap.add_argument("--queries", default="7,18,21", help="e.g. 1,3,5-9")
-    ap.add_argument("--floe-bin")
-    ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE")
-                    or str(Path.home() / ".cache" / "floe-bench" / "tpch"))
+    tpch.add_floe_args(ap)
     args = ap.parse_args(argv)
     import adbc_driver_flightsql.dbapi as flightsql
 

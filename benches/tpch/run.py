@@ -285,6 +285,15 @@ class Client:
 # ------------------------------------------------------------------ Floe server
 
 
+def add_floe_args(ap, executors: bool = True) -> None:
+    """The options every benchmark that starts Floe on the TPC-H warehouse takes."""
+    ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else the release build, else debug)")
+    if executors:
+        ap.add_argument("--executors", type=int, default=2, help="Floe executors (default 2)")
+    ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
+                    help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
+
+
 def floe_binary(explicit: Optional[str]) -> Path:
     if explicit:
         p = Path(explicit)

@@ -1,12 +1,3 @@
 #!/usr/bin/env bash
-# TPC-H benchmark wrapper: creates/uses the repo's .venv, installs
-# benches/requirements.txt into it, then runs benches/tpch/run.py with the
-# given arguments, e.g.  bash benches/tpch/run.sh --sf 1 --runs 3
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-venv="$repo/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$repo/benches/requirements.txt"
-exec "$venv/bin/python" "$repo/benches/tpch/run.py" "$@"
+# TPC-H benchmark, in the repo's .venv (see ../venv-run.sh), e.g.  bash benches/tpch/run.sh --sf 1 --runs 3
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../venv-run.sh" tpch "$@"
