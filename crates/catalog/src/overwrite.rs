@@ -275,18 +275,21 @@ impl SqlMetadataSwap {
         })
     }
 
+    /// Bind parameter `i` as the database spells it (`$i` on PostgreSQL, `?` elsewhere).
+    fn placeholder(&self, i: usize) -> String {
+        if self.dollar_params {
+            format!("${i}")
+        } else {
+            "?".to_string()
+        }
+    }
+
     /// The table's metadata location, if the catalog has the table.
     async fn current_location(
         &self,
         ident: &TableIdent,
     ) -> std::result::Result<Option<String>, String> {
-        let p = |i: usize| {
-            if self.dollar_params {
-                format!("${i}")
-            } else {
-                "?".to_string()
-            }
-        };
+        let p = |i: usize| self.placeholder(i);
         let sql = format!(
             "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = {} \
              AND table_namespace = {} AND table_name = {} \
@@ -307,13 +310,7 @@ impl SqlMetadataSwap {
 
     /// Points the table at `new` if it still points at `expected`; false if it did not.
     async fn swap(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<bool> {
-        let p = |i: usize| {
-            if self.dollar_params {
-                format!("${i}")
-            } else {
-                "?".to_string()
-            }
-        };
+        let p = |i: usize| self.placeholder(i);
         let sql = format!(
             "UPDATE iceberg_tables SET metadata_location = {}, previous_metadata_location = {} \
              WHERE catalog_name = {} AND table_namespace = {} AND table_name = {} \
