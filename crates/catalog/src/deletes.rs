@@ -4,8 +4,12 @@
 //! * **Position and equality delete files** (v2, Parquet) are planned by iceberg's scan
 //!   planner with the spec's sequence-number rules (a position delete applies to data files
 //!   with a data sequence number ≤ its own, an equality delete only to strictly lower ones,
-//!   each within its partition). Position deletes are applied by iceberg's Arrow reader;
-//!   equality deletes by Floe ([`crate::equality_deletes`]), NULL matching NULL.
+//!   each within its partition). Both are applied by Floe as it reads each data file: a
+//!   position delete file's rows for that file become a set of deleted positions
+//!   ([`PositionDeleteFile`], then [`DeletionVector`]), dropped from the batches with a mask
+//!   (iceberg's reader would turn them into a row selection of short runs, far slower);
+//!   equality deletes are matched on their columns ([`crate::equality_deletes`]), NULL
+//!   matching NULL.
 //! * **Deletion vectors** (v3: a `deletion-vector-v1` blob in a Puffin file, named by the
 //!   manifest entry's `referenced_data_file`, `content_offset` and `content_size_in_bytes`) are
 //!   not understood by iceberg 0.10.1: Floe reads the live delete manifests itself, ships each
@@ -15,6 +19,11 @@
 //!   ignores any Parquet position delete file.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Scalar, StringArray};
+use arrow::compute::{cast, concat};
+use arrow::datatypes::{DataType, Int64Type};
 
 use datafusion::common::{DataFusionError, Result};
 use floe_proto::DeleteFileRef;
@@ -22,6 +31,8 @@ use iceberg::io::FileIO;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
 use iceberg::spec::{DataContentType, DataFileFormat, ManifestContentType, SnapshotRef};
 use iceberg::table::Table;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ProjectionMask, PARQUET_FIELD_ID_META_KEY};
 use roaring::RoaringTreemap;
 
 use crate::error::CatalogError;
@@ -170,26 +181,140 @@ pub fn delete_refs(task: &FileScanTask, plan: &DeletePlan) -> Vec<DeleteFileRef>
     refs
 }
 
-/// The delete files iceberg's reader applies itself: the Parquet position delete files
-/// (Floe applies deletion vectors and equality deletes).
-pub fn reader_deletes(refs: &[DeleteFileRef]) -> Vec<FileScanTaskDeleteFile> {
-    refs.iter()
-        .filter(|d| d.content == POSITION_DELETES)
-        .map(|d| FileScanTaskDeleteFile {
-            file_path: d.path.clone(),
-            file_size_in_bytes: d.file_size_in_bytes,
-            file_type: if d.content == EQUALITY_DELETES {
-                DataContentType::EqualityDeletes
-            } else {
-                DataContentType::PositionDeletes
-            },
-            partition_spec_id: d.partition_spec_id,
-            equality_ids: (d.content == EQUALITY_DELETES).then(|| d.equality_ids.clone()),
-        })
-        .collect()
+/// The field id of a position delete file's `file_path` column (reserved by the spec).
+const DELETE_FILE_PATH_ID: i32 = 2147483546;
+/// The field id of a position delete file's `pos` column.
+const DELETE_POS_ID: i32 = 2147483545;
+
+/// The rows of one Parquet position delete file: which data file, which position.
+#[derive(Debug)]
+pub struct PositionDeleteFile {
+    /// The `file_path` column, as UTF-8.
+    paths: StringArray,
+    /// The `pos` column.
+    positions: arrow::array::Int64Array,
 }
 
-/// A data file's deleted row positions, from its deletion vector.
+impl PositionDeleteFile {
+    /// Reads the position delete file `d` of `table`.
+    pub async fn load(file_io: &FileIO, table: &str, d: &DeleteFileRef) -> Result<Arc<Self>> {
+        let ids = [DELETE_FILE_PATH_ID, DELETE_POS_ID];
+        let what = "position delete file";
+        let Some(columns) = read_delete_columns(file_io, table, &d.path, &ids, what).await? else {
+            return Ok(Arc::new(Self {
+                paths: StringArray::from(Vec::<&str>::new()),
+                positions: arrow::array::Int64Array::from(Vec::<i64>::new()),
+            }));
+        };
+        let bad = |why: String| {
+            external(CatalogError::DataLoss(format!(
+                "table {table}: {what} {} is unreadable: {why}",
+                d.path
+            )))
+        };
+        let paths = cast(&columns[0], &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+        let positions = cast(&columns[1], &DataType::Int64).map_err(|e| bad(e.to_string()))?;
+        let (paths, positions) = (
+            paths.as_string::<i32>(),
+            positions.as_primitive::<Int64Type>(),
+        );
+        if paths.null_count() > 0 || positions.null_count() > 0 {
+            return Err(bad("a row without a file path or position".into()));
+        }
+        Ok(Arc::new(Self {
+            paths: paths.clone(),
+            positions: positions.clone(),
+        }))
+    }
+
+    /// Adds the positions this file deletes from `data_file` to `out`.
+    pub fn add_positions(&self, data_file: &str, out: &mut RoaringTreemap) -> Result<()> {
+        let wanted = Scalar::new(StringArray::from(vec![data_file]));
+        let rows = arrow::compute::kernels::cmp::eq(&self.paths, &wanted)?;
+        let positions = if rows.true_count() == rows.len() {
+            self.positions.clone()
+        } else {
+            arrow::compute::filter(&self.positions, &rows)?
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        if positions.values().iter().any(|p| *p < 0) {
+            return Err(external(CatalogError::DataLoss(format!(
+                "a position delete for {data_file} has a negative position"
+            ))));
+        }
+        out.extend(positions.values().iter().map(|p| *p as u64));
+        Ok(())
+    }
+}
+
+/// The columns with field ids `ids` of a delete file (`what`: the kind, for errors), in that
+/// order; `None` when it holds no rows.
+pub(crate) async fn read_delete_columns(
+    file_io: &FileIO,
+    table: &str,
+    path: &str,
+    ids: &[i32],
+    what: &str,
+) -> Result<Option<Vec<ArrayRef>>> {
+    let missing = |e: iceberg::Error| {
+        external(CatalogError::from_iceberg(
+            &format!("table {table}: reading {what} {path}"),
+            e,
+        ))
+    };
+    let corrupt = |why: &str| {
+        external(CatalogError::DataLoss(format!(
+            "table {table}: {what} {path} is unreadable: {why}"
+        )))
+    };
+    let bytes = file_io
+        .new_input(path)
+        .map_err(missing)?
+        .read()
+        .await
+        .map_err(missing)?;
+    let bad = |e: parquet::errors::ParquetError| corrupt(&e.to_string());
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
+    // Top-level columns by field id (delete columns are primitive, so one leaf each).
+    let fields = builder.parquet_schema().root_schema().get_fields().to_vec();
+    let mut roots = Vec::new();
+    for id in ids {
+        let index = fields
+            .iter()
+            .position(|f| f.get_basic_info().has_id() && f.get_basic_info().id() == *id)
+            .ok_or_else(|| corrupt(&format!("it has no column with field id {id}")))?;
+        roots.push(index);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let reader = builder.with_projection(mask).build().map_err(bad)?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(&e.to_string()))?;
+    let Some(schema) = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.schema())
+    else {
+        return Ok(None);
+    };
+    // The projected columns come in file order: find each id's by its field-id metadata.
+    ids.iter()
+        .map(|id| {
+            let index = schema
+                .fields()
+                .iter()
+                .position(|f| f.metadata().get(PARQUET_FIELD_ID_META_KEY) == Some(&id.to_string()))
+                .ok_or_else(|| corrupt(&format!("no column with field id {id}")))?;
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(index).as_ref()).collect();
+            Ok(concat(&parts)?)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// A data file's deleted row positions: its deletion vector, or what its position delete
+/// files say.
 #[derive(Debug, Clone)]
 pub struct DeletionVector {
     positions: RoaringTreemap,
@@ -244,9 +369,19 @@ impl DeletionVector {
         Ok(DeletionVector { positions })
     }
 
+    /// The positions position delete files delete.
+    pub fn from_positions(positions: RoaringTreemap) -> Self {
+        DeletionVector { positions }
+    }
+
     /// Whether row `position` of the file is deleted.
     pub fn contains(&self, position: u64) -> bool {
         self.positions.contains(position)
+    }
+
+    /// The deleted positions, in ascending order.
+    pub fn into_positions(self) -> impl Iterator<Item = u64> + Send {
+        self.positions.into_iter()
     }
 
     /// How many rows it deletes.
@@ -330,6 +465,32 @@ mod tests {
             .expect_err("short")
             .contains("length"));
         assert!(decode_blob(&[0; 5]).is_err());
+    }
+
+    #[test]
+    fn a_partition_scoped_file_gives_each_data_file_its_own_positions() {
+        let file = PositionDeleteFile {
+            paths: StringArray::from(vec!["a", "a", "b", "a", "c"]),
+            positions: arrow::array::Int64Array::from(vec![0, 7, 7, 1 << 40, 2]),
+        };
+        let mut a = RoaringTreemap::new();
+        file.add_positions("a", &mut a).expect("valid");
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![0, 7, 1 << 40]);
+        let mut b: RoaringTreemap = [3u64].into_iter().collect();
+        file.add_positions("b", &mut b).expect("valid");
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![3, 7]);
+        let mut none = RoaringTreemap::new();
+        file.add_positions("d", &mut none).expect("valid");
+        assert!(none.is_empty());
+        let negative = PositionDeleteFile {
+            paths: StringArray::from(vec!["a"]),
+            positions: arrow::array::Int64Array::from(vec![-1]),
+        };
+        let err = negative
+            .add_positions("a", &mut RoaringTreemap::new())
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("negative position"), "{err}");
     }
 
     fn local_io() -> FileIO {

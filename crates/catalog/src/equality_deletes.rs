@@ -18,10 +18,8 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result};
 use floe_proto::DeleteFileRef;
 use iceberg::io::FileIO;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ProjectionMask, PARQUET_FIELD_ID_META_KEY};
 
-use crate::deletes::EQUALITY_DELETES;
+use crate::deletes::{read_delete_columns, EQUALITY_DELETES};
 use crate::error::CatalogError;
 
 /// The equality deletes of one data file, grouped by the columns they compare.
@@ -82,7 +80,15 @@ impl EqualityDeletes {
                 return Err(corrupt(table, &d.path, "it names no equality columns"));
             }
             let files = by_ids.entry(d.equality_ids.clone()).or_default();
-            if let Some(columns) = read_columns(file_io, table, &d.path, &d.equality_ids).await? {
+            if let Some(columns) = read_delete_columns(
+                file_io,
+                table,
+                &d.path,
+                &d.equality_ids,
+                "equality delete file",
+            )
+            .await?
+            {
                 files.push(columns);
             }
         }
@@ -187,66 +193,6 @@ impl EqualityFilter {
             })
             .collect()
     }
-}
-
-/// The columns with field ids `ids` of an equality delete file, in that order; `None` when it
-/// holds no rows.
-async fn read_columns(
-    file_io: &FileIO,
-    table: &str,
-    path: &str,
-    ids: &[i32],
-) -> Result<Option<Vec<ArrayRef>>> {
-    let missing = |e: iceberg::Error| {
-        DataFusionError::External(Box::new(CatalogError::from_iceberg(
-            &format!("table {table}: reading equality delete file {path}"),
-            e,
-        )))
-    };
-    let bytes = file_io
-        .new_input(path)
-        .map_err(missing)?
-        .read()
-        .await
-        .map_err(missing)?;
-    let bad = |e: parquet::errors::ParquetError| corrupt(table, path, &e.to_string());
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
-    // Top-level columns by field id (equality columns are primitive, so one leaf each).
-    let fields = builder.parquet_schema().root_schema().get_fields().to_vec();
-    let mut roots = Vec::new();
-    for id in ids {
-        let index = fields
-            .iter()
-            .position(|f| f.get_basic_info().has_id() && f.get_basic_info().id() == *id)
-            .ok_or_else(|| corrupt(table, path, &format!("it has no column with field id {id}")))?;
-        roots.push(index);
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-    let reader = builder.with_projection(mask).build().map_err(bad)?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(table, path, &e.to_string()))?;
-    let Some(schema) = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map(|b| b.schema())
-    else {
-        return Ok(None);
-    };
-    // The projected columns come in file order: find each id's by its field-id metadata.
-    ids.iter()
-        .map(|id| {
-            let index = schema
-                .fields()
-                .iter()
-                .position(|f| f.metadata().get(PARQUET_FIELD_ID_META_KEY) == Some(&id.to_string()))
-                .ok_or_else(|| corrupt(table, path, &format!("no column with field id {id}")))?;
-            let parts: Vec<&dyn arrow::array::Array> =
-                batches.iter().map(|b| b.column(index).as_ref()).collect();
-            Ok(concat(&parts)?)
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
 }
 
 fn corrupt(table: &str, path: &str, why: &str) -> DataFusionError {

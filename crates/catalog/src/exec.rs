@@ -7,6 +7,7 @@
 //! over Floe's `object_store` FileIO.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +34,7 @@ use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFileFormat, Schema};
 
-use crate::deletes::DeletionVector;
+use crate::deletes::{DeletionVector, PositionDeleteFile};
 use crate::equality_deletes::{EqualityDeletes, EqualityFilter};
 use crate::error::CatalogError;
 
@@ -124,10 +125,7 @@ impl IcebergScanExec {
         Self::try_new(node, self.file_io.clone())
     }
 
-    /// The reader's tasks for partition `partition`, each with its deletion vector if it has
-    /// one. A file with a vector is read whole and in order (no predicate, so no row group or
-    /// page is skipped) so that row positions are known; the filter above the scan still
-    /// applies the predicate.
+    /// The reader's tasks for partition `partition`, each with the deletes Floe applies to it.
     fn file_tasks(&self, partition: usize) -> Result<Vec<FileRead>> {
         let Some(group) = self.node.file_groups.get(partition) else {
             return Ok(vec![]);
@@ -162,11 +160,19 @@ impl IcebergScanExec {
                     .iter()
                     .find(|d| d.content == crate::deletes::DELETION_VECTOR)
                     .cloned();
-                if vector.is_some()
+                // Position delete files (a file with a vector ignores them: it holds them all).
+                let positional: Vec<DeleteFileRef> = f
+                    .deletes
+                    .iter()
+                    .filter(|d| d.content == crate::deletes::POSITION_DELETES && vector.is_none())
+                    .cloned()
+                    .collect();
+                let by_position = vector.is_some() || !positional.is_empty();
+                if by_position
                     && (f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes))
                 {
                     return Err(DataFusionError::Internal(format!(
-                        "table {}: data file {} with a deletion vector was split",
+                        "table {}: data file {} with position deletes was split",
                         self.node.table, f.path
                     )));
                 }
@@ -197,14 +203,12 @@ impl IcebergScanExec {
                     data_file_format: DataFileFormat::Parquet,
                     schema: Arc::clone(&self.iceberg_schema),
                     project_field_ids: field_ids,
-                    // A file with deletes is read whole (no row filter), so the rows its deletes
-                    // remove can be counted exactly; the filter above still applies the predicate.
-                    predicate: if f.deletes.is_empty() {
-                        predicate.clone()
-                    } else {
-                        None
-                    },
-                    deletes: crate::deletes::reader_deletes(&f.deletes),
+                    // A file with position deletes is read whole and in order (no row group,
+                    // page or row skipped), so row positions are known; the filter above the
+                    // scan still applies the predicate.
+                    predicate: if by_position { None } else { predicate.clone() },
+                    // Floe applies every delete itself (see `crate::deletes`).
+                    deletes: vec![],
                     partition: None,
                     partition_spec: None,
                     name_mapping: None,
@@ -213,6 +217,7 @@ impl IcebergScanExec {
                 Ok(FileRead {
                     task,
                     vector,
+                    positional,
                     equality,
                     columns,
                 })
@@ -223,10 +228,12 @@ impl IcebergScanExec {
 
 /// One data file to read, with the deletes Floe applies itself.
 struct FileRead {
-    /// What iceberg's reader reads (position deletes included).
+    /// What iceberg's reader reads.
     task: FileScanTask,
     /// The file's deletion vector.
     vector: Option<DeleteFileRef>,
+    /// Its position delete files (none when it has a vector).
+    positional: Vec<DeleteFileRef>,
     /// Its equality delete files.
     equality: Vec<DeleteFileRef>,
     /// The output column of each field id read.
@@ -415,6 +422,7 @@ impl ExecutionPlan for IcebergScanExec {
         let stream_schema = Arc::clone(&schema);
         let dv_io = self.file_io.clone();
         let deleted = MetricBuilder::new(&self.metrics).counter(metric::ROWS_DELETED, partition);
+        let delete_files = Arc::new(PositionDeleteFiles::for_tasks(&tasks));
         let stream = futures::stream::once(async move {
             let runtime = iceberg::Runtime::try_current().map_err(|e| iceberg_error(&table, e))?;
             let reader = ArrowReaderBuilder::new(file_io, runtime)
@@ -433,9 +441,11 @@ impl ExecutionPlan for IcebergScanExec {
                     let FileRead {
                         task,
                         vector,
+                        positional,
                         equality,
                         columns,
                     } = read;
+                    let delete_files = Arc::clone(&delete_files);
                     let reader = reader.clone();
                     let opened = Arc::clone(&opened);
                     let table = table.clone();
@@ -443,19 +453,15 @@ impl ExecutionPlan for IcebergScanExec {
                     let deleted = deleted.clone();
                     async move {
                         let path = task.data_file_path.clone();
-                        // Position and equality deletes are applied by iceberg's reader: what it
-                        // removed is the file's row count less what came out, known once a file
-                        // read whole (not a split of it) has been read to its end.
-                        let whole_file = task.start == 0
-                            && (task.length == 0 || task.length == task.file_size_in_bytes);
-                        let removed_by_reader =
-                            (vector.is_none() && !task.deletes.is_empty() && whole_file)
-                                .then_some(task.record_count)
-                                .flatten();
-                        let vector = match &vector {
+                        let positions = match &vector {
                             Some(dv) => {
                                 Some(DeletionVector::load(&file_io, &table, &path, dv).await?)
                             }
+                            None if !positional.is_empty() => Some(
+                                delete_files
+                                    .positions(&file_io, &table, &path, &positional)
+                                    .await?,
+                            ),
                             None => None,
                         };
                         let equality = EqualityDeletes::load(&file_io, &table, &equality)
@@ -470,14 +476,11 @@ impl ExecutionPlan for IcebergScanExec {
                         let rows = result
                             .stream()
                             .map_err(move |e| file_error(&table, &path, e));
-                        let rows = match (vector, removed_by_reader) {
-                            (Some(vector), _) => {
-                                drop_deleted(rows, vector, deleted.clone()).boxed()
+                        let rows = match positions {
+                            Some(positions) => {
+                                drop_deleted(rows, positions, deleted.clone()).boxed()
                             }
-                            (None, Some(records)) => {
-                                count_removed(rows, records, deleted.clone()).boxed()
-                            }
-                            (None, None) => rows.boxed(),
+                            None => rows.boxed(),
                         };
                         Ok::<_, DataFusionError>(match equality {
                             Some(filter) => drop_equal(rows, filter, deleted).boxed(),
@@ -575,51 +578,94 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// An iceberg read error as a DataFusion error that keeps its class (missing object → data
 /// loss, unreachable store → unavailable) and names the table and object.
 /// An error reading one data file: names the table and the file.
-/// The rows of one file (read whole, in order) without those its deletion vector deletes.
+/// The rows of one file (read whole, in order) without those its deletion vector deletes: the
+/// vector's positions are walked once, in order, alongside the batches.
 fn drop_deleted(
     rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
     vector: DeletionVector,
     deleted: Count,
 ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
     let mut position: u64 = 0;
+    let mut positions = vector.into_positions().peekable();
     rows.map(move |batch| {
         let batch = batch?;
         let start = position;
-        position += batch.num_rows() as u64;
-        let keep: arrow::array::BooleanArray = (0..batch.num_rows() as u64)
-            .map(|i| Some(!vector.contains(start + i)))
-            .collect();
-        let removed = keep.false_count();
-        if removed == 0 {
-            return Ok(batch);
+        let end = start + batch.num_rows() as u64;
+        position = end;
+        let mut keep: Option<arrow::array::BooleanBufferBuilder> = None;
+        while let Some(p) = positions.next_if(|p| *p < end) {
+            let keep = keep.get_or_insert_with(|| {
+                let mut all = arrow::array::BooleanBufferBuilder::new(batch.num_rows());
+                all.append_n(batch.num_rows(), true);
+                all
+            });
+            keep.set_bit((p - start) as usize, false);
         }
-        deleted.add(removed);
+        let Some(mut keep) = keep else {
+            return Ok(batch);
+        };
+        let keep = arrow::array::BooleanArray::new(keep.finish(), None);
+        deleted.add(keep.false_count());
         Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
     })
 }
 
-/// The rows of one file as iceberg's reader gave them (its position and equality deletes
-/// applied); when the file has been read to its end, `records` (the manifest's row count) less
-/// the rows that came out is added to `deleted`.
-fn count_removed(
-    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
-    records: u64,
-    deleted: Count,
-) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
-    let mut seen: u64 = 0;
-    let mut rows = Box::pin(rows.fuse());
-    futures::stream::poll_fn(move |cx| {
-        if rows.is_done() {
-            return std::task::Poll::Ready(None);
+/// The position delete files of one task's data files, each read once: a file several data
+/// files share (a partition-scoped one) is kept until the last of them has been read.
+struct PositionDeleteFiles {
+    /// How many data files of the task each delete file still serves.
+    uses: std::sync::Mutex<HashMap<String, (usize, Option<Arc<PositionDeleteFile>>)>>,
+}
+
+impl PositionDeleteFiles {
+    fn for_tasks(tasks: &[FileRead]) -> Self {
+        let mut uses: HashMap<String, (usize, Option<Arc<PositionDeleteFile>>)> = HashMap::new();
+        for d in tasks.iter().flat_map(|t| t.positional.iter()) {
+            uses.entry(d.path.clone()).or_default().0 += 1;
         }
-        let next = std::task::ready!(rows.poll_next_unpin(cx));
-        match &next {
-            Some(Ok(batch)) => seen += batch.num_rows() as u64,
-            Some(Err(_)) => seen = records, // an error: nothing to count
-            None => deleted.add(records.saturating_sub(seen) as usize),
+        Self {
+            uses: std::sync::Mutex::new(uses),
         }
-        std::task::Poll::Ready(next)
-    })
+    }
+
+    /// The positions `files` delete from `data_file`.
+    async fn positions(
+        &self,
+        file_io: &FileIO,
+        table: &str,
+        data_file: &str,
+        files: &[DeleteFileRef],
+    ) -> Result<DeletionVector> {
+        let mut positions = roaring::RoaringTreemap::new();
+        for d in files {
+            let cached = self.take(&d.path);
+            let file = match cached {
+                Some(file) => file,
+                None => PositionDeleteFile::load(file_io, table, d).await?,
+            };
+            file.add_positions(data_file, &mut positions).map_err(|e| {
+                DataFusionError::Context(format!("table {table}, {}", d.path), Box::new(e))
+            })?;
+            self.keep(&d.path, file);
+        }
+        Ok(DeletionVector::from_positions(positions))
+    }
+
+    /// The loaded file, if another data file read it; counts this use.
+    fn take(&self, path: &str) -> Option<Arc<PositionDeleteFile>> {
+        let mut uses = self.uses.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = uses.get_mut(path)?;
+        entry.0 = entry.0.saturating_sub(1);
+        entry.1.clone()
+    }
+
+    /// Keeps `file` for the data files still to come, or forgets it after the last.
+    fn keep(&self, path: &str, file: Arc<PositionDeleteFile>) {
+        let mut uses = self.uses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = uses.get_mut(path) {
+            entry.1 = (entry.0 > 0).then_some(file);
+        }
+    }
 }
 
 /// The rows of one file without those its equality deletes match.
@@ -666,4 +712,47 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    #[tokio::test]
+    async fn deleted_positions_are_dropped_across_batch_boundaries() {
+        let batch = |from: i64, n: i64| {
+            RecordBatch::try_from_iter([(
+                "row",
+                Arc::new(Int64Array::from_iter_values(from..from + n)) as ArrayRef,
+            )])
+            .expect("batch")
+        };
+        let rows = futures::stream::iter([batch(0, 3), batch(3, 4), batch(7, 5)].map(Ok));
+        // 100 is past the file's end (the reader never reaches it).
+        let positions = [0u64, 2, 3, 6, 11, 100].into_iter().collect();
+        let metrics = ExecutionPlanMetricsSet::new();
+        let deleted = MetricBuilder::new(&metrics).counter(metric::ROWS_DELETED, 0);
+        let out: Vec<RecordBatch> = drop_deleted(
+            rows,
+            DeletionVector::from_positions(positions),
+            deleted.clone(),
+        )
+        .try_collect()
+        .await
+        .expect("read");
+        let kept: Vec<i64> = out
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("int64")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(kept, vec![1, 4, 5, 7, 8, 9, 10]);
+        assert_eq!(deleted.value(), 5);
+    }
 }
