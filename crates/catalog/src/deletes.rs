@@ -71,21 +71,20 @@ pub async fn plan_deletes(table: &Table, snapshot: &SnapshotRef, name: &str) -> 
             e,
         ))
     };
-    let list = table
-        .manifest_list_reader(snapshot)
-        .load()
+    let list = crate::manifests::manifest_list(table, snapshot)
         .await
         .map_err(|e| fail("reading the manifest list", e))?;
+    let deletes: Vec<_> = list
+        .entries()
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Deletes)
+        .collect();
+    let manifests = crate::manifests::manifests(table, &deletes)
+        .await
+        .map_err(|e| fail("reading a delete manifest", e))?;
     let mut vectors = HashMap::new();
     let mut position_targets = HashMap::new();
-    for manifest in list.entries() {
-        if manifest.content != ManifestContentType::Deletes {
-            continue;
-        }
-        let loaded = manifest
-            .load_manifest(table.file_io())
-            .await
-            .map_err(|e| fail("reading a delete manifest", e))?;
+    for loaded in &manifests {
         for entry in loaded.entries() {
             if !entry.is_alive() {
                 continue;

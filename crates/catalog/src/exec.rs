@@ -15,6 +15,7 @@ use std::time::Instant;
 use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::stats::ColumnStatistics;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -61,6 +62,9 @@ pub struct IcebergScanExec {
     output_schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Per-column statistics from the manifests (on the coordinator, for the optimizer; not
+    /// shipped).
+    column_statistics: Arc<Vec<ColumnStatistics>>,
     /// What the files are read with: on an executor its own storage settings, confined to its
     /// storage roots (the wire form carries no storage settings or credentials).
     file_io: FileIO,
@@ -94,8 +98,24 @@ impl IcebergScanExec {
             output_schema,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            column_statistics: Arc::default(),
             file_io,
         })
+    }
+
+    /// The same scan with these per-column statistics (one per output column; none: unknown).
+    pub fn with_column_statistics(mut self, columns: Vec<ColumnStatistics>) -> Self {
+        if columns.len() == self.output_schema.fields().len() {
+            self.column_statistics = Arc::new(columns);
+        }
+        self
+    }
+
+    /// A copy built from `node`, keeping the column statistics.
+    fn rebuilt(&self, node: IcebergScanNode) -> Result<Self> {
+        let mut scan = Self::try_new(node, self.file_io.clone())?;
+        scan.column_statistics = Arc::clone(&self.column_statistics);
+        Ok(scan)
     }
 
     /// The wire form of this node.
@@ -107,7 +127,7 @@ impl IcebergScanExec {
     pub fn without_files(&self) -> Result<Self> {
         let mut node = self.node.clone();
         node.file_groups = vec![Default::default(); self.node.file_groups.len()];
-        Self::try_new(node, self.file_io.clone())
+        self.rebuilt(node)
     }
 
     /// The same scan reading `files` as partition `partition` (the task an executor runs).
@@ -122,7 +142,7 @@ impl IcebergScanExec {
                 )))
             }
         }
-        Self::try_new(node, self.file_io.clone())
+        self.rebuilt(node)
     }
 
     /// The reader's tasks for partition `partition`, each with the deletes Floe applies to it.
@@ -382,6 +402,9 @@ impl ExecutionPlan for IcebergScanExec {
         }
         let mut stats = datafusion::common::Statistics::new_unknown(&self.output_schema);
         stats.num_rows = Precision::Inexact(rows as usize);
+        if partition.is_none() && !self.column_statistics.is_empty() {
+            stats.column_statistics = self.column_statistics.as_ref().clone();
+        }
         Ok(stats)
     }
 
@@ -396,7 +419,7 @@ impl ExecutionPlan for IcebergScanExec {
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
         let mut node = self.node.clone();
         node.limit = limit.unwrap_or(0) as u64;
-        Self::try_new(node, self.file_io.clone())
+        self.rebuilt(node)
             .ok()
             .map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>)
     }

@@ -18,6 +18,7 @@
 //! coordinator (which plans it) and the executors (which run it) depend on this crate.
 
 pub mod cache;
+pub mod column_stats;
 pub mod config;
 pub mod connect;
 pub mod deletes;
@@ -25,6 +26,7 @@ pub mod equality_deletes;
 pub mod error;
 pub mod exec;
 pub mod glue;
+pub mod manifests;
 pub mod metadata_tables;
 pub mod overwrite;
 pub mod predicate;

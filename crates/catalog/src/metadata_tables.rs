@@ -286,17 +286,15 @@ async fn live_files(
     let fail = |what: &str, e: iceberg::Error| {
         external(CatalogError::from_iceberg(&format!("{what} of {name}"), e))
     };
-    let list = table
-        .manifest_list_reader(snapshot)
-        .load()
+    let list = crate::manifests::manifest_list(table, snapshot)
         .await
         .map_err(|e| fail("reading the manifest list", e))?;
+    let files: Vec<_> = list.entries().iter().collect();
+    let manifests = crate::manifests::manifests(table, &files)
+        .await
+        .map_err(|e| fail("reading a manifest", e))?;
     let mut out = vec![];
-    for manifest in list.entries() {
-        let loaded = manifest
-            .load_manifest(table.file_io())
-            .await
-            .map_err(|e| fail("reading a manifest", e))?;
+    for (manifest, loaded) in list.entries().iter().zip(&manifests) {
         for entry in loaded.entries() {
             if entry.is_alive() {
                 out.push((manifest.partition_spec_id, Arc::clone(entry)));
@@ -339,9 +337,21 @@ fn partition_scalar(
     value: Option<&iceberg::spec::Literal>,
     data_type: &DataType,
 ) -> Result<ScalarValue> {
-    use iceberg::spec::{Literal, PrimitiveLiteral as P};
+    match value {
+        Some(iceberg::spec::Literal::Primitive(p)) => primitive_scalar(Some(p), data_type),
+        _ => ScalarValue::try_from(data_type),
+    }
+}
+
+/// An Iceberg value (a partition value, a column bound) as a scalar of `data_type`, cast
+/// where the column's type was promoted since (NULL when absent or not representable).
+pub(crate) fn primitive_scalar(
+    value: Option<&iceberg::spec::PrimitiveLiteral>,
+    data_type: &DataType,
+) -> Result<ScalarValue> {
+    use iceberg::spec::PrimitiveLiteral as P;
     let null = || ScalarValue::try_from(data_type);
-    let Some(Literal::Primitive(p)) = value else {
+    let Some(p) = value else {
         return null();
     };
     let scalar = match (p, data_type) {

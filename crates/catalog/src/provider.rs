@@ -503,13 +503,23 @@ impl TableProvider for IcebergTableProvider {
             .build()
             .map_err(|e| external(CatalogError::Iceberg(e)))?;
         let planning = format!("planning the scan of {}", self.name);
-        let tasks: Vec<_> = scan
-            .plan_files()
-            .await
-            .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?
-            .try_collect()
-            .await
-            .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?;
+        let plan = async {
+            scan.plan_files()
+                .await
+                .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))
+        };
+        // The manifests column statistics are read from, read while iceberg plans (it reads
+        // them into a cache of its own).
+        let warm = async {
+            if let Some(snapshot) = self.read_snapshot() {
+                crate::column_stats::prefetch(&self.table, snapshot).await;
+            }
+        };
+        let (tasks, ()) = futures::join!(plan, warm);
+        let tasks = tasks?;
 
         let (files_total, bytes_total) = snapshot_totals(self.read_snapshot());
         // Deletion vectors, and the data file each file-scoped position delete file is for,
@@ -569,6 +579,21 @@ impl TableProvider for IcebergTableProvider {
             equality_delete_files: count_deletes(crate::deletes::EQUALITY_DELETES),
             deletion_vectors: count_deletes(crate::deletes::DELETION_VECTOR),
         };
+        let column_statistics = match self.read_snapshot() {
+            Some(snapshot) => {
+                let selected = files.iter().map(|f| f.path.as_str()).collect();
+                crate::column_stats::scan_column_statistics(
+                    &self.table,
+                    snapshot,
+                    &self.name,
+                    &selected,
+                    &field_ids,
+                    &output_schema,
+                )
+                .await?
+            }
+            None => vec![],
+        };
         let target = state.config().target_partitions().max(1);
         files.sort_by_key(|f| std::cmp::Reverse(f.file_size_in_bytes));
         let file_groups = balance_by_bytes(files, target);
@@ -592,10 +617,10 @@ impl TableProvider for IcebergTableProvider {
                 .map(|s| s.snapshot_id())
                 .unwrap_or_default(),
         };
-        Ok(Arc::new(IcebergScanExec::try_new(
-            node,
-            self.table.file_io().clone(),
-        )?))
+        Ok(Arc::new(
+            IcebergScanExec::try_new(node, self.table.file_io().clone())?
+                .with_column_statistics(column_statistics),
+        ))
     }
 
     /// INSERT INTO: every partition of `input` is written by an [`IcebergWriteExec`] (on the

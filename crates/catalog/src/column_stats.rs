@@ -1,0 +1,142 @@
+//! Per-column statistics of a scan from the manifest entries of the data files it reads: the
+//! smallest lower bound, the largest upper bound and the summed null counts. DataFusion's
+//! optimizer uses them as it would a Parquet footer's: to estimate what a filter keeps and a
+//! join produces (a key's value range bounds its distinct values), and so to order joins and
+//! choose which side to broadcast. They are inexact by nature (bounds may be truncated, rows
+//! deleted or filtered out), and a column any file has no bound for gets none.
+
+use std::collections::HashSet;
+
+use arrow::datatypes::Schema as ArrowSchema;
+use datafusion::common::stats::{ColumnStatistics, Precision};
+use datafusion::common::{Result, ScalarValue};
+use iceberg::spec::{DataContentType, ManifestContentType, SnapshotRef};
+use iceberg::table::Table;
+
+use crate::error::CatalogError;
+use crate::metadata_tables::primitive_scalar;
+
+/// One column's statistics as they are merged file by file.
+#[derive(Default)]
+struct Column {
+    min: Bound,
+    max: Bound,
+    nulls: Option<u64>,
+    any_file_without_nulls: bool,
+}
+
+/// A bound over the files seen so far.
+#[derive(Default)]
+enum Bound {
+    /// No file seen yet.
+    #[default]
+    None,
+    Known(ScalarValue),
+    /// A file had no bound (or one that cannot be compared): the column has none.
+    Unknown,
+}
+
+impl Bound {
+    fn merge(&mut self, value: Option<ScalarValue>, keep_new: impl Fn(std::cmp::Ordering) -> bool) {
+        *self = match (std::mem::take(self), value) {
+            (Bound::Unknown, _) | (_, None) => Bound::Unknown,
+            (Bound::None, Some(v)) => Bound::Known(v),
+            (Bound::Known(old), Some(v)) => match v.partial_cmp(&old) {
+                Some(order) if keep_new(order) => Bound::Known(v),
+                Some(_) => Bound::Known(old),
+                None => Bound::Unknown,
+            },
+        };
+    }
+
+    fn precision(self) -> Precision<ScalarValue> {
+        match self {
+            Bound::Known(v) if !v.is_null() => Precision::Inexact(v),
+            _ => Precision::Absent,
+        }
+    }
+}
+
+/// Reads `snapshot`'s data manifests into the cache (errors are left for the read that needs
+/// them to report).
+pub async fn prefetch(table: &Table, snapshot: &SnapshotRef) {
+    if let Ok(list) = crate::manifests::manifest_list(table, snapshot).await {
+        let data: Vec<_> = list
+            .entries()
+            .iter()
+            .filter(|m| m.content == ManifestContentType::Data)
+            .collect();
+        let _ = crate::manifests::manifests(table, &data).await;
+    }
+}
+
+/// The statistics of each column of `schema` (field `field_ids[i]` for column `i`) over the
+/// live data files of `snapshot` whose paths are in `selected`.
+pub async fn scan_column_statistics(
+    table: &Table,
+    snapshot: &SnapshotRef,
+    name: &str,
+    selected: &HashSet<&str>,
+    field_ids: &[i32],
+    schema: &ArrowSchema,
+) -> Result<Vec<ColumnStatistics>> {
+    let unknown = || vec![ColumnStatistics::new_unknown(); schema.fields().len()];
+    if selected.is_empty() || field_ids.len() != schema.fields().len() {
+        return Ok(unknown());
+    }
+    let fail = |what: &str, e: iceberg::Error| {
+        datafusion::common::DataFusionError::External(Box::new(CatalogError::from_iceberg(
+            &format!("{what} of {name} (column statistics)"),
+            e,
+        )))
+    };
+    let list = crate::manifests::manifest_list(table, snapshot)
+        .await
+        .map_err(|e| fail("reading the manifest list", e))?;
+    let data: Vec<_> = list
+        .entries()
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Data)
+        .collect();
+    let manifests = crate::manifests::manifests(table, &data)
+        .await
+        .map_err(|e| fail("reading a manifest", e))?;
+    let mut columns: Vec<Column> = field_ids.iter().map(|_| Column::default()).collect();
+    for manifest in &manifests {
+        for entry in manifest.entries() {
+            let file = entry.data_file();
+            if !entry.is_alive()
+                || file.content_type() != DataContentType::Data
+                || !selected.contains(file.file_path())
+            {
+                continue;
+            }
+            for ((id, column), field) in field_ids.iter().zip(&mut columns).zip(schema.fields()) {
+                let scalar = |bounds: &std::collections::HashMap<i32, iceberg::spec::Datum>| {
+                    bounds
+                        .get(id)
+                        .and_then(|d| primitive_scalar(Some(d.literal()), field.data_type()).ok())
+                };
+                column.min.merge(scalar(file.lower_bounds()), |o| o.is_lt());
+                column.max.merge(scalar(file.upper_bounds()), |o| o.is_gt());
+                match file.null_value_counts().get(id) {
+                    Some(n) => *column.nulls.get_or_insert(0) += n,
+                    None => column.any_file_without_nulls = true,
+                }
+            }
+        }
+    }
+    Ok(columns
+        .into_iter()
+        .map(|c| {
+            let mut stats = ColumnStatistics::new_unknown();
+            stats.min_value = c.min.precision();
+            stats.max_value = c.max.precision();
+            stats.null_count = match (c.nulls, c.any_file_without_nulls) {
+                (Some(n), false) => Precision::Inexact(n as usize),
+                _ => Precision::Absent,
+            };
+            stats
+        })
+        .collect())
+}
