@@ -91,7 +91,7 @@ impl ExecutorState {
             running_tasks: AtomicUsize::new(0),
             task_ctx,
             query_pools: Default::default(),
-            shuffles: Arc::default(),
+            shuffles: ShuffleRegistry::process(),
             file_io: floe_catalog::storage::confined_file_io(storage, roots.clone()),
             roots,
         }

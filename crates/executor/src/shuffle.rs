@@ -11,6 +11,10 @@
 //! `ShuffleRead` ticket. A producer's task stream (the coordinator's DoGet) stays open until
 //! every bucket was read to its end, so unread buckets never outlive their query: when the
 //! coordinator drops the query, the producer and its channels go with it.
+//!
+//! The executors of one process (`floe standalone`, or a consumer that runs where its producer
+//! did) share one registry, and a consumer takes a bucket that is in it straight from the
+//! channel: no gRPC, no Arrow IPC encoding, no copy.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -111,6 +115,13 @@ impl BucketsGuard {
 }
 
 impl ShuffleRegistry {
+    /// The registry every executor of this process shares (bucket keys name the query, stage,
+    /// task and bucket, which no two producers share).
+    pub fn process() -> Arc<Self> {
+        static REGISTRY: OnceLock<Arc<ShuffleRegistry>> = OnceLock::new();
+        Arc::clone(REGISTRY.get_or_init(Arc::default))
+    }
+
     /// Opens the buckets of producer task `task` of `stage`: their senders, and a guard that
     /// removes the unclaimed ones when dropped.
     pub fn register(
@@ -400,6 +411,7 @@ impl ExecutionPlan for ShuffleReaderExec {
         let read_bytes = MetricBuilder::new(&self.metrics).counter(SHUFFLE_BYTES_READ, partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let mut inputs = Vec::with_capacity(self.producers.len());
+        let local = ShuffleRegistry::process();
         for (task, producer) in self.producers.iter().enumerate() {
             let read = ShuffleRead {
                 protocol_version: PROTOCOL_VERSION,
@@ -408,8 +420,18 @@ impl ExecutionPlan for ShuffleReaderExec {
                 task: task as u32,
                 bucket,
                 nonce: crate::random_nonce().to_vec(),
+            };
+            // A producer in this process: its bucket's channel, read directly.
+            if let Ok((_, receiver)) = local.claim(&read) {
+                let producer = producer.clone();
+                inputs.push(
+                    serve_bucket(receiver, read)
+                        .map_err(move |s| producer_error(&producer, s))
+                        .boxed(),
+                );
+                continue;
             }
-            .encode_to_vec();
+            let read = read.encode_to_vec();
             let read = Signed {
                 mac: floe_proto::auth::shuffle_read_mac(&self.shuffle_key, &read).to_vec(),
                 body: read,
