@@ -92,7 +92,20 @@ pub async fn plan_deletes(table: &Table, snapshot: &SnapshotRef, name: &str) -> 
             if entry.file_format() != DataFileFormat::Puffin {
                 let file = entry.data_file();
                 if file.content_type() == DataContentType::PositionDeletes {
-                    if let Some(target) = file.referenced_data_file() {
+                    // The one data file it deletes from: named by the entry, or its file_path
+                    // column's bounds are that one path.
+                    let bounds = (
+                        file.lower_bounds().get(&DELETE_FILE_PATH_ID),
+                        file.upper_bounds().get(&DELETE_FILE_PATH_ID),
+                    );
+                    let bounded = match bounds {
+                        (Some(lower), Some(upper)) if lower == upper => match lower.literal() {
+                            iceberg::spec::PrimitiveLiteral::String(path) => Some(path.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some(target) = file.referenced_data_file().or(bounded) {
                         position_targets.insert(file.file_path().to_string(), target);
                     }
                 }
@@ -127,6 +140,7 @@ pub async fn plan_deletes(table: &Table, snapshot: &SnapshotRef, name: &str) -> 
                 content_offset: offset as u64,
                 content_size_in_bytes: size as u64,
                 record_count: file.record_count(),
+                single_data_file: true,
             };
             if let Some(earlier) = vectors.insert(referenced.clone(), dv) {
                 return Err(external(CatalogError::DataLoss(format!(
@@ -174,6 +188,8 @@ pub fn delete_refs(task: &FileScanTask, plan: &DeletePlan) -> Vec<DeleteFileRef>
             content_offset: 0,
             content_size_in_bytes: 0,
             record_count: 0,
+            single_data_file: d.file_type == DataContentType::PositionDeletes
+                && plan.position_targets.get(&d.file_path) == Some(&task.data_file_path),
         })
         .collect();
     refs.extend(vector.cloned());
@@ -188,8 +204,9 @@ const DELETE_POS_ID: i32 = 2147483545;
 /// The rows of one Parquet position delete file: which data file, which position.
 #[derive(Debug)]
 pub struct PositionDeleteFile {
-    /// The `file_path` column, as UTF-8.
-    paths: StringArray,
+    /// The `file_path` column, as UTF-8; `None` when every row is for one data file (known
+    /// from the manifest, so the column is not read).
+    paths: Option<StringArray>,
     /// The `pos` column.
     positions: arrow::array::Int64Array,
 }
@@ -197,11 +214,15 @@ pub struct PositionDeleteFile {
 impl PositionDeleteFile {
     /// Reads the position delete file `d` of `table`.
     pub async fn load(file_io: &FileIO, table: &str, d: &DeleteFileRef) -> Result<Arc<Self>> {
-        let ids = [DELETE_FILE_PATH_ID, DELETE_POS_ID];
         let what = "position delete file";
-        let Some(columns) = read_delete_columns(file_io, table, &d.path, &ids, what).await? else {
+        let ids: &[i32] = if d.single_data_file {
+            &[DELETE_POS_ID]
+        } else {
+            &[DELETE_POS_ID, DELETE_FILE_PATH_ID]
+        };
+        let Some(columns) = read_delete_columns(file_io, table, &d.path, ids, what).await? else {
             return Ok(Arc::new(Self {
-                paths: StringArray::from(Vec::<&str>::new()),
+                paths: None,
                 positions: arrow::array::Int64Array::from(Vec::<i64>::new()),
             }));
         };
@@ -211,31 +232,37 @@ impl PositionDeleteFile {
                 d.path
             )))
         };
-        let paths = cast(&columns[0], &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
-        let positions = cast(&columns[1], &DataType::Int64).map_err(|e| bad(e.to_string()))?;
-        let (paths, positions) = (
-            paths.as_string::<i32>(),
-            positions.as_primitive::<Int64Type>(),
-        );
-        if paths.null_count() > 0 || positions.null_count() > 0 {
+        let positions = cast(&columns[0], &DataType::Int64).map_err(|e| bad(e.to_string()))?;
+        let positions = positions.as_primitive::<Int64Type>().clone();
+        let paths = match columns.get(1) {
+            Some(paths) => {
+                let paths = cast(paths, &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+                Some(paths.as_string::<i32>().clone())
+            }
+            None => None,
+        };
+        if positions.null_count() > 0 || paths.as_ref().is_some_and(|p| p.null_count() > 0) {
             return Err(bad("a row without a file path or position".into()));
         }
-        Ok(Arc::new(Self {
-            paths: paths.clone(),
-            positions: positions.clone(),
-        }))
+        Ok(Arc::new(Self { paths, positions }))
     }
 
-    /// Adds the positions this file deletes from `data_file` to `out`.
+    /// Adds the positions this file deletes from `data_file` to `out` (a file read for one
+    /// data file holds only that file's).
     pub fn add_positions(&self, data_file: &str, out: &mut RoaringTreemap) -> Result<()> {
-        let wanted = Scalar::new(StringArray::from(vec![data_file]));
-        let rows = arrow::compute::kernels::cmp::eq(&self.paths, &wanted)?;
-        let positions = if rows.true_count() == rows.len() {
-            self.positions.clone()
-        } else {
-            arrow::compute::filter(&self.positions, &rows)?
-                .as_primitive::<Int64Type>()
-                .clone()
+        let positions = match &self.paths {
+            None => self.positions.clone(),
+            Some(paths) => {
+                let wanted = Scalar::new(StringArray::from(vec![data_file]));
+                let rows = arrow::compute::kernels::cmp::eq(paths, &wanted)?;
+                if rows.true_count() == rows.len() {
+                    self.positions.clone()
+                } else {
+                    arrow::compute::filter(&self.positions, &rows)?
+                        .as_primitive::<Int64Type>()
+                        .clone()
+                }
+            }
         };
         if positions.values().iter().any(|p| *p < 0) {
             return Err(external(CatalogError::DataLoss(format!(
@@ -469,7 +496,7 @@ mod tests {
     #[test]
     fn a_partition_scoped_file_gives_each_data_file_its_own_positions() {
         let file = PositionDeleteFile {
-            paths: StringArray::from(vec!["a", "a", "b", "a", "c"]),
+            paths: Some(StringArray::from(vec!["a", "a", "b", "a", "c"])),
             positions: arrow::array::Int64Array::from(vec![0, 7, 7, 1 << 40, 2]),
         };
         let mut a = RoaringTreemap::new();
@@ -482,7 +509,7 @@ mod tests {
         file.add_positions("d", &mut none).expect("valid");
         assert!(none.is_empty());
         let negative = PositionDeleteFile {
-            paths: StringArray::from(vec!["a"]),
+            paths: Some(StringArray::from(vec!["a"])),
             positions: arrow::array::Int64Array::from(vec![-1]),
         };
         let err = negative
@@ -519,6 +546,7 @@ mod tests {
             content_offset: 4,
             content_size_in_bytes: blob.len() as u64,
             record_count: 3,
+            single_data_file: true,
         };
         let io = local_io();
         let loaded = DeletionVector::load(&io, "t", "data.parquet", &dv)
