@@ -636,13 +636,16 @@ fn drop_deleted(
 /// The position delete files of one task's data files, each read once: a file several data
 /// files share (a partition-scoped one) is kept until the last of them has been read.
 struct PositionDeleteFiles {
-    /// How many data files of the task each delete file still serves.
-    uses: std::sync::Mutex<HashMap<String, (usize, Option<Arc<PositionDeleteFile>>)>>,
+    /// How many data files of the task each delete file still serves, and the file once read.
+    uses: std::sync::Mutex<HashMap<String, Uses>>,
 }
+
+/// The data files of a task a delete file still serves, and the file once read.
+type Uses = (usize, Option<Arc<PositionDeleteFile>>);
 
 impl PositionDeleteFiles {
     fn for_tasks(tasks: &[FileRead]) -> Self {
-        let mut uses: HashMap<String, (usize, Option<Arc<PositionDeleteFile>>)> = HashMap::new();
+        let mut uses: HashMap<String, Uses> = HashMap::new();
         for d in tasks.iter().flat_map(|t| t.positional.iter()) {
             uses.entry(d.path.clone()).or_default().0 += 1;
         }
