@@ -7,7 +7,9 @@
 //!        ▼                              ▼
 //!  ObjectStoreStorage (FileIO)   provider: DataFusion catalog/schema/table providers
 //!  s3:// and file:// through         │ scan(): Iceberg scan planning prunes manifests,
-//!  object_store                       │ partitions and column bounds
+//!  object_store                       │ partitions and column bounds; column_stats: the
+//!                                     │ optimizer's min/max/null counts from manifests
+//!                                     │ (manifests: read in parallel, cached by path)
 //!                                     ▼
 //!                               exec: IcebergScanExec (file groups; runs on executors)
 //!                               write: IcebergWriteExec (executors write data files),
