@@ -130,8 +130,19 @@ pub async fn scan_column_statistics(
         .into_iter()
         .map(|c| {
             let mut stats = ColumnStatistics::new_unknown();
-            stats.min_value = c.min.precision();
-            stats.max_value = c.max.precision();
+            let (min, max) = (c.min.precision(), c.max.precision());
+            // DataFusion 53 overflows (a panic where overflow checks are on) counting the
+            // values of an integer range as wide as its type: such a column gets no bounds.
+            let full_width = match (&min, &max) {
+                (Precision::Inexact(lo), Precision::Inexact(hi)) => {
+                    hi.distance(lo).is_some_and(|d| d == usize::MAX)
+                }
+                _ => false,
+            };
+            if !full_width {
+                stats.min_value = min;
+                stats.max_value = max;
+            }
             stats.null_count = match (c.nulls, c.any_file_without_nulls) {
                 (Some(n), false) => Precision::Inexact(n as usize),
                 _ => Precision::Absent,
