@@ -400,6 +400,11 @@ impl DeletionVector {
         DeletionVector { positions }
     }
 
+    /// The deleted positions.
+    pub fn positions(&self) -> &RoaringTreemap {
+        &self.positions
+    }
+
     /// Whether row `position` of the file is deleted.
     pub fn contains(&self, position: u64) -> bool {
         self.positions.contains(position)

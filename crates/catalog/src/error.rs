@@ -41,16 +41,8 @@ impl CatalogError {
     pub fn from_iceberg(doing: &str, e: iceberg::Error) -> Self {
         let message = format!("{doing}: {}", crate::exec::error_chain(&e));
         let lower = message.to_ascii_lowercase();
-        if message.contains(crate::storage::OUTSIDE_ROOTS) {
-            CatalogError::PermissionDenied(message)
-        } else if lower.contains("object not found") || lower.contains("not found at") {
-            CatalogError::DataLoss(message)
-        } else if lower.contains("error sending request")
-            || lower.contains("connection refused")
-            || lower.contains("timed out")
-            || lower.contains("dns error")
-        {
-            CatalogError::Unavailable(message)
+        if let Some(classified) = Self::classify_storage(message.clone()) {
+            classified
         } else if lower.contains("parquet")
             || lower.contains("avro")
             || lower.contains("eof")
@@ -60,6 +52,25 @@ impl CatalogError {
             CatalogError::DataLoss(message)
         } else {
             CatalogError::Iceberg(e)
+        }
+    }
+
+    /// A storage error's class from its message: outside the roots (refused), a missing object
+    /// (lost data), an unreachable store (unavailable); `None` when it is none of these.
+    pub fn classify_storage(message: String) -> Option<Self> {
+        let lower = message.to_ascii_lowercase();
+        if message.contains(crate::storage::OUTSIDE_ROOTS) {
+            Some(CatalogError::PermissionDenied(message))
+        } else if lower.contains("object not found") || lower.contains("not found at") {
+            Some(CatalogError::DataLoss(message))
+        } else if lower.contains("error sending request")
+            || lower.contains("connection refused")
+            || lower.contains("timed out")
+            || lower.contains("dns error")
+        {
+            Some(CatalogError::Unavailable(message))
+        } else {
+            None
         }
     }
 }

@@ -18,7 +18,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::stats::ColumnStatistics;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
@@ -145,6 +145,50 @@ impl IcebergScanExec {
         self.rebuilt(node)
     }
 
+    /// How DataFusion's reader reads the columns `field_ids` (the output columns, then any
+    /// equality-delete columns), or `None` when one is nested: iceberg's reader maps nested
+    /// fields by id, which DataFusion's cannot.
+    fn datafusion_read(
+        &self,
+        field_ids: &[i32],
+        arrow_schema: &arrow::datatypes::Schema,
+    ) -> Option<DataFusionRead> {
+        if iceberg_reader_forced() {
+            return None;
+        }
+        let fields = field_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let field = self.iceberg_schema.field_by_id(*id)?;
+                if !field.field_type.is_primitive() {
+                    return None;
+                }
+                match self.output_schema.fields().get(i) {
+                    Some(output) => Some(output.as_ref().clone()),
+                    None => arrow_schema
+                        .fields()
+                        .iter()
+                        .find(|f| {
+                            f.metadata().get(parquet::arrow::PARQUET_FIELD_ID_META_KEY)
+                                == Some(&id.to_string())
+                        })
+                        .map(|f| f.as_ref().clone().with_metadata(Default::default())),
+                }
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let predicate = self
+            .predicate
+            .as_ref()
+            .and_then(|p| crate::parquet_read::physical_predicate(p, &schema));
+        Some(DataFusionRead {
+            schema,
+            field_ids: field_ids.to_vec(),
+            predicate,
+        })
+    }
+
     /// The reader's tasks for partition `partition`, each with the deletes Floe applies to it.
     fn file_tasks(&self, partition: usize) -> Result<Vec<FileRead>> {
         let Some(group) = self.node.file_groups.get(partition) else {
@@ -159,6 +203,8 @@ impl IcebergScanExec {
             ),
             None => None,
         };
+        let arrow_schema = iceberg::arrow::schema_to_arrow_schema(&self.iceberg_schema)
+            .map_err(|e| DataFusionError::Plan(format!("scan schema: {e}")))?;
         let project_field_ids = if self.node.project_field_ids.is_empty() {
             // No column needed (e.g. COUNT(*)): read the narrowest-to-find one, keep only row counts.
             self.iceberg_schema
@@ -214,6 +260,7 @@ impl IcebergScanExec {
                     .enumerate()
                     .map(|(i, id)| (*id, i))
                     .collect();
+                let datafusion = self.datafusion_read(&field_ids, &arrow_schema);
                 let task = FileScanTask {
                     file_size_in_bytes: f.file_size_in_bytes,
                     start: f.start,
@@ -236,6 +283,7 @@ impl IcebergScanExec {
                 };
                 Ok(FileRead {
                     task,
+                    datafusion,
                     vector,
                     positional,
                     equality,
@@ -248,8 +296,10 @@ impl IcebergScanExec {
 
 /// One data file to read, with the deletes Floe applies itself.
 struct FileRead {
-    /// What iceberg's reader reads.
+    /// What iceberg's reader reads (and where DataFusion's reader reads).
     task: FileScanTask,
+    /// How DataFusion's Parquet reader reads it; `None`: iceberg's reader does.
+    datafusion: Option<DataFusionRead>,
     /// The file's deletion vector.
     vector: Option<DeleteFileRef>,
     /// Its position delete files (none when it has a vector).
@@ -258,6 +308,25 @@ struct FileRead {
     equality: Vec<DeleteFileRef>,
     /// The output column of each field id read.
     columns: std::collections::BTreeMap<i32, usize>,
+}
+
+/// What DataFusion's Parquet reader needs besides the file (see [`crate::parquet_read`]).
+struct DataFusionRead {
+    /// The columns read, in order.
+    schema: SchemaRef,
+    /// Their field ids.
+    field_ids: Vec<i32>,
+    /// The scan predicate over them.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// Which reader reads data files: DataFusion's Parquet reader (`datafusion`, the default) or
+/// iceberg's (`iceberg`, set `FLOE_SCAN_READER=iceberg` — for comparing the two in benchmarks).
+fn iceberg_reader_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var("FLOE_SCAN_READER").is_ok_and(|v| v.eq_ignore_ascii_case("iceberg"))
+    })
 }
 
 /// Decodes an Arrow schema sent as an (empty) Arrow IPC stream.
@@ -446,6 +515,8 @@ impl ExecutionPlan for IcebergScanExec {
         let dv_io = self.file_io.clone();
         let deleted = MetricBuilder::new(&self.metrics).counter(metric::ROWS_DELETED, partition);
         let delete_files = Arc::new(PositionDeleteFiles::for_tasks(&tasks));
+        let bytes_read = bytes.clone();
+        let limit = self.node.limit;
         let stream = futures::stream::once(async move {
             let runtime = iceberg::Runtime::try_current().map_err(|e| iceberg_error(&table, e))?;
             let reader = ArrowReaderBuilder::new(file_io, runtime)
@@ -463,6 +534,7 @@ impl ExecutionPlan for IcebergScanExec {
                 .then(move |read| {
                     let FileRead {
                         task,
+                        datafusion,
                         vector,
                         positional,
                         equality,
@@ -474,6 +546,7 @@ impl ExecutionPlan for IcebergScanExec {
                     let table = table.clone();
                     let file_io = dv_io.clone();
                     let deleted = deleted.clone();
+                    let bytes_read = bytes_read.clone();
                     async move {
                         let path = task.data_file_path.clone();
                         let positions = match &vector {
@@ -490,15 +563,53 @@ impl ExecutionPlan for IcebergScanExec {
                         let equality = EqualityDeletes::load(&file_io, &table, &equality)
                             .await?
                             .map(|deletes| deletes.filter(columns));
-                        let one = futures::stream::iter([Ok(task)]).boxed();
-                        let result = reader.read(one).map_err(|e| file_error(&table, &path, e))?;
-                        opened
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(result.metrics().clone());
-                        let rows = result
-                            .stream()
-                            .map_err(move |e| file_error(&table, &path, e));
+                        let rows = match datafusion {
+                            Some(read) => {
+                                let deleted_rows = positions.as_ref().map(|p| p.positions());
+                                if let Some(d) = deleted_rows {
+                                    let rows = task.record_count.unwrap_or(u64::MAX);
+                                    deleted.add(crate::parquet_read::deleted_within(d, rows)
+                                        as usize);
+                                }
+                                let whole = task.start == 0
+                                    && (task.length == 0 || task.length == task.file_size_in_bytes);
+                                let rows = crate::parquet_read::read_file(
+                                    &file_io,
+                                    crate::parquet_read::FileToRead {
+                                        table: &table,
+                                        path: &path,
+                                        size: task.file_size_in_bytes,
+                                        range: (!whole)
+                                            .then(|| task.start..task.start + task.length),
+                                        schema: read.schema,
+                                        field_ids: read.field_ids,
+                                        predicate: read.predicate,
+                                        deleted: deleted_rows,
+                                        // Equality deletes drop rows after the reader.
+                                        limit: (limit > 0 && equality.is_none())
+                                            .then_some(limit as usize),
+                                        bytes: bytes_read.clone(),
+                                    },
+                                )
+                                .await?;
+                                return Ok::<_, DataFusionError>(match equality {
+                                    Some(filter) => drop_equal(rows, filter, deleted).boxed(),
+                                    None => rows,
+                                });
+                            }
+                            None => {
+                                let one = futures::stream::iter([Ok(task)]).boxed();
+                                let result =
+                                    reader.read(one).map_err(|e| file_error(&table, &path, e))?;
+                                opened
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(result.metrics().clone());
+                                result
+                                    .stream()
+                                    .map_err(move |e| file_error(&table, &path, e))
+                            }
+                        };
                         let rows = match positions {
                             Some(positions) => {
                                 drop_deleted(rows, positions, deleted.clone()).boxed()

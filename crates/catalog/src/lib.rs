@@ -31,6 +31,7 @@ pub mod glue;
 pub mod manifests;
 pub mod metadata_tables;
 pub mod overwrite;
+pub mod parquet_read;
 pub mod predicate;
 pub mod provider;
 pub mod storage;

@@ -1,0 +1,690 @@
+//! Reading one Iceberg data file with DataFusion's Parquet reader.
+//!
+//! DataFusion's `ParquetSource` brings what a single-node DataFusion scan has: the predicate as a
+//! row filter evaluated while decoding (late materialization), row-group pruning by statistics
+//! and bloom filters, page-index pruning, and a row selection handed in from outside. Iceberg
+//! needs three things on top, supplied here:
+//!
+//! * **columns by field id** ([`FieldIdAdapter`]): a column is the file column with the same
+//!   Parquet field id, whatever its name there (renamed columns read right, a dropped and re-added
+//!   name reads as missing); a column the file lacks reads as nulls; a promoted type (int→long,
+//!   float→double, wider decimal, date→timestamp) is cast.
+//! * **deletes as a row selection** ([`access_plan`]): the positions a deletion vector or position
+//!   delete files remove become a `ParquetAccessPlan`, so the predicate still prunes row groups
+//!   and pages and filters rows in a file that has deletes.
+//! * **storage through Floe's FileIO** ([`FileIoReader`]): bytes come through the same confined
+//!   storage as every other read, with footers cached by path (data files are immutable).
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema as ArrowSchema, SchemaRef};
+use bytes::Bytes;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
+use datafusion::datasource::physical_plan::{
+    FileScanConfigBuilder, FileSource, ParquetFileReaderFactory, ParquetSource,
+};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_adapter::{PhysicalExprAdapter, PhysicalExprAdapterFactory};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use iceberg::expr::{Predicate, PredicateOperator};
+use iceberg::io::{FileIO, FileRead};
+use iceberg::spec::{Datum, PrimitiveLiteral};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use roaring::RoaringTreemap;
+
+use crate::error::CatalogError;
+
+/// How many bytes of a file's end the first footer read fetches (one request for most files).
+const FOOTER_PREFETCH: usize = 64 * 1024;
+
+/// Footers kept in memory, in bytes of decoded metadata.
+const FOOTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Ranges closer than this are fetched in one request.
+const COALESCE_BYTES: u64 = 1024 * 1024;
+
+/// One data file to read.
+pub struct FileToRead<'a> {
+    /// The table, for error messages.
+    pub table: &'a str,
+    /// The file's location.
+    pub path: &'a str,
+    /// Its size in bytes (from the manifest).
+    pub size: u64,
+    /// The byte range of the file this read covers (a split of a large file), if not all.
+    pub range: Option<Range<u64>>,
+    /// The columns to produce, in order.
+    pub schema: SchemaRef,
+    /// The Iceberg field id of each column of `schema`.
+    pub field_ids: Vec<i32>,
+    /// Rows matching none of this may be skipped (the exact filter runs above the scan).
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// Row positions that are deleted.
+    pub deleted: Option<&'a RoaringTreemap>,
+    /// Stop after this many rows.
+    pub limit: Option<usize>,
+    /// Counts the bytes fetched.
+    pub bytes: Count,
+}
+
+/// The rows of one file, columns as `file.schema`, without deleted positions.
+pub async fn read_file(
+    file_io: &FileIO,
+    file: FileToRead<'_>,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    let doing = format!("reading table {}, file {}", file.table, file.path);
+    let input = file_io
+        .new_input(file.path)
+        .map_err(|e| external(CatalogError::from_iceberg(&doing, e)))?;
+    let reader: Arc<dyn FileRead> = Arc::from(
+        input
+            .reader()
+            .await
+            .map_err(|e| external(CatalogError::from_iceberg(&doing, e)))?,
+    );
+    let metadata = footer(&reader, file.path, file.size)
+        .await
+        .map_err(|e| data_error(&doing, &e))?;
+
+    let mut source = ParquetSource::new(Arc::clone(&file.schema))
+        .with_pushdown_filters(true)
+        .with_reorder_filters(true)
+        .with_parquet_file_reader_factory(Arc::new(FileIoReaderFactory {
+            reader,
+            metadata: Arc::clone(&metadata),
+            bytes: file.bytes.clone(),
+        }));
+    if let Some(predicate) = &file.predicate {
+        source = source.with_predicate(Arc::clone(predicate));
+    }
+    let source: Arc<dyn FileSource> = source.with_batch_size(8192);
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        .with_limit(file.limit)
+        .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory {
+            field_ids: file.field_ids.clone(),
+        })))
+        .build();
+    let opener = config.file_source().create_file_opener(
+        Arc::new(object_store::memory::InMemory::new()),
+        &config,
+        0,
+    )?;
+    let mut partitioned = PartitionedFile::new(file.path.to_string(), file.size);
+    if let Some(range) = &file.range {
+        partitioned = partitioned.with_range(range.start as i64, range.end as i64);
+    }
+    if let Some(deleted) = file.deleted {
+        partitioned = partitioned.with_extensions(Arc::new(access_plan(&metadata, deleted)));
+    }
+    let rows = opener
+        .open(partitioned)?
+        .await
+        .map_err(|e| data_error(&doing, &e))?;
+    Ok(rows
+        .map(move |batch| batch.map_err(|e| data_error(&doing, &e)))
+        .boxed())
+}
+
+/// A read error as lost data naming the file, unless it says storage refused or was unreachable.
+fn data_error(doing: &str, e: &dyn std::error::Error) -> DataFusionError {
+    let message = format!("{doing}: {}", crate::exec::error_chain(e));
+    external(
+        CatalogError::classify_storage(message.clone())
+            .unwrap_or(CatalogError::DataLoss(message)),
+    )
+}
+
+fn external(e: CatalogError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The rows of each row group that `deleted` leaves.
+pub fn access_plan(metadata: &ParquetMetaData, deleted: &RoaringTreemap) -> ParquetAccessPlan {
+    let mut plan = ParquetAccessPlan::new_all(metadata.num_row_groups());
+    let mut positions = deleted.iter().peekable();
+    let mut first: u64 = 0;
+    for (i, group) in metadata.row_groups().iter().enumerate() {
+        let rows = group.num_rows().max(0) as u64;
+        let end = first + rows;
+        let gone = deleted.range_cardinality(first..end);
+        if gone == rows && rows > 0 {
+            plan.set(i, RowGroupAccess::Skip);
+        } else if gone > 0 {
+            let mut selectors = Vec::new();
+            let mut at = first;
+            while let Some(p) = positions.next_if(|p| *p < end) {
+                if p < first {
+                    continue;
+                }
+                if p > at {
+                    selectors.push(RowSelector::select((p - at) as usize));
+                }
+                selectors.push(RowSelector::skip(1));
+                at = p + 1;
+            }
+            if end > at {
+                selectors.push(RowSelector::select((end - at) as usize));
+            }
+            plan.set(i, RowGroupAccess::Selection(RowSelection::from(selectors)));
+        }
+        while positions.next_if(|p| *p < end).is_some() {}
+        first = end;
+    }
+    plan
+}
+
+/// How many of `deleted` fall inside a file of `rows` rows.
+pub fn deleted_within(deleted: &RoaringTreemap, rows: u64) -> u64 {
+    deleted.range_cardinality(0..rows)
+}
+
+// ---------------------------------------------------------------- footers
+
+/// Footers by file path, bounded by decoded size, oldest out first.
+#[derive(Default)]
+struct FooterCache {
+    by_path: HashMap<String, Arc<ParquetMetaData>>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+}
+
+fn footers() -> &'static Mutex<FooterCache> {
+    static CACHE: OnceLock<Mutex<FooterCache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The footer of the file at `path` of `size` bytes (cached by path and size).
+async fn footer(
+    reader: &Arc<dyn FileRead>,
+    path: &str,
+    size: u64,
+) -> std::result::Result<Arc<ParquetMetaData>, ParquetError> {
+    let key = format!("{size}:{path}");
+    if let Some(found) = footers()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .by_path
+        .get(&key)
+    {
+        return Ok(Arc::clone(found));
+    }
+    let metadata = Arc::new(
+        ParquetMetaDataReader::new()
+            .with_prefetch_hint(Some(FOOTER_PREFETCH))
+            .load_and_finish(Fetch(Arc::clone(reader)), size)
+            .await?,
+    );
+    let weight = metadata.memory_size();
+    let mut cache = footers().lock().unwrap_or_else(|p| p.into_inner());
+    if weight <= FOOTER_CACHE_BYTES / 4 && !cache.by_path.contains_key(&key) {
+        while cache.bytes + weight > FOOTER_CACHE_BYTES {
+            let Some((old, w)) = cache.order.pop_front() else {
+                break;
+            };
+            cache.by_path.remove(&old);
+            cache.bytes -= w;
+        }
+        cache.by_path.insert(key.clone(), Arc::clone(&metadata));
+        cache.order.push_back((key, weight));
+        cache.bytes += weight;
+    }
+    Ok(metadata)
+}
+
+/// Fetches footer bytes through a FileIO reader.
+struct Fetch(Arc<dyn FileRead>);
+
+impl parquet::arrow::async_reader::MetadataFetch for Fetch {
+    fn fetch(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let reader = Arc::clone(&self.0);
+        async move { reader.read(range).await.map_err(storage_error) }.boxed()
+    }
+}
+
+fn storage_error(e: iceberg::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+// ---------------------------------------------------------------- bytes
+
+/// Hands DataFusion's Parquet opener the one file it reads, footer already known.
+struct FileIoReaderFactory {
+    reader: Arc<dyn FileRead>,
+    metadata: Arc<ParquetMetaData>,
+    bytes: Count,
+}
+
+impl std::fmt::Debug for FileIoReaderFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileIoReaderFactory").finish_non_exhaustive()
+    }
+}
+
+impl ParquetFileReaderFactory for FileIoReaderFactory {
+    fn create_reader(
+        &self,
+        _partition_index: usize,
+        _file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        _metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        Ok(Box::new(FileIoReader {
+            reader: Arc::clone(&self.reader),
+            metadata: Arc::clone(&self.metadata),
+            bytes: self.bytes.clone(),
+        }))
+    }
+}
+
+/// Byte ranges of one file through a FileIO reader; nearby ranges are fetched together.
+pub struct FileIoReader {
+    reader: Arc<dyn FileRead>,
+    metadata: Arc<ParquetMetaData>,
+    bytes: Count,
+}
+
+impl AsyncFileReader for FileIoReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.bytes.add((range.end - range.start) as usize);
+        let reader = Arc::clone(&self.reader);
+        async move { reader.read(range).await.map_err(storage_error) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let reader = Arc::clone(&self.reader);
+        let bytes = self.bytes.clone();
+        async move {
+            object_store::coalesce_ranges(
+                &ranges,
+                |range| {
+                    bytes.add((range.end - range.start) as usize);
+                    let reader = Arc::clone(&reader);
+                    async move { reader.read(range).await.map_err(storage_error) }
+                },
+                COALESCE_BYTES,
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        futures::future::ready(Ok(Arc::clone(&self.metadata))).boxed()
+    }
+}
+
+// ---------------------------------------------------------------- columns by field id
+
+/// Maps the columns of the read schema to file columns by Iceberg field id.
+#[derive(Debug)]
+struct FieldIdAdapterFactory {
+    /// The field id of each column of the read (logical) schema.
+    field_ids: Vec<i32>,
+}
+
+impl PhysicalExprAdapterFactory for FieldIdAdapterFactory {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> Result<Arc<dyn PhysicalExprAdapter>> {
+        let file_ids: Vec<Option<i32>> = physical_file_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.metadata()
+                    .get(PARQUET_FIELD_ID_META_KEY)
+                    .and_then(|id| id.parse().ok())
+            })
+            .collect();
+        // A file written without field ids (imported from elsewhere) is matched by name.
+        let by_name = file_ids.iter().all(Option::is_none);
+        let sources = logical_file_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                if by_name {
+                    physical_file_schema.index_of(field.name()).ok()
+                } else {
+                    let id = self.field_ids.get(i)?;
+                    file_ids.iter().position(|f| *f == Some(*id))
+                }
+            })
+            .collect();
+        Ok(Arc::new(FieldIdAdapter {
+            logical: logical_file_schema,
+            physical: physical_file_schema,
+            sources,
+        }))
+    }
+}
+
+/// Rewrites expressions over the read schema into expressions over one file's columns.
+#[derive(Debug)]
+struct FieldIdAdapter {
+    logical: SchemaRef,
+    physical: SchemaRef,
+    /// For each logical column, the file column holding it.
+    sources: Vec<Option<usize>>,
+}
+
+impl PhysicalExprAdapter for FieldIdAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+        expr.transform(|e| {
+            let Some(column) = e.as_any().downcast_ref::<Column>() else {
+                return Ok(Transformed::no(e));
+            };
+            let index = column.index();
+            let wanted = self.logical.field(index).data_type();
+            let rewritten: Arc<dyn PhysicalExpr> = match self.sources.get(index).copied().flatten()
+            {
+                Some(source) => {
+                    let found = self.physical.field(source);
+                    let read: Arc<dyn PhysicalExpr> =
+                        Arc::new(Column::new(found.name(), source));
+                    if found.data_type() == wanted {
+                        read
+                    } else {
+                        Arc::new(CastExpr::new(read, wanted.clone(), None))
+                    }
+                }
+                None => Arc::new(Literal::new(ScalarValue::try_from(wanted)?)),
+            };
+            Ok(Transformed::yes(rewritten))
+        })
+        .map(|t| t.data)
+    }
+}
+
+// ---------------------------------------------------------------- the predicate
+
+/// The scan's Iceberg predicate as a DataFusion expression over `schema`, for pruning and row
+/// filtering: every conjunct that converts exactly; `None` when none does. (Anything left out
+/// only prunes less: the exact filter runs above the scan.)
+pub fn physical_predicate(
+    predicate: &Predicate,
+    schema: &ArrowSchema,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    let mut conjuncts = Vec::new();
+    split_and(predicate, &mut conjuncts);
+    conjuncts
+        .into_iter()
+        .filter_map(|p| convert(p, schema))
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>)
+}
+
+fn split_and<'a>(predicate: &'a Predicate, out: &mut Vec<&'a Predicate>) {
+    match predicate {
+        Predicate::And(and) => {
+            let [a, b] = and.inputs();
+            split_and(a, out);
+            split_and(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Converts all of `predicate`, or nothing.
+fn convert(predicate: &Predicate, schema: &ArrowSchema) -> Option<Arc<dyn PhysicalExpr>> {
+    let both = |l: &Predicate, r: &Predicate, op| -> Option<Arc<dyn PhysicalExpr>> {
+        Some(Arc::new(BinaryExpr::new(
+            convert(l, schema)?,
+            op,
+            convert(r, schema)?,
+        )))
+    };
+    Some(match predicate {
+        Predicate::AlwaysTrue => Arc::new(Literal::new(ScalarValue::Boolean(Some(true)))),
+        Predicate::AlwaysFalse => Arc::new(Literal::new(ScalarValue::Boolean(Some(false)))),
+        Predicate::And(e) => {
+            let [a, b] = e.inputs();
+            both(a, b, Operator::And)?
+        }
+        Predicate::Or(e) => {
+            let [a, b] = e.inputs();
+            both(a, b, Operator::Or)?
+        }
+        Predicate::Not(e) => {
+            let [a] = e.inputs();
+            Arc::new(NotExpr::new(convert(a, schema)?))
+        }
+        Predicate::Unary(e) => {
+            let (column, _) = column(e.term().name(), schema)?;
+            match e.op() {
+                PredicateOperator::IsNull => Arc::new(IsNullExpr::new(column)),
+                PredicateOperator::NotNull => Arc::new(IsNotNullExpr::new(column)),
+                _ => return None,
+            }
+        }
+        Predicate::Binary(e) => {
+            let (column, data_type) = column(e.term().name(), schema)?;
+            let value = Arc::new(Literal::new(scalar(e.literal(), data_type)?));
+            let op = match e.op() {
+                PredicateOperator::LessThan => Operator::Lt,
+                PredicateOperator::LessThanOrEq => Operator::LtEq,
+                PredicateOperator::GreaterThan => Operator::Gt,
+                PredicateOperator::GreaterThanOrEq => Operator::GtEq,
+                PredicateOperator::Eq => Operator::Eq,
+                PredicateOperator::NotEq => Operator::NotEq,
+                _ => return None,
+            };
+            Arc::new(BinaryExpr::new(column, op, value))
+        }
+        Predicate::Set(e) => {
+            let (column, data_type) = column(e.term().name(), schema)?;
+            let negated = match e.op() {
+                PredicateOperator::In => false,
+                PredicateOperator::NotIn => true,
+                _ => return None,
+            };
+            let list = e
+                .literals()
+                .iter()
+                .map(|d| {
+                    scalar(d, data_type)
+                        .map(|v| Arc::new(Literal::new(v)) as Arc<dyn PhysicalExpr>)
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Arc::new(InListExpr::try_new(column, list, negated, schema).ok()?)
+        }
+    })
+}
+
+fn column<'a>(name: &str, schema: &'a ArrowSchema) -> Option<(Arc<dyn PhysicalExpr>, &'a DataType)> {
+    let index = schema.index_of(name).ok()?;
+    Some((
+        Arc::new(Column::new(name, index)),
+        schema.field(index).data_type(),
+    ))
+}
+
+/// An Iceberg literal as a value of the column's type, if it converts exactly.
+fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
+    let value = match datum.literal() {
+        PrimitiveLiteral::Boolean(v) => ScalarValue::Boolean(Some(*v)),
+        PrimitiveLiteral::Int(v) => ScalarValue::Int32(Some(*v)),
+        PrimitiveLiteral::Long(v) => ScalarValue::Int64(Some(*v)),
+        PrimitiveLiteral::Float(v) => ScalarValue::Float32(Some(v.0)),
+        PrimitiveLiteral::Double(v) => ScalarValue::Float64(Some(v.0)),
+        PrimitiveLiteral::String(v) => ScalarValue::Utf8(Some(v.clone())),
+        _ => return None,
+    };
+    if value.data_type() == *data_type {
+        return Some(value);
+    }
+    // Dates and timestamps travel as their integer; anything else must keep its value.
+    let cast = value.cast_to(data_type).ok()?;
+    let integral = matches!(
+        data_type,
+        DataType::Date32 | DataType::Timestamp(_, _) | DataType::Int64
+    ) || matches!(
+        (&value, data_type),
+        (ScalarValue::Utf8(_), DataType::LargeUtf8 | DataType::Utf8View)
+            | (ScalarValue::Float32(_), DataType::Float64)
+    );
+    integral.then_some(cast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deleted_positions_become_row_selections_per_row_group() {
+        // Row groups of 4, 3 and 2 rows; delete 1 and 3 of the first, all of the second.
+        let deleted: RoaringTreemap = [1u64, 3, 4, 5, 6, 100].into_iter().collect();
+        let plan = access_plan_for(&[4, 3, 2], &deleted);
+        assert!(plan.should_scan(0) && !plan.should_scan(1) && plan.should_scan(2));
+        let selection = plan.into_overall_row_selection(&groups(&[4, 3, 2])).expect("plan");
+        let kept: Vec<usize> = selection
+            .expect("a selection")
+            .iter()
+            .scan(0usize, |at, s| {
+                let start = *at;
+                *at += s.row_count;
+                Some((start, s.row_count, s.skip))
+            })
+            .filter(|(_, _, skip)| !skip)
+            .flat_map(|(start, n, _)| start..start + n)
+            .collect();
+        // Over the row groups read (0, then 2): rows 0 and 2 of the first, all of the last.
+        assert_eq!(kept, vec![0, 2, 4, 5]);
+        assert_eq!(deleted_within(&deleted, 9), 5);
+    }
+
+    fn groups(rows: &[i64]) -> Vec<parquet::file::metadata::RowGroupMetaData> {
+        use parquet::basic::Type as PhysicalType;
+        use parquet::schema::types::{SchemaDescriptor, Type};
+        let schema = Arc::new(SchemaDescriptor::new(Arc::new(
+            Type::group_type_builder("schema")
+                .with_fields(vec![Arc::new(
+                    Type::primitive_type_builder("a", PhysicalType::INT32)
+                        .build()
+                        .expect("column"),
+                )])
+                .build()
+                .expect("schema"),
+        )));
+        rows.iter()
+            .map(|n| {
+                parquet::file::metadata::RowGroupMetaData::builder(Arc::clone(&schema))
+                    .set_num_rows(*n)
+                    .set_column_metadata(vec![
+                        parquet::file::metadata::ColumnChunkMetaData::builder(
+                            schema.column(0),
+                        )
+                        .build()
+                        .expect("chunk"),
+                    ])
+                    .build()
+                    .expect("row group")
+            })
+            .collect()
+    }
+
+    fn access_plan_for(rows: &[i64], deleted: &RoaringTreemap) -> ParquetAccessPlan {
+        let groups = groups(rows);
+        let schema = groups[0].schema_descr_ptr();
+        let file = parquet::file::metadata::FileMetaData::new(
+            1,
+            rows.iter().sum(),
+            None,
+            None,
+            schema,
+            None,
+        );
+        access_plan(&ParquetMetaData::new(file, groups), deleted)
+    }
+
+    #[test]
+    fn columns_are_found_by_field_id_and_cast_or_null() {
+        use arrow::datatypes::Field;
+        let with_id = |name: &str, t: DataType, id: i32| {
+            Field::new(name, t, true).with_metadata(HashMap::from([(
+                PARQUET_FIELD_ID_META_KEY.to_string(),
+                id.to_string(),
+            )]))
+        };
+        // The table renamed `a` (id 1) to `x`, promoted `b` (id 2) to long and added `c` (id 3);
+        // the file also holds an old column named `x` with id 9.
+        let logical = Arc::new(ArrowSchema::new(vec![
+            Field::new("x", DataType::Int32, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]));
+        let physical = Arc::new(ArrowSchema::new(vec![
+            with_id("x", DataType::Utf8, 9),
+            with_id("b", DataType::Int32, 2),
+            with_id("a", DataType::Int32, 1),
+        ]));
+        let adapter = FieldIdAdapterFactory {
+            field_ids: vec![1, 2, 3],
+        }
+        .create(Arc::clone(&logical), physical)
+        .expect("adapter");
+        let shown = |i: usize| {
+            let name = logical.field(i).name();
+            format!(
+                "{}",
+                adapter
+                    .rewrite(Arc::new(Column::new(name, i)))
+                    .expect("rewrite")
+            )
+        };
+        assert_eq!(shown(0), "a@2");
+        assert_eq!(shown(1), "CAST(b@1 AS Int64)");
+        assert_eq!(shown(2), "NULL");
+    }
+
+    #[test]
+    fn predicates_convert_by_conjunct_and_keep_types() {
+        use arrow::datatypes::Field;
+        use iceberg::expr::Reference;
+        let schema = ArrowSchema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let p = Reference::new("d")
+            .greater_than_or_equal_to(Datum::date(9000))
+            .and(Reference::new("n").less_than(Datum::long(5)))
+            .and(Reference::new("s").starts_with(Datum::string("x")))
+            .and(Reference::new("missing").is_null());
+        let e = physical_predicate(&p, &schema).expect("converted");
+        assert_eq!(
+            format!("{e}"),
+            "d@0 >= 1994-08-23 AND n@1 < 5",
+            "starts_with and an unknown column are left out"
+        );
+        // An OR with a side that does not convert is left out whole.
+        let or = Reference::new("n")
+            .equal_to(Datum::long(1))
+            .or(Reference::new("s").starts_with(Datum::string("x")));
+        assert!(physical_predicate(&or, &schema).is_none());
+    }
+}
