@@ -236,3 +236,46 @@ def test_embedded_catalog_shared_with_pyiceberg(embedded):
 
     # Floe itself is still fine (no crash while the catalog changed under it).
     assert dep.coordinator.alive(), dep.describe()
+
+
+KEYS_SCHEMA = Schema(NestedField(1, "k", LongType(), required=False))
+KEYS_ARROW = pa.schema([pa.field("k", pa.int64())])
+
+
+def _plan_text(conn, sql: str) -> str:
+    return "\n".join(str(v) for r in fetch(conn, f"EXPLAIN {sql}").to_pylist() for v in r.values())
+
+
+@pytest.mark.timeout(300)
+def test_not_in_is_a_plain_anti_join_only_when_manifests_prove_no_nulls(embedded):
+    """NOT IN over nullable columns: when every data file's manifest entry records zero NULLs
+    on both sides Floe plans a plain (swappable, distributable) anti join; a NULL on either side
+    keeps SQL's three-valued answer (no rows when the subquery holds a NULL; a NULL probe value
+    never qualifies). Answers are DuckDB's over the same rows."""
+    dep, wh = embedded
+    cat = SqlCatalog("floe", uri=f"sqlite:///{(wh / 'catalog.db').resolve()}", warehouse=f"file://{wh.resolve()}")
+    cat.create_namespace(NS)
+    tables = {
+        "probe": list(range(1, 2001)),
+        "probe_nulls": list(range(1, 2001)) + [None, None],
+        "sub": list(range(1, 2001, 7)),
+        "sub_nulls": list(range(1, 2001, 7)) + [None],
+    }
+    for name, keys in tables.items():
+        cat.create_table(f"{NS}.{name}", KEYS_SCHEMA).append(pa.table({"k": pa.array(keys, pa.int64())}, schema=KEYS_ARROW))
+    oracle = _Oracle(cat)
+    conn = dep.connect(timeout_s=90)
+    try:
+        for probe in ("probe", "probe_nulls"):
+            for sub in ("sub", "sub_nulls"):
+                sql = f"SELECT count(*) AS n, sum(k) AS s FROM lake.{probe} WHERE k NOT IN (SELECT k FROM lake.{sub})"
+                assert_same(fetch(conn, sql), oracle(sql), context=f"{probe} NOT IN {sub}")
+                plan = _plan_text(conn, sql)
+                # A null-aware anti join is never swapped: the probe side stays the left input
+                # of a LeftAnti join collected on one node.
+                null_aware = "join_type=LeftAnti" in plan and "mode=CollectLeft" in plan
+                proven = probe == "probe" and sub == "sub"
+                assert null_aware != proven, f"{probe} NOT IN {sub}: proven={proven}\n{plan}"
+        assert scalar(fetch(conn, "SELECT count(*) FROM lake.probe WHERE k NOT IN (SELECT k FROM lake.sub_nulls)")) == 0
+    finally:
+        conn.close()

@@ -47,7 +47,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use roaring::RoaringTreemap;
 
 use crate::error::CatalogError;
@@ -104,6 +104,7 @@ pub async fn read_file(
         .await
         .map_err(|e| data_error(&doing, &e))?;
 
+    let plan = file.deleted.map(|deleted| access_plan(&metadata, deleted));
     let mut source = ParquetSource::new(Arc::clone(&file.schema))
         .with_pushdown_filters(true)
         .with_reorder_filters(true)
@@ -131,8 +132,8 @@ pub async fn read_file(
     if let Some(range) = &file.range {
         partitioned = partitioned.with_range(range.start as i64, range.end as i64);
     }
-    if let Some(deleted) = file.deleted {
-        partitioned = partitioned.with_extensions(Arc::new(access_plan(&metadata, deleted)));
+    if let Some(plan) = plan {
+        partitioned = partitioned.with_extensions(Arc::new(plan));
     }
     let rows = opener
         .open(partitioned)?
@@ -211,7 +212,8 @@ fn footers() -> &'static Mutex<FooterCache> {
     CACHE.get_or_init(Default::default)
 }
 
-/// The footer of the file at `path` of `size` bytes (cached by path and size).
+/// The footer of the file at `path` of `size` bytes, with its page index (cached by path and
+/// size).
 async fn footer(
     reader: &Arc<dyn FileRead>,
     path: &str,
@@ -229,6 +231,8 @@ async fn footer(
     let metadata = Arc::new(
         ParquetMetaDataReader::new()
             .with_prefetch_hint(Some(FOOTER_PREFETCH))
+            // The page index too (when the file has one), so page pruning costs no request.
+            .with_page_index_policy(PageIndexPolicy::Optional)
             .load_and_finish(Fetch(Arc::clone(reader)), size)
             .await?,
     );

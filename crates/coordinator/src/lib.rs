@@ -29,6 +29,7 @@ pub mod flight_sql;
 pub mod handles;
 pub mod limits;
 mod metadata;
+pub mod not_in;
 pub mod placeholders;
 pub mod planned;
 pub mod registry;

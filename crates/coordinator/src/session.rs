@@ -151,6 +151,8 @@ impl QueryEngine {
             config.options_mut().execution.time_zone = Some(tz.clone());
         }
         let mut rules = PhysicalOptimizer::new().rules;
+        // Before join selection, so a NOT IN proven NULL-free is planned as a plain anti join.
+        rules.insert(0, Arc::new(crate::not_in::NotInWithoutNulls));
         let memory_limit = self.query_memory_for(settings);
         rules.push(Arc::new(PlanStages::new(
             self.registry.clone(),
