@@ -52,7 +52,8 @@ MARKETING_SHARE = 0.02
 CITIES = [f"city_{i:02d}" for i in range(40)]
 MODELS = [f"model_{i:02d}" for i in range(25)]
 EVENTS = ["open", "view", "click", "buy"]
-FILES_RE = re.compile(r"\bfiles_scanned=(\d+)")
+# Data files each task of each stage opened, from the `executed=[...]` lists of EXPLAIN ANALYZE.
+FILES_RE = re.compile(r"@\S+ files=(\d+)")
 
 
 def question(namespace: str) -> str:
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
             got, want = floe(sql), duck.sql(sql).to_arrow_table()
             assert_close(got, want, context="seed question")
             analyzed = "\n".join(str(v) for r in floe("EXPLAIN ANALYZE " + sql).to_pylist() for v in r.values())
-            # files_scanned of the two scans (events, marketing_users), as each stage reports it
+            # files opened by every task of the two scans (events, marketing_users)
             opened = sum(int(n) for n in FILES_RE.findall(analyzed)) - marketing_files
             if opened != expected_files:
                 raise SystemExit(f"Floe opened {opened} event data files, the 30 days hold {expected_files}:\n{analyzed}")

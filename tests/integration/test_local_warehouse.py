@@ -279,3 +279,40 @@ def test_not_in_is_a_plain_anti_join_only_when_manifests_prove_no_nulls(embedded
         assert scalar(fetch(conn, "SELECT count(*) FROM lake.probe WHERE k NOT IN (SELECT k FROM lake.sub_nulls)")) == 0
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_one_file_table_is_read_in_pieces_by_rows_each_row_once(embedded):
+    """A table of one large data file is read by several tasks, each a range of its rows (split
+    inside a row group): every row is read exactly once, and EXPLAIN ANALYZE counts one file."""
+    dep, wh = embedded
+    cat = SqlCatalog("floe", uri=f"sqlite:///{(wh / 'catalog.db').resolve()}", warehouse=f"file://{wh.resolve()}")
+    cat.create_namespace(NS)
+    n = 4_000_000
+    import pyarrow.compute as pc
+
+    # Random 62-bit values: hardly compressible, so the one file is large enough to split.
+    v = pc.cast(pc.multiply(pc.random(n, initializer=11), float(1 << 62)), pa.int64(), safe=False)
+    data = pa.table({"k": pa.arange(0, n), "v": v})
+    schema = Schema(NestedField(1, "k", LongType(), required=False), NestedField(2, "v", LongType(), required=False))
+    table = cat.create_table(f"{NS}.wide", schema)
+    table.append(data)
+    files = table.inspect.files()
+    assert files.num_rows == 1 and files.column("file_size_in_bytes")[0].as_py() > 16 << 20, files.to_pylist()
+    conn = dep.connect(timeout_s=120)
+    try:
+        sql = "SELECT count(*) AS n, count(DISTINCT k) AS d, sum(k) AS sk, min(k) AS lo, max(k) AS hi FROM lake.wide"
+        got = fetch(conn, sql).to_pylist()[0]
+        assert got == {"n": n, "d": n, "sk": n * (n - 1) // 2, "lo": 0, "hi": n - 1}, got
+        got_v = fetch(conn, "SELECT min(v) AS lo, max(v) AS hi, count(DISTINCT v) AS d FROM lake.wide").to_pylist()[0]
+        want_v = {"lo": pc.min(v).as_py(), "hi": pc.max(v).as_py(), "d": pc.count_distinct(v).as_py()}
+        assert got_v == want_v, (got_v, want_v)
+        analyzed = _plan_text(conn, "ANALYZE SELECT count(*), sum(v) FROM lake.wide")
+        import re
+
+        stage = re.search(r"RemoteStageExec: stage=\d+, tasks=(\d+).*files_scanned=(\d+), rows_scanned=([\d.]+ M)", analyzed)
+        assert stage, analyzed
+        assert int(stage.group(1)) >= 2, analyzed
+        assert (stage.group(2), stage.group(3)) == ("1", "4.00 M"), analyzed
+    finally:
+        conn.close()

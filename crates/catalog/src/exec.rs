@@ -233,7 +233,9 @@ impl IcebergScanExec {
                     .filter(|d| d.content == crate::deletes::POSITION_DELETES && vector.is_none())
                     .cloned()
                     .collect();
-                let by_position = vector.is_some() || !positional.is_empty();
+                // A piece of the file by rows (see `provider::split_by_rows`).
+                let rows = (f.row_count > 0).then(|| f.row_offset..f.row_offset + f.row_count);
+                let by_position = vector.is_some() || !positional.is_empty() || rows.is_some();
                 if by_position
                     && (f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes))
                 {
@@ -283,6 +285,7 @@ impl IcebergScanExec {
                 };
                 Ok(FileRead {
                     task,
+                    rows,
                     datafusion,
                     vector,
                     positional,
@@ -298,6 +301,8 @@ impl IcebergScanExec {
 struct FileRead {
     /// What iceberg's reader reads (and where DataFusion's reader reads).
     task: FileScanTask,
+    /// The rows of the file this task reads, when only a piece.
+    rows: Option<std::ops::Range<u64>>,
     /// How DataFusion's Parquet reader reads it; `None`: iceberg's reader does.
     datafusion: Option<DataFusionRead>,
     /// The file's deletion vector.
@@ -506,7 +511,11 @@ impl ExecutionPlan for IcebergScanExec {
         let schema = Arc::clone(&self.output_schema);
         let file_io = self.file_io.clone();
         let table = self.node.table.clone();
-        let n_files = tasks.len();
+        // A file read in pieces counts once, for its first.
+        let n_files = tasks
+            .iter()
+            .filter(|t| t.rows.as_ref().is_none_or(|r| r.start == 0))
+            .count();
         let mut remaining = match self.node.limit {
             0 => usize::MAX,
             n => n as usize,
@@ -534,6 +543,7 @@ impl ExecutionPlan for IcebergScanExec {
                 .then(move |read| {
                     let FileRead {
                         task,
+                        rows: piece,
                         datafusion,
                         vector,
                         positional,
@@ -567,9 +577,8 @@ impl ExecutionPlan for IcebergScanExec {
                             Some(read) => {
                                 let deleted_rows = positions.as_ref().map(|p| p.positions());
                                 if let Some(d) = deleted_rows {
-                                    let rows = task.record_count.unwrap_or(u64::MAX);
-                                    deleted.add(crate::parquet_read::deleted_within(d, rows)
-                                        as usize);
+                                    let within = piece.clone().unwrap_or(0..u64::MAX);
+                                    deleted.add(d.range_cardinality(within) as usize);
                                 }
                                 let whole = task.start == 0
                                     && (task.length == 0 || task.length == task.file_size_in_bytes);
@@ -585,6 +594,7 @@ impl ExecutionPlan for IcebergScanExec {
                                         field_ids: read.field_ids,
                                         predicate: read.predicate,
                                         deleted: deleted_rows,
+                                        rows: piece,
                                         // Equality deletes drop rows after the reader.
                                         limit: (limit > 0 && equality.is_none())
                                             .then_some(limit as usize),
@@ -610,11 +620,10 @@ impl ExecutionPlan for IcebergScanExec {
                                     .map_err(move |e| file_error(&table, &path, e))
                             }
                         };
-                        let rows = match positions {
-                            Some(positions) => {
-                                drop_deleted(rows, positions, deleted.clone()).boxed()
-                            }
-                            None => rows.boxed(),
+                        let rows = if positions.is_some() || piece.is_some() {
+                            drop_deleted(rows, positions, piece, deleted.clone()).boxed()
+                        } else {
+                            rows.boxed()
                         };
                         Ok::<_, DataFusionError>(match equality {
                             Some(filter) => drop_equal(rows, filter, deleted).boxed(),
@@ -712,22 +721,39 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// An iceberg read error as a DataFusion error that keeps its class (missing object → data
 /// loss, unreachable store → unavailable) and names the table and object.
 /// An error reading one data file: names the table and the file.
-/// The rows of one file (read whole, in order) without those its deletion vector deletes: the
-/// vector's positions are walked once, in order, alongside the batches.
+/// The rows of one file (read whole, in order) inside `piece` (all when `None`) without those
+/// its deletion vector deletes: the vector's positions are walked once, in order, alongside the
+/// batches.
 fn drop_deleted(
     rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
-    vector: DeletionVector,
+    vector: Option<DeletionVector>,
+    piece: Option<std::ops::Range<u64>>,
     deleted: Count,
 ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+    let wanted = piece.unwrap_or(0..u64::MAX);
     let mut position: u64 = 0;
-    let mut positions = vector.into_positions().peekable();
+    let mut positions = vector
+        .map(|v| v.into_positions().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .peekable();
     rows.map(move |batch| {
         let batch = batch?;
-        let start = position;
-        let end = start + batch.num_rows() as u64;
-        position = end;
+        let (first, last) = (position, position + batch.num_rows() as u64);
+        position = last;
+        // The part of the batch inside the piece.
+        let start = first.max(wanted.start).min(last);
+        let end = last.min(wanted.end).max(start);
+        let batch = if start > first || end < last {
+            batch.slice((start - first) as usize, (end - start) as usize)
+        } else {
+            batch
+        };
         let mut keep: Option<arrow::array::BooleanBufferBuilder> = None;
         while let Some(p) = positions.next_if(|p| *p < end) {
+            if p < start {
+                continue;
+            }
             let keep = keep.get_or_insert_with(|| {
                 let mut all = arrow::array::BooleanBufferBuilder::new(batch.num_rows());
                 all.append_n(batch.num_rows(), true);
@@ -872,7 +898,8 @@ mod tests {
         let deleted = MetricBuilder::new(&metrics).counter(metric::ROWS_DELETED, 0);
         let out: Vec<RecordBatch> = drop_deleted(
             rows,
-            DeletionVector::from_positions(positions),
+            Some(DeletionVector::from_positions(positions)),
+            None,
             deleted.clone(),
         )
         .try_collect()

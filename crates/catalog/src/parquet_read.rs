@@ -79,6 +79,8 @@ pub struct FileToRead<'a> {
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     /// Row positions that are deleted.
     pub deleted: Option<&'a RoaringTreemap>,
+    /// The rows of the file to read (a piece of it), if not all.
+    pub rows: Option<Range<u64>>,
     /// Stop after this many rows.
     pub limit: Option<usize>,
     /// Counts the bytes fetched.
@@ -104,7 +106,8 @@ pub async fn read_file(
         .await
         .map_err(|e| data_error(&doing, &e))?;
 
-    let plan = file.deleted.map(|deleted| access_plan(&metadata, deleted));
+    let plan = (file.deleted.is_some() || file.rows.is_some())
+        .then(|| access_plan(&metadata, file.deleted, file.rows.clone()));
     let mut source = ParquetSource::new(Arc::clone(&file.schema))
         .with_pushdown_filters(true)
         .with_reorder_filters(true)
@@ -157,22 +160,31 @@ fn external(e: CatalogError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The rows of each row group that `deleted` leaves.
-pub fn access_plan(metadata: &ParquetMetaData, deleted: &RoaringTreemap) -> ParquetAccessPlan {
+/// The rows of each row group to read: those of `rows` (all when `None`) that `deleted` leaves.
+pub fn access_plan(
+    metadata: &ParquetMetaData,
+    deleted: Option<&RoaringTreemap>,
+    rows: Option<Range<u64>>,
+) -> ParquetAccessPlan {
+    let none = RoaringTreemap::new();
+    let deleted = deleted.unwrap_or(&none);
+    let wanted = rows.unwrap_or(0..u64::MAX);
     let mut plan = ParquetAccessPlan::new_all(metadata.num_row_groups());
     let mut positions = deleted.iter().peekable();
     let mut first: u64 = 0;
     for (i, group) in metadata.row_groups().iter().enumerate() {
-        let rows = group.num_rows().max(0) as u64;
-        let end = first + rows;
-        let gone = deleted.range_cardinality(first..end);
-        if gone == rows && rows > 0 {
+        let end = first + group.num_rows().max(0) as u64;
+        let (lo, hi) = (first.max(wanted.start), end.min(wanted.end));
+        if lo >= hi || deleted.range_cardinality(lo..hi) == hi - lo {
             plan.set(i, RowGroupAccess::Skip);
-        } else if gone > 0 {
+        } else if lo > first || hi < end || deleted.range_cardinality(lo..hi) > 0 {
             let mut selectors = Vec::new();
-            let mut at = first;
-            while let Some(p) = positions.next_if(|p| *p < end) {
-                if p < first {
+            if lo > first {
+                selectors.push(RowSelector::skip((lo - first) as usize));
+            }
+            let mut at = lo;
+            while let Some(p) = positions.next_if(|p| *p < hi) {
+                if p < at {
                     continue;
                 }
                 if p > at {
@@ -181,8 +193,11 @@ pub fn access_plan(metadata: &ParquetMetaData, deleted: &RoaringTreemap) -> Parq
                 selectors.push(RowSelector::skip(1));
                 at = p + 1;
             }
-            if end > at {
-                selectors.push(RowSelector::select((end - at) as usize));
+            if hi > at {
+                selectors.push(RowSelector::select((hi - at) as usize));
+            }
+            if end > hi {
+                selectors.push(RowSelector::skip((end - hi) as usize));
             }
             plan.set(i, RowGroupAccess::Selection(RowSelection::from(selectors)));
         }
@@ -190,11 +205,6 @@ pub fn access_plan(metadata: &ParquetMetaData, deleted: &RoaringTreemap) -> Parq
         first = end;
     }
     plan
-}
-
-/// How many of `deleted` fall inside a file of `rows` rows.
-pub fn deleted_within(deleted: &RoaringTreemap, rows: u64) -> u64 {
-    deleted.range_cardinality(0..rows)
 }
 
 // ---------------------------------------------------------------- footers
@@ -578,7 +588,31 @@ mod tests {
             .collect();
         // Over the row groups read (0, then 2): rows 0 and 2 of the first, all of the last.
         assert_eq!(kept, vec![0, 2, 4, 5]);
-        assert_eq!(deleted_within(&deleted, 9), 5);
+
+        // Only rows 2..8 (a piece of the file): row 2 of the first group, row 7 of the last.
+        let plan = access_plan_for_rows(&[4, 3, 2], &deleted, Some(2..8));
+        assert!(plan.should_scan(0) && !plan.should_scan(1) && plan.should_scan(2));
+        assert_eq!(kept_rows(plan, &[4, 3, 2]), vec![2, 4]);
+        let whole_piece = access_plan_for_rows(&[4, 3, 2], &RoaringTreemap::new(), Some(4..7));
+        assert!(!whole_piece.should_scan(0) && whole_piece.should_scan(1));
+        assert!(!whole_piece.should_scan(2));
+    }
+
+    /// The rows a plan reads, numbered over the row groups it reads.
+    fn kept_rows(plan: ParquetAccessPlan, rows: &[i64]) -> Vec<usize> {
+        match plan.into_overall_row_selection(&groups(rows)).expect("plan") {
+            None => (0..rows.iter().sum::<i64>() as usize).collect(),
+            Some(selection) => selection
+                .iter()
+                .scan(0usize, |at, s| {
+                    let start = *at;
+                    *at += s.row_count;
+                    Some((start, s.row_count, s.skip))
+                })
+                .filter(|(_, _, skip)| !skip)
+                .flat_map(|(start, n, _)| start..start + n)
+                .collect(),
+        }
     }
 
     fn groups(rows: &[i64]) -> Vec<parquet::file::metadata::RowGroupMetaData> {
@@ -612,6 +646,14 @@ mod tests {
     }
 
     fn access_plan_for(rows: &[i64], deleted: &RoaringTreemap) -> ParquetAccessPlan {
+        access_plan_for_rows(rows, deleted, None)
+    }
+
+    fn access_plan_for_rows(
+        rows: &[i64],
+        deleted: &RoaringTreemap,
+        piece: Option<Range<u64>>,
+    ) -> ParquetAccessPlan {
         let groups = groups(rows);
         let schema = groups[0].schema_descr_ptr();
         let file = parquet::file::metadata::FileMetaData::new(
@@ -622,7 +664,7 @@ mod tests {
             schema,
             None,
         );
-        access_plan(&ParquetMetaData::new(file, groups), deleted)
+        access_plan(&ParquetMetaData::new(file, groups), Some(deleted), piece)
     }
 
     #[test]
