@@ -919,4 +919,42 @@ mod tests {
         assert_eq!(kept, vec![1, 4, 5, 7, 8, 9, 10]);
         assert_eq!(deleted.value(), 5);
     }
+
+    #[tokio::test]
+    async fn a_piece_keeps_only_its_rows_and_drops_its_deleted_ones() {
+        let batch = |from: i64, n: i64| {
+            RecordBatch::try_from_iter([(
+                "row",
+                Arc::new(Int64Array::from_iter_values(from..from + n)) as ArrayRef,
+            )])
+            .expect("batch")
+        };
+        let rows = futures::stream::iter([batch(0, 3), batch(3, 4), batch(7, 5)].map(Ok));
+        let positions = [1u64, 4, 9, 10].into_iter().collect();
+        let metrics = ExecutionPlanMetricsSet::new();
+        let deleted = MetricBuilder::new(&metrics).counter(metric::ROWS_DELETED, 0);
+        let out: Vec<RecordBatch> = drop_deleted(
+            rows,
+            Some(DeletionVector::from_positions(positions)),
+            Some(2..10),
+            deleted.clone(),
+        )
+        .try_collect()
+        .await
+        .expect("read");
+        let kept: Vec<i64> = out
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("int64")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        // Rows 2..10 without 4 and 9; position 1 and 10 lie outside the piece.
+        assert_eq!(kept, vec![2, 3, 5, 6, 7, 8]);
+        assert_eq!(deleted.value(), 2);
+    }
 }

@@ -11,7 +11,10 @@
 //!                                     │ optimizer's min/max/null counts from manifests
 //!                                     │ (manifests: read in parallel, cached by path)
 //!                                     ▼
-//!                               exec: IcebergScanExec (file groups; runs on executors)
+//!                               exec: IcebergScanExec (file groups, small tables in
+//!                                     pieces by rows; runs on executors) reading each file
+//!                                     with parquet_read: DataFusion's Parquet reader, columns
+//!                                     by field id, deletes as a row selection
 //!                               write: IcebergWriteExec (executors write data files),
 //!                                      IcebergCommitExec (coordinator commits one snapshot)
 //! ```
