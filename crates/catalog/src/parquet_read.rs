@@ -151,8 +151,7 @@ pub async fn read_file(
 fn data_error(doing: &str, e: &dyn std::error::Error) -> DataFusionError {
     let message = format!("{doing}: {}", crate::exec::error_chain(e));
     external(
-        CatalogError::classify_storage(message.clone())
-            .unwrap_or(CatalogError::DataLoss(message)),
+        CatalogError::classify_storage(message.clone()).unwrap_or(CatalogError::DataLoss(message)),
     )
 }
 
@@ -288,7 +287,8 @@ struct FileIoReaderFactory {
 
 impl std::fmt::Debug for FileIoReaderFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileIoReaderFactory").finish_non_exhaustive()
+        f.debug_struct("FileIoReaderFactory")
+            .finish_non_exhaustive()
     }
 }
 
@@ -419,8 +419,7 @@ impl PhysicalExprAdapter for FieldIdAdapter {
             {
                 Some(source) => {
                     let found = self.physical.field(source);
-                    let read: Arc<dyn PhysicalExpr> =
-                        Arc::new(Column::new(found.name(), source));
+                    let read: Arc<dyn PhysicalExpr> = Arc::new(Column::new(found.name(), source));
                     if found.data_type() == wanted {
                         read
                     } else {
@@ -520,8 +519,7 @@ fn convert(predicate: &Predicate, schema: &ArrowSchema) -> Option<Arc<dyn Physic
                 .literals()
                 .iter()
                 .map(|d| {
-                    scalar(d, data_type)
-                        .map(|v| Arc::new(Literal::new(v)) as Arc<dyn PhysicalExpr>)
+                    scalar(d, data_type).map(|v| Arc::new(Literal::new(v)) as Arc<dyn PhysicalExpr>)
                 })
                 .collect::<Option<Vec<_>>>()?;
             Arc::new(InListExpr::try_new(column, list, negated, schema).ok()?)
@@ -529,7 +527,10 @@ fn convert(predicate: &Predicate, schema: &ArrowSchema) -> Option<Arc<dyn Physic
     })
 }
 
-fn column<'a>(name: &str, schema: &'a ArrowSchema) -> Option<(Arc<dyn PhysicalExpr>, &'a DataType)> {
+fn column<'a>(
+    name: &str,
+    schema: &'a ArrowSchema,
+) -> Option<(Arc<dyn PhysicalExpr>, &'a DataType)> {
     let index = schema.index_of(name).ok()?;
     Some((
         Arc::new(Column::new(name, index)),
@@ -558,8 +559,10 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
         DataType::Date32 | DataType::Timestamp(_, _) | DataType::Int64
     ) || matches!(
         (&value, data_type),
-        (ScalarValue::Utf8(_), DataType::LargeUtf8 | DataType::Utf8View)
-            | (ScalarValue::Float32(_), DataType::Float64)
+        (
+            ScalarValue::Utf8(_),
+            DataType::LargeUtf8 | DataType::Utf8View
+        ) | (ScalarValue::Float32(_), DataType::Float64)
     );
     integral.then_some(cast)
 }
@@ -574,7 +577,9 @@ mod tests {
         let deleted: RoaringTreemap = [1u64, 3, 4, 5, 6, 100].into_iter().collect();
         let plan = access_plan_for(&[4, 3, 2], &deleted);
         assert!(plan.should_scan(0) && !plan.should_scan(1) && plan.should_scan(2));
-        let selection = plan.into_overall_row_selection(&groups(&[4, 3, 2])).expect("plan");
+        let selection = plan
+            .into_overall_row_selection(&groups(&[4, 3, 2]))
+            .expect("plan");
         let kept: Vec<usize> = selection
             .expect("a selection")
             .iter()
@@ -600,7 +605,10 @@ mod tests {
 
     /// The rows a plan reads, numbered over the row groups it reads.
     fn kept_rows(plan: ParquetAccessPlan, rows: &[i64]) -> Vec<usize> {
-        match plan.into_overall_row_selection(&groups(rows)).expect("plan") {
+        match plan
+            .into_overall_row_selection(&groups(rows))
+            .expect("plan")
+        {
             None => (0..rows.iter().sum::<i64>() as usize).collect(),
             Some(selection) => selection
                 .iter()
@@ -633,11 +641,9 @@ mod tests {
                 parquet::file::metadata::RowGroupMetaData::builder(Arc::clone(&schema))
                     .set_num_rows(*n)
                     .set_column_metadata(vec![
-                        parquet::file::metadata::ColumnChunkMetaData::builder(
-                            schema.column(0),
-                        )
-                        .build()
-                        .expect("chunk"),
+                        parquet::file::metadata::ColumnChunkMetaData::builder(schema.column(0))
+                            .build()
+                            .expect("chunk"),
                     ])
                     .build()
                     .expect("row group")

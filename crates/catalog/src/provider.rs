@@ -773,7 +773,10 @@ mod tests {
             .collect();
         big.sort();
         // Three pieces of the big file cover its 1001 rows exactly once; the small one is whole.
-        assert_eq!(big, vec![(0, 500, 32 * MB), (500, 250, 16 * MB), (750, 251, 16 * MB)]);
+        assert_eq!(
+            big,
+            vec![(0, 500, 32 * MB), (500, 250, 16 * MB), (750, 251, 16 * MB)]
+        );
         assert!(pieces
             .iter()
             .any(|(_, p)| p.path == "small" && p.row_count == 0 && p.record_count == 50));

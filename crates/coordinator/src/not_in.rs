@@ -16,6 +16,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -25,7 +26,6 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_expr::PhysicalExpr;
 use floe_catalog::IcebergScanExec;
 
 /// Turns null-aware anti joins into plain ones where manifests prove both keys NULL-free.
@@ -113,9 +113,8 @@ fn column_never_null(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
             .get(index)
             .is_some_and(|(e, _)| never_null(aggregate.input(), e));
     }
-    let passes_through = any.is::<RepartitionExec>()
-        || any.is::<CoalescePartitionsExec>()
-        || any.is::<SortExec>();
+    let passes_through =
+        any.is::<RepartitionExec>() || any.is::<CoalescePartitionsExec>() || any.is::<SortExec>();
     if passes_through {
         return plan
             .children()
