@@ -316,3 +316,27 @@ def test_a_one_file_table_is_read_in_pieces_by_rows_each_row_once(embedded):
         assert (stage.group(2), stage.group(3)) == ("1", "4.00 M"), analyzed
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_counts_come_from_manifests_only_when_the_scan_returns_every_row(embedded):
+    """`count(*)` and `count(column)` of a table without deletes are answered from the manifests'
+    record and null counts (no scan in the plan); with a filter the files are read."""
+    dep, wh = embedded
+    cat = SqlCatalog("floe", uri=f"sqlite:///{(wh / 'catalog.db').resolve()}", warehouse=f"file://{wh.resolve()}")
+    cat.create_namespace(NS)
+    table = cat.create_table(f"{NS}.counted", KEYS_SCHEMA)
+    table.append(pa.table({"k": pa.array([1, 2, None, 4], pa.int64())}, schema=KEYS_ARROW))
+    table.append(pa.table({"k": pa.array([None, 6, 7], pa.int64())}, schema=KEYS_ARROW))
+    oracle = _Oracle(cat)
+    conn = dep.connect(timeout_s=90)
+    try:
+        whole = "SELECT count(*) AS n, count(k) AS nk FROM lake.counted"
+        assert_same(fetch(conn, whole), oracle(whole), context="counts")
+        assert fetch(conn, whole).to_pylist() == [{"n": 7, "nk": 5}]
+        assert "IcebergScanExec" not in _plan_text(conn, whole), _plan_text(conn, whole)
+        filtered = "SELECT count(*) AS n FROM lake.counted WHERE k > 3"
+        assert_same(fetch(conn, filtered), oracle(filtered), context="filtered count")
+        assert "IcebergScanExec" in _plan_text(conn, filtered)
+    finally:
+        conn.close()

@@ -455,8 +455,11 @@ impl ExecutionPlan for IcebergScanExec {
         Some(self.metrics.clone_inner())
     }
 
-    /// Row counts from Iceberg's manifests (before row-level filtering, so inexact). DataFusion
-    /// uses them to pick join sides and to broadcast a small build side instead of shuffling.
+    /// Row counts from Iceberg's manifests. DataFusion uses them to pick join sides and to
+    /// broadcast a small build side instead of shuffling. They are exact — so `count(*)` and
+    /// `count(column)` are answered from them without reading a file — only when the scan
+    /// returns every row of its files: no predicate (the reader filters rows with it), no delete
+    /// file, every file's record count known; otherwise an estimate.
     fn partition_statistics(
         &self,
         partition: Option<usize>,
@@ -474,10 +477,39 @@ impl ExecutionPlan for IcebergScanExec {
         if self.node.limit > 0 {
             rows = rows.min(self.node.limit);
         }
+        let files = || match partition {
+            None => self
+                .node
+                .file_groups
+                .iter()
+                .flat_map(|g| &g.files)
+                .collect::<Vec<_>>(),
+            Some(p) => self
+                .node
+                .file_groups
+                .get(p)
+                .map(|g| g.files.iter().collect())
+                .unwrap_or_default(),
+        };
+        let exact = self.predicate.is_none()
+            && files()
+                .iter()
+                .all(|f| f.deletes.is_empty() && f.record_count > 0);
         let mut stats = datafusion::common::Statistics::new_unknown(&self.output_schema);
-        stats.num_rows = Precision::Inexact(rows as usize);
+        stats.num_rows = if exact {
+            Precision::Exact(rows as usize)
+        } else {
+            Precision::Inexact(rows as usize)
+        };
         if partition.is_none() && !self.column_statistics.is_empty() {
             stats.column_statistics = self.column_statistics.as_ref().clone();
+            if exact {
+                for column in &mut stats.column_statistics {
+                    if let Precision::Inexact(n) = column.null_count {
+                        column.null_count = Precision::Exact(n);
+                    }
+                }
+            }
         }
         Ok(stats)
     }
