@@ -67,6 +67,14 @@ pub async fn manifest_list(
     Ok(list)
 }
 
+/// Whether every manifest `files` name is cached.
+pub fn all_cached(files: &[&ManifestFile]) -> bool {
+    let cache = cache();
+    files
+        .iter()
+        .all(|f| cache.manifests.contains_key(&f.manifest_path))
+}
+
 /// The manifests `files` name, in their order, read in parallel where not cached.
 pub async fn manifests(
     table: &Table,

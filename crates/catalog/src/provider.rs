@@ -512,14 +512,24 @@ impl TableProvider for IcebergTableProvider {
                 .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))
         };
         // The manifests column statistics are read from, read while iceberg plans (it reads
-        // them into a cache of its own).
+        // them into a cache of its own) when few or cached; else read in the background for
+        // later queries, and this one plans without column statistics.
+        let with_stats = match self.read_snapshot() {
+            Some(snapshot) => crate::column_stats::worth_reading(&self.table, snapshot).await,
+            None => false,
+        };
         let warm = async {
-            if let Some(snapshot) = self.read_snapshot() {
+            if let (true, Some(snapshot)) = (with_stats, self.read_snapshot()) {
                 crate::column_stats::prefetch(&self.table, snapshot).await;
             }
         };
         let (tasks, ()) = futures::join!(plan, warm);
         let tasks = tasks?;
+        if let (false, Some(snapshot)) = (with_stats, self.read_snapshot()) {
+            let (table, snapshot) = (self.table.clone(), Arc::clone(snapshot));
+            // A cache fill that outlives the query on purpose (bounded by the manifests).
+            tokio::spawn(async move { crate::column_stats::prefetch(&table, &snapshot).await });
+        }
 
         let (files_total, bytes_total) = snapshot_totals(self.read_snapshot());
         // Deletion vectors, and the data file each file-scoped position delete file is for,
@@ -581,7 +591,7 @@ impl TableProvider for IcebergTableProvider {
             equality_delete_files: count_deletes(crate::deletes::EQUALITY_DELETES),
             deletion_vectors: count_deletes(crate::deletes::DELETION_VECTOR),
         };
-        let column_statistics = match self.read_snapshot() {
+        let column_statistics = match self.read_snapshot().filter(|_| with_stats) {
             Some(snapshot) => {
                 let selected = files.iter().map(|f| f.path.as_str()).collect();
                 crate::column_stats::scan_column_statistics(
