@@ -2,9 +2,11 @@
 //!
 //! The coordinator builds it from scan planning (see [`crate::provider`]) and ships it to
 //! executors inside a plan fragment as a [`IcebergScanNode`] protobuf message; each output
-//! partition is one group of files. Reading uses iceberg's `ArrowReader` (projection by field
-//! id, so renamed and added columns read right; row-group pruning with the pushed predicate)
-//! over Floe's `object_store` FileIO.
+//! partition is one group of files (or pieces of files by rows). Each file is read with
+//! DataFusion's Parquet reader ([`crate::parquet_read`]: columns by field id, the predicate as
+//! pruning and a row filter, deletes as a row selection) over Floe's `object_store` FileIO;
+//! a scan projecting a nested column is read with iceberg's `ArrowReader`, which maps nested
+//! fields by id. Floe applies every delete itself either way.
 
 use std::any::Any;
 use std::collections::HashMap;
