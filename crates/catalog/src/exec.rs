@@ -916,8 +916,9 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
 
-    #[tokio::test]
-    async fn deleted_positions_are_dropped_across_batch_boundaries() {
+    /// Runs `drop_deleted` over rows 0..12 in batches of 3, 4 and 5: the rows kept, and how
+    /// many the metric says were deleted.
+    async fn kept_of(positions: &[u64], piece: Option<std::ops::Range<u64>>) -> (Vec<i64>, usize) {
         let batch = |from: i64, n: i64| {
             RecordBatch::try_from_iter([(
                 "row",
@@ -926,20 +927,14 @@ mod tests {
             .expect("batch")
         };
         let rows = futures::stream::iter([batch(0, 3), batch(3, 4), batch(7, 5)].map(Ok));
-        // 100 is past the file's end (the reader never reaches it).
-        let positions = [0u64, 2, 3, 6, 11, 100].into_iter().collect();
         let metrics = ExecutionPlanMetricsSet::new();
         let deleted = MetricBuilder::new(&metrics).counter(metric::ROWS_DELETED, 0);
-        let out: Vec<RecordBatch> = drop_deleted(
-            rows,
-            Some(DeletionVector::from_positions(positions)),
-            None,
-            deleted.clone(),
-        )
-        .try_collect()
-        .await
-        .expect("read");
-        let kept: Vec<i64> = out
+        let vector = DeletionVector::from_positions(positions.iter().copied().collect());
+        let out: Vec<RecordBatch> = drop_deleted(rows, Some(vector), piece, deleted.clone())
+            .try_collect()
+            .await
+            .expect("read");
+        let kept = out
             .iter()
             .flat_map(|b| {
                 b.column(0)
@@ -950,45 +945,22 @@ mod tests {
                     .to_vec()
             })
             .collect();
+        (kept, deleted.value())
+    }
+
+    #[tokio::test]
+    async fn deleted_positions_are_dropped_across_batch_boundaries() {
+        // 100 is past the file's end (the reader never reaches it).
+        let (kept, deleted) = kept_of(&[0, 2, 3, 6, 11, 100], None).await;
         assert_eq!(kept, vec![1, 4, 5, 7, 8, 9, 10]);
-        assert_eq!(deleted.value(), 5);
+        assert_eq!(deleted, 5);
     }
 
     #[tokio::test]
     async fn a_piece_keeps_only_its_rows_and_drops_its_deleted_ones() {
-        let batch = |from: i64, n: i64| {
-            RecordBatch::try_from_iter([(
-                "row",
-                Arc::new(Int64Array::from_iter_values(from..from + n)) as ArrayRef,
-            )])
-            .expect("batch")
-        };
-        let rows = futures::stream::iter([batch(0, 3), batch(3, 4), batch(7, 5)].map(Ok));
-        let positions = [1u64, 4, 9, 10].into_iter().collect();
-        let metrics = ExecutionPlanMetricsSet::new();
-        let deleted = MetricBuilder::new(&metrics).counter(metric::ROWS_DELETED, 0);
-        let out: Vec<RecordBatch> = drop_deleted(
-            rows,
-            Some(DeletionVector::from_positions(positions)),
-            Some(2..10),
-            deleted.clone(),
-        )
-        .try_collect()
-        .await
-        .expect("read");
-        let kept: Vec<i64> = out
-            .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .expect("int64")
-                    .values()
-                    .to_vec()
-            })
-            .collect();
         // Rows 2..10 without 4 and 9; position 1 and 10 lie outside the piece.
+        let (kept, deleted) = kept_of(&[1, 4, 9, 10], Some(2..10)).await;
         assert_eq!(kept, vec![2, 3, 5, 6, 7, 8]);
-        assert_eq!(deleted.value(), 2);
+        assert_eq!(deleted, 2);
     }
 }

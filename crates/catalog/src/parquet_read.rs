@@ -577,20 +577,7 @@ mod tests {
         let deleted: RoaringTreemap = [1u64, 3, 4, 5, 6, 100].into_iter().collect();
         let plan = access_plan_for(&[4, 3, 2], &deleted);
         assert!(plan.should_scan(0) && !plan.should_scan(1) && plan.should_scan(2));
-        let selection = plan
-            .into_overall_row_selection(&groups(&[4, 3, 2]))
-            .expect("plan");
-        let kept: Vec<usize> = selection
-            .expect("a selection")
-            .iter()
-            .scan(0usize, |at, s| {
-                let start = *at;
-                *at += s.row_count;
-                Some((start, s.row_count, s.skip))
-            })
-            .filter(|(_, _, skip)| !skip)
-            .flat_map(|(start, n, _)| start..start + n)
-            .collect();
+        let kept = kept_rows(plan, &[4, 3, 2]);
         // Over the row groups read (0, then 2): rows 0 and 2 of the first, all of the last.
         assert_eq!(kept, vec![0, 2, 4, 5]);
 

@@ -81,7 +81,8 @@ pub fn format_reports(reports: &Mutex<Vec<TaskMetrics>>) -> Option<String> {
         .iter()
         .map(|r| {
             let mut line = format!("t{}@{}", r.partition, r.executor_id);
-            if r.files_scanned > 0 {
+            // A task reading a piece of a file (not its first) opened no file but read rows.
+            if r.files_scanned > 0 || r.rows_scanned > 0 {
                 line += &format!(
                     " files={} bytes={} rows_read={}",
                     r.files_scanned, r.bytes_scanned, r.rows_scanned
