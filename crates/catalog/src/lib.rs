@@ -22,6 +22,7 @@
 //! This crate depends on `floe-proto` only. The scan and write nodes live here because both the
 //! coordinator (which plans it) and the executors (which run it) depend on this crate.
 
+pub mod apply_deletes;
 pub mod cache;
 pub mod column_stats;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod deletes;
 pub mod equality_deletes;
 pub mod error;
 pub mod exec;
+pub mod file_groups;
 pub mod glue;
 pub mod manifests;
 pub mod metadata_tables;
