@@ -236,7 +236,8 @@ impl IcebergScanExec {
                     .cloned()
                     .collect();
                 // A piece of the file by rows (see `file_groups::split_by_rows`).
-                let rows = (f.row_count > 0).then(|| f.row_offset..f.row_offset + f.row_count);
+                let rows = (f.row_count > 0)
+                    .then(|| f.row_offset..f.row_offset.saturating_add(f.row_count));
                 let by_position = vector.is_some() || !positional.is_empty() || rows.is_some();
                 if by_position
                     && (f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes))

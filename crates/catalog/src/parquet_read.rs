@@ -552,19 +552,25 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
     if value.data_type() == *data_type {
         return Some(value);
     }
-    // Dates and timestamps travel as their integer; anything else must keep its value.
-    let cast = value.cast_to(data_type).ok()?;
-    let integral = matches!(
-        data_type,
-        DataType::Date32 | DataType::Timestamp(_, _) | DataType::Int64
-    ) || matches!(
+    // Dates and timestamps travel as their integer, and a value may widen; nothing that could
+    // change it (a double to an integer, a long to an int) converts.
+    let lossless = matches!(
         (&value, data_type),
         (
-            ScalarValue::Utf8(_),
-            DataType::LargeUtf8 | DataType::Utf8View
-        ) | (ScalarValue::Float32(_), DataType::Float64)
+            ScalarValue::Int32(_),
+            DataType::Int64 | DataType::Date32 | DataType::Timestamp(_, _)
+        ) | (ScalarValue::Int64(_), DataType::Timestamp(_, _))
+            | (
+                ScalarValue::Utf8(_),
+                DataType::LargeUtf8 | DataType::Utf8View
+            )
+            | (ScalarValue::Float32(_), DataType::Float64)
     );
-    integral.then_some(cast)
+    if lossless {
+        value.cast_to(data_type).ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -720,6 +726,9 @@ mod tests {
             "d@0 >= 1994-08-23 AND n@1 < 5",
             "starts_with and an unknown column are left out"
         );
+        // A literal that would change converting to the column's type is left out.
+        let lossy = Reference::new("n").less_than(Datum::double(2.5));
+        assert!(physical_predicate(&lossy, &schema).is_none());
         // An OR with a side that does not convert is left out whole.
         let or = Reference::new("n")
             .equal_to(Datum::long(1))
