@@ -5,7 +5,7 @@ by position delete files and by deletion vectors, against the delete-free table,
 
 Data and warehouse are the TPC-H benchmark's (benches/tpch/run.py: tpchgen-cli Parquet loaded
 with pyiceberg into a local SqlCatalog warehouse), reused when present. The copies are made by
-the `add_deletes` example (crates/catalog/examples/add_deletes.rs: pyiceberg writes
+the `add_deletes` example (catalog/examples/add_deletes.rs: pyiceberg writes
 neither kind of delete): `bench_deletes.lineitem_pos` (format v2, one position delete file per
 data file) and `bench_deletes.lineitem_dv` (format v3, one deletion vector per data file). Both
 share lineitem's data files and delete every tenth row of each (positions 3, 13, 23, ...).

@@ -2,7 +2,7 @@
 
 Protobuf messages are encoded by hand (varint / length-delimited fields), so
 the tests depend on the .proto field numbers only, not on generated code; the
-MACs follow crates/proto/src/auth.rs (HMAC-SHA256 over a label and
+MACs follow proto/src/auth.rs (HMAC-SHA256 over a label and
 length-prefixed parts).  A test can therefore act as a rogue executor (with or
 without the cluster secret) or forge any ticket.
 """
