@@ -3,7 +3,8 @@
 # need (SeaweedFS, pyiceberg, the ADBC Flight SQL driver, DuckDB) into .venv, flightsql-dbapi into
 # .venv-flightsql (it pins SQLAlchemy < 2) and, when missing,
 # the PostgreSQL server binaries from Debian's packages; builds Floe, then
-# runs the Rust tests, bounded fuzz runs (cargo-fuzz from crates.io when missing) and the
+# checks the crate graph and licenses (cargo-deny from crates.io when missing), runs the Rust
+# tests (with the .slt SQL files), bounded fuzz runs (cargo-fuzz from crates.io when missing) and the
 # integration tests (real S3 server, real catalogs, real clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,13 +35,22 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy -D warnings"
+echo "== crate graph (scripts/check-deps.sh)"
+bash scripts/check-deps.sh
+
+echo "== cargo deny (licenses; one version each of arrow, datafusion, parquet, iceberg, tonic)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install cargo-deny --locked --version 0.18.9
+fi
+cargo deny check licenses bans
+
+echo "== cargo clippy -D warnings (pedantic with a counted allow-list; clippy.toml bans bare tokio::spawn)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build"
 cargo build --workspace --locked
 
-echo "== Rust tests"
+echo "== Rust tests (unit, the in-process cluster, the .slt files in tests/slt/)"
 cargo test --workspace --locked
 
 echo "== fuzz smoke runs (cargo fuzz, corpus in fuzz/corpus)"

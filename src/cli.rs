@@ -522,10 +522,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let settings = args.catalog.settings()?;
             let roots = args.catalog.storage.roots()?;
             let memory_limit = args.memory_limit.unwrap_or_else(|| {
-                floe_executor::default_memory_limit(0.5 / (args.executors + 1) as f64)
+                floe_engine::runtime::default_memory_limit(0.5 / (args.executors + 1) as f64)
             });
             // The in-process executors prove a secret made for this run alone.
-            let secret = ClusterSecret::from_random(floe_executor::random_nonce());
+            let secret = ClusterSecret::from_random(floe_engine::runtime::random_nonce());
             let coordinator = floe_coordinator::start(CoordinatorConfig {
                 bind: SocketAddr::new(args.host, args.port),
                 catalog: settings.clone(),
@@ -591,7 +591,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cluster_secret: secret,
                 memory_limit: args
                     .memory_limit
-                    .unwrap_or_else(|| floe_executor::default_memory_limit(0.25)),
+                    .unwrap_or_else(|| floe_engine::runtime::default_memory_limit(0.25)),
                 admission: args.workload.admission(),
                 query_memory_limit: args.workload.query_memory_limit.map(|n| n as u64),
                 read_only: args.read_only,
@@ -623,7 +623,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 secret,
                 storage,
                 args.memory_limit
-                    .unwrap_or_else(|| floe_executor::default_memory_limit(0.5)),
+                    .unwrap_or_else(|| floe_engine::runtime::default_memory_limit(0.5)),
             );
             if let Some(ca) = &args.coordinator_ca {
                 let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
-use floe_catalog::deletes::encode_blob;
 use floe_catalog::CatalogSettings;
+use floe_engine::scan::deletes::encode_blob;
 use iceberg::puffin::{Blob, CompressionCodec, PuffinWriter};
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, FormatVersion, ManifestListWriter,

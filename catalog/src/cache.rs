@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use iceberg::table::Table;
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 
-use crate::overwrite::MetadataCommitter;
+use crate::commit::Committer;
 
 /// How many tables are kept (each with iceberg's manifest cache, at most 32 MiB).
 const MAX_TABLES: usize = 64;
@@ -26,7 +26,7 @@ const MAX_TABLES: usize = 64;
 pub struct CachedCatalog {
     inner: Arc<dyn Catalog>,
     /// Reads a table's current metadata location without loading it (SQL and Glue catalogs).
-    pointers: Option<Arc<MetadataCommitter>>,
+    pointers: Option<Arc<dyn Committer>>,
     tables: Mutex<Cache>,
 }
 
@@ -75,7 +75,7 @@ impl Cache {
 impl CachedCatalog {
     /// `inner` with its loads cached; `pointers` reads current locations where the catalog
     /// kind allows (SQL, Glue).
-    pub fn wrap(inner: Arc<dyn Catalog>, pointers: Option<Arc<MetadataCommitter>>) -> Arc<Self> {
+    pub fn wrap(inner: Arc<dyn Catalog>, pointers: Option<Arc<dyn Committer>>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             pointers,

@@ -13,8 +13,8 @@ use datafusion::common::{Result, ScalarValue};
 use iceberg::spec::{DataContentType, ManifestContentType, SnapshotRef};
 use iceberg::table::Table;
 
-use crate::error::CatalogError;
 use crate::metadata_tables::primitive_scalar;
+use floe_engine::error::FloeError;
 
 /// One column's statistics as they are merged file by file.
 #[derive(Default)]
@@ -105,7 +105,7 @@ pub async fn scan_column_statistics(
         return Ok(unknown());
     }
     let fail = |what: &str, e: iceberg::Error| {
-        datafusion::common::DataFusionError::External(Box::new(CatalogError::from_iceberg(
+        datafusion::common::DataFusionError::External(Box::new(FloeError::from_iceberg(
             &format!("{what} of {name} (column statistics)"),
             e,
         )))

@@ -1,49 +1,10 @@
 //! Where Floe's tables live: the warehouse, the object-store settings and the catalog.
 
-use std::collections::HashMap;
-
-use crate::storage::{
-    S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_PATH_STYLE_ACCESS, S3_REGION, S3_SECRET_ACCESS_KEY,
-};
+pub use floe_engine::storage::StorageSettings;
 
 /// The name of Floe's Iceberg catalog: the SQL catalog's `catalog_name` and the SQL catalog
 /// (`floe.<namespace>.<table>`) clients see.
 pub const CATALOG_NAME: &str = "floe";
-
-/// Object-store settings shared by the catalog's FileIO and every executor's reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StorageSettings {
-    /// S3 endpoint, for S3-compatible servers (SeaweedFS, MinIO).
-    pub s3_endpoint: Option<String>,
-    /// S3 region.
-    pub s3_region: Option<String>,
-    /// S3 access key id.
-    pub s3_access_key_id: Option<String>,
-    /// S3 secret access key.
-    pub s3_secret_access_key: Option<String>,
-    /// Path-style requests instead of virtual-hosted buckets.
-    pub s3_path_style: bool,
-}
-
-impl StorageSettings {
-    /// The settings as Iceberg FileIO properties.
-    pub fn file_io_props(&self) -> HashMap<String, String> {
-        let mut props = HashMap::new();
-        let mut put = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                props.insert(k.to_string(), v.clone());
-            }
-        };
-        put(S3_ENDPOINT, &self.s3_endpoint);
-        put(S3_REGION, &self.s3_region);
-        put(S3_ACCESS_KEY_ID, &self.s3_access_key_id);
-        put(S3_SECRET_ACCESS_KEY, &self.s3_secret_access_key);
-        if self.s3_path_style {
-            props.insert(S3_PATH_STYLE_ACCESS.to_string(), "true".to_string());
-        }
-        props
-    }
-}
 
 /// Which Iceberg catalog holds the tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +24,7 @@ pub enum CatalogKind {
         credential: Option<String>,
     },
     /// The AWS Glue Data Catalog.
-    Glue(crate::glue::GlueSettings),
+    Glue(GlueSettings),
 }
 
 /// Everything needed to open Floe's catalog.
@@ -90,4 +51,16 @@ impl CatalogSettings {
             storage: StorageSettings::default(),
         }
     }
+}
+
+/// Where Floe's Glue catalog is: the region and endpoint (credentials come the standard AWS
+/// way: environment, profile, instance or task role).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlueSettings {
+    /// AWS region; the SDK's default chain (`AWS_REGION`, profile) when unset.
+    pub region: Option<String>,
+    /// An endpoint override (a VPC endpoint, or a Glue-compatible service such as moto).
+    pub endpoint: Option<String>,
+    /// The Glue catalog id (the AWS account id) when it is not the caller's own.
+    pub catalog_id: Option<String>,
 }

@@ -7,23 +7,20 @@ use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::SqlCatalogBuilder;
 
+use floe_engine::error::{FloeError, Result};
+use floe_engine::storage::ObjectStoreStorageFactory;
+
+use crate::commit::{Committer, GlueSwap, RestCommit, SqlMetadataSwap};
 use crate::config::{CatalogKind, CatalogSettings, CATALOG_NAME};
-use crate::error::{CatalogError, Result};
-use crate::glue::GlueSwap;
-use crate::overwrite::{MetadataCommitter, RestCommit, SqlMetadataSwap};
-use crate::storage::ObjectStoreStorageFactory;
 
 /// How INSERT OVERWRITE and RENAME COLUMN commit (iceberg-rust has no action for them yet):
 /// the SQL catalog's compare-and-swap, Glue's versioned update, or a REST catalog's commit
-/// endpoint; `None` for a REST
-/// catalog that needs credentials.
-pub async fn metadata_committer(
-    settings: &CatalogSettings,
-) -> Result<Option<Arc<MetadataCommitter>>> {
+/// endpoint.
+pub async fn metadata_committer(settings: &CatalogSettings) -> Result<Option<Arc<dyn Committer>>> {
     match &settings.kind {
-        CatalogKind::Sql { uri } => Ok(Some(Arc::new(MetadataCommitter::Sql(
+        CatalogKind::Sql { uri } => Ok(Some(Arc::new(
             SqlMetadataSwap::connect(&sql_uri(uri), CATALOG_NAME).await?,
-        )))),
+        ))),
         CatalogKind::Rest {
             uri,
             warehouse,
@@ -31,11 +28,9 @@ pub async fn metadata_committer(
         } => Ok(
             RestCommit::connect(uri, warehouse.as_deref(), credential.as_deref())
                 .await?
-                .map(|r| Arc::new(MetadataCommitter::Rest(r))),
+                .map(|r| Arc::new(r) as Arc<dyn Committer>),
         ),
-        CatalogKind::Glue(glue) => Ok(Some(Arc::new(MetadataCommitter::Glue(
-            GlueSwap::connect(glue).await,
-        )))),
+        CatalogKind::Glue(glue) => Ok(Some(Arc::new(GlueSwap::connect(glue).await))),
     }
 }
 
@@ -58,7 +53,7 @@ pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
                 let file = path.split('?').next().unwrap_or(path);
                 if let Some(parent) = std::path::Path::new(file).parent() {
                     std::fs::create_dir_all(parent).map_err(|e| {
-                        CatalogError::Config(format!(
+                        FloeError::Config(format!(
                             "cannot create the catalog folder {}: {e}",
                             parent.display()
                         ))
@@ -78,7 +73,7 @@ pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
                 .with_storage_factory(factory)
                 .load(CATALOG_NAME, props)
                 .await
-                .map_err(|e| CatalogError::Unavailable(format!("SQL catalog: {e}")))?;
+                .map_err(|e| FloeError::Unavailable(format!("SQL catalog: {e}")))?;
             Ok(Arc::new(catalog))
         }
         CatalogKind::Rest {
@@ -97,7 +92,7 @@ pub async fn connect(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
                 .with_storage_factory(factory)
                 .load(CATALOG_NAME, props)
                 .await
-                .map_err(|e| CatalogError::Unavailable(format!("REST catalog at {uri}: {e}")))?;
+                .map_err(|e| FloeError::Unavailable(format!("REST catalog at {uri}: {e}")))?;
             Ok(Arc::new(catalog))
         }
         CatalogKind::Glue(glue) => crate::glue::connect(settings, glue).await,

@@ -1,5 +1,5 @@
-//! The AWS Glue Data Catalog: iceberg's Glue catalog for reads, appends and DDL, and Glue's own
-//! client for the metadata-location swap that INSERT OVERWRITE and RENAME COLUMN commit with.
+//! The AWS Glue Data Catalog: iceberg's Glue catalog for reads, appends and DDL (Glue's own
+//! client swaps the metadata location for INSERT OVERWRITE and RENAME COLUMN: `commit::glue`).
 //!
 //! Glue's guard against lost commits is the table's `VersionId`: an `UpdateTable` that names
 //! the version it read fails with `ConcurrentModificationException` when another writer
@@ -11,10 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
-use aws_sdk_glue::operation::get_table::GetTableError;
-use aws_sdk_glue::operation::update_table::UpdateTableError;
-use aws_sdk_glue::types::TableInput;
-use datafusion::common::{DataFusionError, Result as DfResult};
 use iceberg::io::S3_ENDPOINT;
 use iceberg::table::Table;
 use iceberg::{
@@ -23,32 +19,20 @@ use iceberg::{
 use iceberg_catalog_glue::{GlueCatalog, GlueCatalogBuilder, AWS_REGION_NAME};
 
 use crate::config::{CatalogSettings, CATALOG_NAME};
-use crate::error::{CatalogError, Result};
-use crate::storage::ObjectStoreStorageFactory;
+use floe_engine::error::{FloeError, Result};
+use floe_engine::storage::ObjectStoreStorageFactory;
 
-/// Where Floe's Glue catalog is: the region and endpoint (credentials come the standard AWS
-/// way: environment, profile, instance or task role).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GlueSettings {
-    /// AWS region; the SDK's default chain (`AWS_REGION`, profile) when unset.
-    pub region: Option<String>,
-    /// An endpoint override (a VPC endpoint, or a Glue-compatible service such as moto).
-    pub endpoint: Option<String>,
-    /// The Glue catalog id (the AWS account id) when it is not the caller's own.
-    pub catalog_id: Option<String>,
-}
-
-/// The Glue table parameter holding the current metadata file.
-const METADATA_LOCATION: &str = "metadata_location";
-/// The Glue table parameter holding the metadata file it replaced.
-const PREVIOUS_METADATA_LOCATION: &str = "previous_metadata_location";
+pub use crate::config::GlueSettings;
 
 /// Commit locks, one per table, for this process.
 static COMMIT_LOCKS: LazyLock<Mutex<HashMap<TableIdent, Arc<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(Default::default);
 
 /// Runs `commit` holding this process's lock on `ident`.
-async fn serialized<T>(ident: &TableIdent, commit: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn serialized<T>(
+    ident: &TableIdent,
+    commit: impl std::future::Future<Output = T>,
+) -> T {
     let lock = {
         let mut locks = COMMIT_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(ident.clone()).or_default().clone()
@@ -96,7 +80,7 @@ pub async fn connect(settings: &CatalogSettings, glue: &GlueSettings) -> Result<
         .with_storage_factory(Arc::new(ObjectStoreStorageFactory::default()))
         .load(CATALOG_NAME, props)
         .await
-        .map_err(|e| CatalogError::Unavailable(format!("Glue catalog: {e}")))?;
+        .map_err(|e| FloeError::Unavailable(format!("Glue catalog: {e}")))?;
     Ok(Arc::new(SerializedCommits(catalog)))
 }
 
@@ -184,121 +168,5 @@ impl Catalog for SerializedCommits {
     async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
         let ident = commit.identifier().clone();
         serialized(&ident, self.0.update_table(commit)).await
-    }
-}
-
-/// Glue's `UpdateTable` with the version read, for commits iceberg-rust has no action for.
-#[derive(Debug)]
-pub struct GlueSwap {
-    client: aws_sdk_glue::Client,
-    catalog_id: Option<String>,
-}
-
-impl GlueSwap {
-    /// A Glue client for the same region, endpoint and credentials as the catalog.
-    pub async fn connect(glue: &GlueSettings) -> Self {
-        let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &glue.region {
-            config = config.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &glue.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        Self {
-            client: aws_sdk_glue::Client::new(&config.load().await),
-            catalog_id: glue.catalog_id.clone(),
-        }
-    }
-
-    /// The table's metadata location, if Glue has the table.
-    pub(crate) async fn current_location(
-        &self,
-        ident: &TableIdent,
-    ) -> std::result::Result<Option<String>, String> {
-        let found = self
-            .client
-            .get_table()
-            .set_catalog_id(self.catalog_id.clone())
-            .database_name(ident.namespace().join("."))
-            .name(ident.name())
-            .send()
-            .await;
-        match found {
-            Ok(found) => Ok(found
-                .table()
-                .and_then(|t| t.parameters())
-                .and_then(|p| p.get(METADATA_LOCATION))
-                .cloned()),
-            Err(e) => match e.into_service_error() {
-                GetTableError::EntityNotFoundException(_) => Ok(None),
-                other => Err(crate::exec::error_chain(&other)),
-            },
-        }
-    }
-
-    /// Points the table at `new` if Glue still points it at `expected`; false if it does not
-    /// (another writer committed first, here or anywhere Glue checks the version).
-    pub(crate) async fn swap(
-        &self,
-        ident: &TableIdent,
-        expected: &str,
-        new: &str,
-    ) -> DfResult<bool> {
-        serialized(ident, self.swap_unlocked(ident, expected, new)).await
-    }
-
-    async fn swap_unlocked(&self, ident: &TableIdent, expected: &str, new: &str) -> DfResult<bool> {
-        let database = ident.namespace().join(".");
-        let unavailable = |e: String| {
-            DataFusionError::External(Box::new(CatalogError::Unavailable(format!(
-                "committing {ident} to Glue: {e}"
-            ))))
-        };
-        let current = self
-            .client
-            .get_table()
-            .set_catalog_id(self.catalog_id.clone())
-            .database_name(&database)
-            .name(ident.name())
-            .send()
-            .await
-            .map_err(|e| unavailable(crate::exec::error_chain(&e)))?;
-        let Some(table) = current.table() else {
-            return Err(unavailable("the table is gone".into()));
-        };
-        let parameters = table.parameters().cloned().unwrap_or_default();
-        if parameters.get(METADATA_LOCATION).map(String::as_str) != Some(expected) {
-            return Ok(false);
-        }
-        let mut parameters = parameters;
-        parameters.insert(METADATA_LOCATION.into(), new.into());
-        parameters.insert(PREVIOUS_METADATA_LOCATION.into(), expected.into());
-        let input = TableInput::builder()
-            .name(table.name())
-            .set_description(table.description().map(str::to_string))
-            .set_owner(table.owner().map(str::to_string))
-            .set_table_type(table.table_type().map(str::to_string))
-            .set_storage_descriptor(table.storage_descriptor().cloned())
-            .set_partition_keys(Some(table.partition_keys().to_vec()))
-            .set_parameters(Some(parameters))
-            .build()
-            .map_err(|e| unavailable(e.to_string()))?;
-        let update = self
-            .client
-            .update_table()
-            .set_catalog_id(self.catalog_id.clone())
-            .database_name(&database)
-            .set_version_id(table.version_id().map(str::to_string))
-            .skip_archive(false)
-            .table_input(input)
-            .send()
-            .await;
-        match update {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                UpdateTableError::ConcurrentModificationException(_) => Ok(false),
-                other => Err(unavailable(crate::exec::error_chain(&other))),
-            },
-        }
     }
 }

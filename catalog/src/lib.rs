@@ -1,48 +1,42 @@
-//! # floe-catalog — Floe's view of Iceberg
+//! # floe-catalog — Floe's view of Iceberg catalogs and table metadata (coordinator side)
 //!
 //! ```text
 //!  CatalogSettings ──connect()──▶ iceberg Catalog (SQL on SQLite/PostgreSQL, REST, Glue)
 //!        │                              │ load_table, list
 //!        │                  cache: CachedCatalog (tables by metadata location)
 //!        ▼                              ▼
-//!  ObjectStoreStorage (FileIO)   provider: DataFusion catalog/schema/table providers
-//!  s3:// and file:// through         │ scan(): Iceberg scan planning prunes manifests,
-//!  object_store                       │ partitions and column bounds; column_stats: the
+//!  FileIO over floe_engine::storage  provider: DataFusion catalog/schema/table providers
+//!                                     │ scan(): Iceberg scan planning prunes manifests,
+//!                                     │ partitions and column bounds; column_stats: the
 //!                                     │ optimizer's min/max/null counts from manifests
-//!                                     │ (manifests: read in parallel, cached by path)
+//!                                     │ (manifests: read in parallel, cached by path);
+//!                                     │ deletes: which delete files each data file needs;
+//!                                     │ file_groups: data files (or pieces) into tasks
 //!                                     ▼
-//!                               exec: IcebergScanExec (file groups, small tables in
-//!                                     pieces by rows; runs on executors) reading each file
-//!                                     with parquet_read: DataFusion's Parquet reader, columns
-//!                                     by field id, deletes as a row selection
-//!                               write: IcebergWriteExec (executors write data files),
-//!                                      IcebergCommitExec (coordinator commits one snapshot)
+//!                               floe_engine::IcebergScanExec (runs on executors)
+//!                               commit: IcebergCommitExec (one snapshot per statement over
+//!                                       floe_engine's IcebergWriteExec tasks); append,
+//!                                       overwrite, rename; one Committer per catalog kind
+//!                               metadata_tables: "t$snapshots", "t$files", …
 //! ```
 //!
-//! This crate depends on `floe-proto` only. The scan and write nodes live here because both the
-//! coordinator (which plans it) and the executors (which run it) depend on this crate.
+//! Depends on `floe-proto` and `floe-engine`; only the coordinator (and the binary) depend on
+//! it, so executors link none of its catalog clients (sqlx, REST, Glue).
 
-pub mod apply_deletes;
+#![cfg_attr(test, allow(clippy::disallowed_methods))] // tests spawn freely
+
 pub mod cache;
 pub mod column_stats;
+pub mod commit;
 pub mod config;
 pub mod connect;
 pub mod deletes;
-pub mod equality_deletes;
-pub mod error;
-pub mod exec;
 pub mod file_groups;
 pub mod glue;
 pub mod manifests;
 pub mod metadata_tables;
-pub mod overwrite;
-pub mod parquet_read;
 pub mod predicate;
 pub mod provider;
-pub mod storage;
-pub mod write;
 
 pub use config::{CatalogKind, CatalogSettings, StorageSettings, CATALOG_NAME};
 pub use connect::connect;
-pub use error::CatalogError;
-pub use exec::IcebergScanExec;

@@ -18,7 +18,7 @@ use datafusion::scalar::ScalarValue;
 use iceberg::spec::ManifestContentType;
 use iceberg::table::Table;
 
-use crate::error::CatalogError;
+use floe_engine::error::FloeError;
 
 /// What separates a table's name from its metadata table's kind (`orders$snapshots`).
 pub const METADATA_TABLE_SEPARATOR: char = '$';
@@ -34,7 +34,7 @@ pub const KINDS: [&str; 7] = [
     "properties",
 ];
 
-fn external(e: CatalogError) -> DataFusionError {
+fn external(e: FloeError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -61,7 +61,7 @@ pub async fn metadata_table(
         "refs" => refs(table, name)?,
         "properties" => properties(table)?,
         other => {
-            return Err(external(CatalogError::NotFound(format!(
+            return Err(external(FloeError::NotFound(format!(
                 "table {name} has no metadata table ${other} (Floe has ${})",
                 KINDS.join(", $")
             ))))
@@ -195,7 +195,7 @@ async fn manifests(table: &Table, name: &str) -> Result<RecordBatch> {
             .load()
             .await
             .map_err(|e| {
-                external(CatalogError::from_iceberg(
+                external(FloeError::from_iceberg(
                     &format!("reading the manifest list of {name}"),
                     e,
                 ))
@@ -284,7 +284,7 @@ async fn live_files(
         return Ok(vec![]);
     };
     let fail = |what: &str, e: iceberg::Error| {
-        external(CatalogError::from_iceberg(&format!("{what} of {name}"), e))
+        external(FloeError::from_iceberg(&format!("{what} of {name}"), e))
     };
     let list = crate::manifests::manifest_list(table, snapshot)
         .await
@@ -321,7 +321,7 @@ fn partition_type(table: &Table, name: &str) -> Result<Vec<(String, DataType)>> 
                 continue;
             }
             let data_type = iceberg::arrow::type_to_arrow_type(&field.field_type).map_err(|e| {
-                external(CatalogError::Unsupported(format!(
+                external(FloeError::Unsupported(format!(
                     "partition field {} of {name}: {e}",
                     field.name
                 )))
@@ -621,7 +621,7 @@ async fn partitions(table: &Table, name: &str) -> Result<RecordBatch> {
 fn refs(table: &Table, name: &str) -> Result<RecordBatch> {
     // iceberg-rust keeps the refs map private; its serialized form is the spec's.
     let json = serde_json::to_value(table.metadata()).map_err(|e| {
-        external(CatalogError::Unsupported(format!(
+        external(FloeError::Unsupported(format!(
             "metadata of {name} to JSON: {e}"
         )))
     })?;

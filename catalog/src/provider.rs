@@ -22,13 +22,15 @@ use futures::TryStreamExt;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 
-use crate::error::CatalogError;
-use crate::exec::{encode_schema, IcebergScanExec};
-use crate::overwrite::MetadataCommitter;
+use crate::commit::Committer;
+use crate::commit::{CommitKind, IcebergCommitExec};
 use crate::predicate::filters_to_predicate;
-use crate::write::{write_node, CommitKind, IcebergCommitExec, IcebergWriteExec};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use floe_engine::error::FloeError;
+use floe_engine::ipc::encode_schema;
+use floe_engine::scan::IcebergScanExec;
+use floe_engine::write::{write_node, IcebergWriteExec};
 
 /// What separates a table's name from the point in time it is read at, in the names
 /// time-travel clauses are folded into (`orders#snapshot=42`). `#` cannot be part of a table
@@ -76,13 +78,12 @@ impl TimeTravel {
 /// Lists the catalog's namespaces and their tables, as a DataFusion catalog.
 pub async fn catalog_provider(
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<MetadataCommitter>>,
+    swap: Option<Arc<dyn Committer>>,
 ) -> Result<Arc<dyn CatalogProvider>> {
-    let namespaces = catalog.list_namespaces(None).await.map_err(|e| {
-        external(CatalogError::Unavailable(format!(
-            "listing namespaces: {e}"
-        )))
-    })?;
+    let namespaces = catalog
+        .list_namespaces(None)
+        .await
+        .map_err(|e| external(FloeError::Unavailable(format!("listing namespaces: {e}"))))?;
     let mut schemas = HashMap::new();
     for ns in namespaces {
         // One namespace the catalog cannot list (left broken by another tool, or by a bug)
@@ -114,7 +115,7 @@ pub async fn catalog_provider(
 /// when the statement is planned.
 pub async fn catalog_provider_for(
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<MetadataCommitter>>,
+    swap: Option<Arc<dyn Committer>>,
     references: &[(String, String)],
 ) -> Result<Arc<dyn CatalogProvider>> {
     // A metadata table (`t$files`) or a table at a point in time (`t#snapshot=1`) needs `t`;
@@ -206,7 +207,7 @@ fn namespace_of(schema: &str) -> NamespaceIdent {
         .unwrap_or_else(|_| NamespaceIdent::new(schema.to_string()))
 }
 
-fn external(e: CatalogError) -> DataFusionError {
+fn external(e: FloeError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -234,7 +235,7 @@ impl CatalogProvider for IcebergCatalog {
 #[derive(Debug)]
 struct IcebergSchema {
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<MetadataCommitter>>,
+    swap: Option<Arc<dyn Committer>>,
     namespace: NamespaceIdent,
     tables: Vec<String>,
     /// Tables loaded already, by name.
@@ -249,7 +250,7 @@ impl IcebergSchema {
         }
         let ident = TableIdent::new(self.namespace.clone(), name.to_string());
         self.catalog.load_table(&ident).await.map_err(|e| {
-            external(CatalogError::from_iceberg(
+            external(FloeError::from_iceberg(
                 &format!("loading table {}.{name}", self.namespace.to_url_string()),
                 e,
             ))
@@ -313,7 +314,7 @@ impl SchemaProvider for IcebergSchema {
 pub struct IcebergTableProvider {
     table: Table,
     catalog: Arc<dyn Catalog>,
-    swap: Option<Arc<MetadataCommitter>>,
+    swap: Option<Arc<dyn Committer>>,
     name: String,
     schema: SchemaRef,
     /// The snapshot read (time travel), or None for the current one.
@@ -325,7 +326,7 @@ impl IcebergTableProvider {
     pub fn try_new(
         table: Table,
         catalog: Arc<dyn Catalog>,
-        swap: Option<Arc<MetadataCommitter>>,
+        swap: Option<Arc<dyn Committer>>,
     ) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
@@ -344,7 +345,7 @@ impl IcebergTableProvider {
     pub fn at(mut self, point: &TimeTravel) -> Result<Self> {
         let metadata = self.table.metadata();
         let name = &self.name;
-        let not_found = |what: String| external(CatalogError::NotFound(what));
+        let not_found = |what: String| external(FloeError::NotFound(what));
         let snapshot = match point {
             TimeTravel::Snapshot(id) => metadata
                 .snapshot_by_id(*id)
@@ -390,7 +391,7 @@ impl IcebergTableProvider {
         };
         let schema = snapshot
             .schema(metadata)
-            .map_err(|e| external(CatalogError::from_iceberg(&format!("schema of {name}"), e)))?;
+            .map_err(|e| external(FloeError::from_iceberg(&format!("schema of {name}"), e)))?;
         self.schema = client_schema(name, &schema)?;
         self.snapshot = Some(snapshot);
         Ok(self)
@@ -407,7 +408,7 @@ impl IcebergTableProvider {
     fn read_schema(&self) -> Result<iceberg::spec::SchemaRef> {
         match &self.snapshot {
             Some(s) => s.schema(self.table.metadata()).map_err(|e| {
-                external(CatalogError::from_iceberg(
+                external(FloeError::from_iceberg(
                     &format!("schema of {}", self.name),
                     e,
                 ))
@@ -428,7 +429,7 @@ fn chrono_text(ms: i64) -> String {
 /// An Iceberg schema as clients see it: plain columns (the Parquet field ids stay inside Floe).
 fn client_schema(name: &str, schema: &iceberg::spec::Schema) -> Result<SchemaRef> {
     let arrow_schema = iceberg::arrow::schema_to_arrow_schema(schema)
-        .map_err(|e| external(CatalogError::Unsupported(format!("schema of {name}: {e}"))))?;
+        .map_err(|e| external(FloeError::Unsupported(format!("schema of {name}: {e}"))))?;
     let fields: Vec<_> = arrow_schema
         .fields()
         .iter()
@@ -501,15 +502,15 @@ impl TableProvider for IcebergTableProvider {
         }
         let scan = builder
             .build()
-            .map_err(|e| external(CatalogError::Iceberg(e)))?;
+            .map_err(|e| external(FloeError::Iceberg(e)))?;
         let planning = format!("planning the scan of {}", self.name);
         let plan = async {
             scan.plan_files()
                 .await
-                .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))?
+                .map_err(|e| external(FloeError::from_iceberg(&planning, e)))?
                 .try_collect::<Vec<_>>()
                 .await
-                .map_err(|e| external(CatalogError::from_iceberg(&planning, e)))
+                .map_err(|e| external(FloeError::from_iceberg(&planning, e)))
         };
         // The manifests column statistics are read from, read while iceberg plans (it reads
         // them into a cache of its own) when few or cached; else read in the background for
@@ -528,6 +529,10 @@ impl TableProvider for IcebergTableProvider {
         if let (false, Some(snapshot)) = (with_stats, self.read_snapshot()) {
             let (table, snapshot) = (self.table.clone(), Arc::clone(snapshot));
             // A cache fill that outlives the query on purpose (bounded by the manifests).
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "filling the statistics cache outlives the query that asked, by design"
+            )]
             tokio::spawn(async move { crate::column_stats::prefetch(&table, &snapshot).await });
         }
 
@@ -647,7 +652,7 @@ impl TableProvider for IcebergTableProvider {
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(snapshot) = &self.snapshot {
-            return Err(external(CatalogError::Unsupported(format!(
+            return Err(external(FloeError::Unsupported(format!(
                 "writing {} at snapshot {}: write to the table itself",
                 self.name,
                 snapshot.snapshot_id()
@@ -657,14 +662,14 @@ impl TableProvider for IcebergTableProvider {
             (InsertOp::Append, _) => CommitKind::Append,
             (InsertOp::Overwrite, Some(swap)) => CommitKind::Overwrite(Arc::clone(swap)),
             (InsertOp::Overwrite, None) => {
-                return Err(external(CatalogError::Unsupported(format!(
+                return Err(external(FloeError::Unsupported(format!(
                     "INSERT OVERWRITE into {}: this REST catalog needs credentials, which \
                      Floe's overwrite commit does not send yet",
                     self.name
                 ))))
             }
             (InsertOp::Replace, _) => {
-                return Err(external(CatalogError::Unsupported(format!(
+                return Err(external(FloeError::Unsupported(format!(
                     "REPLACE INTO {}",
                     self.name
                 ))))
@@ -674,7 +679,7 @@ impl TableProvider for IcebergTableProvider {
         let mut node = write_node(&self.table, &self.name, &write_id)?;
         if let Some(size) = state
             .config()
-            .get_extension::<crate::write::WriteSettings>()
+            .get_extension::<floe_engine::write::WriteSettings>()
             .and_then(|w| w.target_file_size)
         {
             node.target_file_size = size;

@@ -29,6 +29,10 @@ pub fn drop_when_abandoned<T: Send + 'static>(
     let slot: Slot<T> = Arc::new(Mutex::new(Some(stream)));
     let origin = Instant::now();
     let waiting_since = Arc::new(AtomicU64::new(0));
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the watchdog ends by itself once the result is gone (it holds a weak reference)"
+    )]
     let watchdog = {
         let slot = Arc::downgrade(&slot);
         let waiting_since = Arc::clone(&waiting_since);

@@ -1,7 +1,7 @@
 //! Coordinator errors and their gRPC status, in one exhaustive match.
 
 use datafusion::common::DataFusionError;
-use floe_catalog::CatalogError;
+use floe_engine::FloeError;
 use thiserror::Error;
 use tonic::Status;
 
@@ -40,7 +40,7 @@ pub enum CoordinatorError {
     DataFusion(#[from] DataFusionError),
     /// The catalog failed.
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(#[from] FloeError),
 }
 
 impl From<CoordinatorError> for Status {
@@ -55,8 +55,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Unavailable(m) => Status::unavailable(m),
             CoordinatorError::ResourcesExhausted(m) => Status::resource_exhausted(m),
             CoordinatorError::Internal(m) => Status::internal(m),
-            CoordinatorError::DataFusion(e) => floe_executor::status::status_from_datafusion(e),
-            CoordinatorError::Catalog(e) => floe_executor::status::status_from_catalog(e),
+            CoordinatorError::DataFusion(e) => floe_engine::status::status_from_datafusion(e),
+            CoordinatorError::Catalog(e) => floe_engine::status::status_from_catalog(e),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
     if bytes.is_empty() {
         return Ok(vec![]);
     }
-    let (_, batches) = floe_catalog::exec::decode_ipc_stream(bytes).map_err(|e| {
+    let (_, batches) = floe_engine::ipc::decode_ipc_stream(bytes).map_err(|e| {
         Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
     })?;
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {

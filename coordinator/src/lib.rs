@@ -19,6 +19,8 @@
 //!
 //! Flight SQL and the executors' control plane share one port.
 
+#![cfg_attr(test, allow(clippy::disallowed_methods))] // tests spawn freely
+
 pub mod abandoned;
 pub mod admission;
 pub mod cancel;
@@ -35,6 +37,7 @@ pub mod planned;
 pub mod registry;
 pub mod remote;
 pub mod results;
+pub mod scheduler;
 pub mod session;
 pub mod settings;
 pub mod stages;
@@ -133,7 +136,7 @@ impl CoordinatorHandle {
 pub enum StartError {
     /// The catalog could not be opened.
     #[error("cannot open the catalog: {0}")]
-    Catalog(#[from] floe_catalog::CatalogError),
+    Catalog(#[from] floe_engine::FloeError),
     /// The port could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -153,6 +156,10 @@ fn server_builder(
 }
 
 /// Opens the catalog, binds the port and serves Flight SQL and the control plane.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the servers and the reaper run until the handle shuts them down"
+)]
 pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, StartError> {
     let swap = floe_catalog::connect::metadata_committer(&config.catalog).await?;
     // Loads are served from tables already read while the catalog points at the same file.
@@ -167,7 +174,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         config.executor_expiry,
         config.cluster_secret.clone(),
     );
-    let runtime = floe_executor::runtime_env(config.memory_limit)
+    let runtime = floe_engine::runtime::runtime_env(config.memory_limit)
         .map_err(|e| StartError::Io(std::io::Error::other(e)))?;
     let engine = session::QueryEngine::new(catalog, registry.clone(), runtime)
         .read_only(config.read_only)
@@ -184,13 +191,13 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
             .with_result_idle_timeout(config.result_idle_timeout)
             .with_admission(config.admission),
     )
-    .max_decoding_message_size(floe_executor::MAX_MESSAGE_SIZE)
-    .max_encoding_message_size(floe_executor::MAX_MESSAGE_SIZE);
+    .max_decoding_message_size(floe_engine::runtime::MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(floe_engine::runtime::MAX_MESSAGE_SIZE);
     let (shutdown, mut stop) = watch::channel(false);
     let builder = server_builder(config.tls.clone())?;
     let server = tokio::spawn(
         builder
-            .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
+            .layer(floe_engine::status::DecodeErrorsAreInvalidArgument)
             .layer(client_auth::ClientAuth(authenticator))
             .add_service(flight)
             .add_service(ControlPlaneServer::new(registry.clone()))
@@ -211,7 +218,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
             // Ends with the main server (its shutdown signal); not awaited separately.
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .layer(floe_executor::status::DecodeErrorsAreInvalidArgument)
+                    .layer(floe_engine::status::DecodeErrorsAreInvalidArgument)
                     .add_service(ControlPlaneServer::new(registry.clone()))
                     .serve_with_incoming_shutdown(
                         TcpIncoming::from(listener).with_nodelay(Some(true)),

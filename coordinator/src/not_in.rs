@@ -26,7 +26,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::ExecutionPlan;
-use floe_catalog::IcebergScanExec;
+use floe_engine::IcebergScanExec;
 
 /// Turns null-aware anti joins into plain ones where manifests prove both keys NULL-free.
 #[derive(Debug, Default)]

@@ -139,7 +139,7 @@ impl ControlPlane for ExecutorRegistry {
         request: Request<ChallengeRequest>,
     ) -> Result<Response<ChallengeResponse>, Status> {
         check_version(request.into_inner().protocol_version)?;
-        let nonce = floe_executor::random_nonce();
+        let nonce = floe_engine::runtime::random_nonce();
         {
             let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
             challenges.retain(|_, issued| issued.elapsed() < CHALLENGE_TTL);
@@ -193,12 +193,13 @@ impl ControlPlane for ExecutorRegistry {
                 req.flight_endpoint
             )));
         }
-        let channel = floe_executor::internal_channel(&req.flight_endpoint).map_err(|e| {
-            Status::invalid_argument(format!(
-                "flight_endpoint '{}' is not a URL: {e}",
-                req.flight_endpoint
-            ))
-        })?;
+        let channel =
+            floe_engine::runtime::internal_channel(&req.flight_endpoint).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "flight_endpoint '{}' is not a URL: {e}",
+                    req.flight_endpoint
+                ))
+            })?;
         let session_key = self.secret.session_key(
             &req.coordinator_nonce,
             &req.executor_nonce,

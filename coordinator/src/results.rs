@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn results_are_read_back_as_often_as_asked_and_bounded() {
         let results = StoredResults::default();
-        let batch = RecordBatch::new_empty(floe_catalog::write::count_schema());
+        let batch = RecordBatch::new_empty(floe_catalog::commit::count_schema());
         results.put("a", vec![batch.clone()]);
         assert_eq!(results.get("a").map(|b| b.len()), Some(1));
         assert_eq!(results.get("a").map(|b| b.len()), Some(1));

@@ -28,8 +28,9 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::ObjectType;
-use floe_catalog::overwrite::MetadataCommitter;
-use floe_catalog::write::{count_schema, WriteSettings};
+use floe_catalog::commit::count_schema;
+use floe_catalog::commit::Committer;
+use floe_engine::write::WriteSettings;
 
 /// The schema unqualified names resolve in until a session says `USE`.
 pub const DEFAULT_SCHEMA: &str = "default";
@@ -42,13 +43,13 @@ pub struct QueryEngine {
     registry: ExecutorRegistry,
     runtime: Arc<RuntimeEnv>,
     read_only: bool,
-    swap: Option<Arc<MetadataCommitter>>,
+    swap: Option<Arc<dyn Committer>>,
     /// The operator's per-query memory limit (per process), if any.
     query_memory: Option<u64>,
     /// The most a session may ask for with `SET memory_limit`.
     max_query_memory: u64,
     /// The memory shares of the queries running on the coordinator.
-    query_pools: floe_executor::memory::QueryPools,
+    query_pools: floe_engine::memory::QueryPools,
     /// Where tables' files may be: the warehouse and every `--storage-root`.
     storage_roots: Vec<String>,
 }
@@ -113,7 +114,7 @@ impl QueryEngine {
     }
 
     /// The SQL catalog's compare-and-swap, which INSERT OVERWRITE commits with.
-    pub fn with_metadata_swap(mut self, swap: Option<Arc<MetadataCommitter>>) -> Self {
+    pub fn with_metadata_swap(mut self, swap: Option<Arc<dyn Committer>>) -> Self {
         self.swap = swap;
         self
     }
@@ -168,7 +169,7 @@ impl QueryEngine {
                 query_id,
                 usize::try_from(memory_limit).unwrap_or(usize::MAX),
             );
-            floe_executor::memory::with_pool(&self.runtime, pool)
+            floe_engine::memory::with_pool(&self.runtime, pool)
         };
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -177,7 +178,7 @@ impl QueryEngine {
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)
             .with_analyzer_rule(Arc::new(
-                floe_executor::checked::CheckedIntegerArithmetic::default(),
+                floe_engine::checked::CheckedIntegerArithmetic::default(),
             ))
             .build();
         Ok(SessionContext::new_with_state(state))
@@ -280,7 +281,7 @@ impl QueryEngine {
                 metadata_location, ..
             } = &command
             {
-                if !floe_catalog::storage::within_roots(metadata_location, &self.storage_roots) {
+                if !floe_engine::storage::within_roots(metadata_location, &self.storage_roots) {
                     return Err(CoordinatorError::PermissionDenied(format!(
                         "'{metadata_location}' is outside the storage roots ({}): register \
                          tables whose files are under the warehouse or a --storage-root",
@@ -492,6 +493,10 @@ impl Drop for DropTableUnlessDone {
         // The cleanup must outlive the cancelled statement that triggers it.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the cleanup must outlive the cancelled statement that triggers it"
+                )]
                 runtime.spawn(async move {
                     if let Err(e) = catalog.drop_table(&table).await {
                         tracing::warn!("could not drop {table} after its CTAS did not finish: {e}");

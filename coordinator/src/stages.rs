@@ -13,7 +13,7 @@
 //!   global limit, a union, …) a [`RemoteStageExec`] **gathers** the tasks' output on the
 //!   coordinator.
 //!
-//! Every shuffle is pipelined through bounded in-memory buckets (see `floe_executor::shuffle`).
+//! Every shuffle is pipelined through bounded in-memory buckets (see `floe_engine::shuffle`).
 
 use std::any::Any;
 use std::fmt;
@@ -39,76 +39,15 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use floe_catalog::write::IcebergWriteExec;
-use floe_catalog::IcebergScanExec;
-use floe_executor::shuffle::ShuffleReaderExec;
-use floe_proto::{FileGroup, ShuffleOutput, ShuffleReaderNode, TaskMetrics};
+use floe_engine::shuffle::ShuffleReaderExec;
+use floe_engine::write::IcebergWriteExec;
+use floe_engine::IcebergScanExec;
+use floe_proto::{FileGroup, ShuffleOutput, ShuffleReaderNode};
 use tracing::warn;
 
 use crate::registry::ExecutorRegistry;
 use crate::remote::RemoteStageExec;
-
-/// A stage whose tasks feed a shuffle: its plan, encoded once, and the stages it reads.
-#[derive(Debug)]
-pub struct ShuffleStage {
-    /// The stage's id within its query.
-    pub stage_id: u32,
-    /// The producer plan as shown in EXPLAIN (a hash shuffle's is rooted at its
-    /// `RepartitionExec`).
-    pub plan: Arc<dyn ExecutionPlan>,
-    /// The plan as sent to executors (scan files taken out).
-    pub encoded: Arc<Vec<u8>>,
-    /// Each task's files, when the stage scans a table.
-    pub files: Arc<Vec<FileGroup>>,
-    /// How many tasks the stage runs.
-    pub tasks: usize,
-    /// How its tasks split their output.
-    pub output: ShuffleOutput,
-    /// The stages its tasks read.
-    pub inputs: Vec<Arc<ShuffleStage>>,
-    /// What its tasks reported, for EXPLAIN ANALYZE.
-    pub reports: Mutex<Vec<TaskMetrics>>,
-}
-
-/// Formats task reports for EXPLAIN ANALYZE.
-pub fn format_reports(reports: &Mutex<Vec<TaskMetrics>>) -> Option<String> {
-    let mut reports = reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if reports.is_empty() {
-        return None;
-    }
-    reports.sort_by_key(|r| r.partition);
-    let tasks: Vec<String> = reports
-        .iter()
-        .map(|r| {
-            let mut line = format!("t{}@{}", r.partition, r.executor_id);
-            // A task reading a piece of a file (not its first) opened no file but read rows.
-            if r.files_scanned > 0 || r.rows_scanned > 0 {
-                line += &format!(
-                    " files={} bytes={} rows_read={}",
-                    r.files_scanned, r.bytes_scanned, r.rows_scanned
-                );
-            }
-            if r.rows_deleted > 0 {
-                line += &format!(" rows_deleted={}", r.rows_deleted);
-            }
-            if r.shuffle_bytes_read > 0 {
-                line += &format!(" shuffle_read={}", r.shuffle_bytes_read);
-            }
-            line += &format!(" rows_out={}", r.output_rows);
-            if r.shuffle_bytes_written > 0 {
-                line += &format!(" shuffle_written={}", r.shuffle_bytes_written);
-            }
-            line += &format!(
-                " spills={} spilled_bytes={} time={:.1}ms",
-                r.spill_count,
-                r.spilled_bytes,
-                r.elapsed_nanos as f64 / 1e6
-            );
-            line
-        })
-        .collect();
-    Some(format!("executed=[{}]", tasks.join("; ")))
-}
+use crate::scheduler::{format_reports, GatherStage, QueryRun, ShuffleStage};
 
 /// Where a shuffle stage's output is read: on the coordinator it shows the producer stage as
 /// its child; sent to an executor it becomes a [`ShuffleReaderExec`].
@@ -197,10 +136,8 @@ enum Placement {
 /// The physical optimizer rule that cuts a query's plan into stages.
 #[derive(Debug)]
 pub struct PlanStages {
-    registry: ExecutorRegistry,
-    query_id: String,
-    /// The most memory the query may hold on each executor (0: the executor's limit).
-    memory_limit: u64,
+    /// The run the stages are scheduled in.
+    run: Arc<QueryRun>,
 }
 
 struct Cutter<'a> {
@@ -212,9 +149,7 @@ impl PlanStages {
     /// A rule for one query.
     pub fn new(registry: ExecutorRegistry, query_id: String, memory_limit: u64) -> Self {
         Self {
-            registry,
-            query_id,
-            memory_limit,
+            run: Arc::new(QueryRun::new(query_id, memory_limit, registry)),
         }
     }
 }
@@ -408,7 +343,7 @@ impl Cutter<'_> {
         let schema = stage.plan.schema();
         let reader = ShuffleReaderExec::try_new(ShuffleReaderNode {
             stage_id: stage.stage_id,
-            schema: floe_catalog::exec::encode_schema(&schema)?,
+            schema: floe_engine::ipc::encode_schema(&schema)?,
             partitions: partitions as u32,
             broadcast,
             bucket: 0,
@@ -433,14 +368,16 @@ impl Cutter<'_> {
         match encode_fragment(&plan) {
             Ok((encoded, files)) => {
                 self.next_stage += 1;
-                Ok(Arc::new(RemoteStageExec::new(
-                    plan,
-                    encoded,
+                let stage = GatherStage {
+                    stage_id: self.next_stage,
+                    plan: Arc::new(encoded),
                     files,
                     inputs,
-                    (self.rule.query_id.clone(), self.rule.memory_limit),
-                    self.next_stage,
-                    self.rule.registry.clone(),
+                };
+                Ok(Arc::new(RemoteStageExec::new(
+                    plan,
+                    stage,
+                    Arc::clone(&self.rule.run),
                 )))
             }
             Err(e) if inputs.is_empty() => {
@@ -482,7 +419,7 @@ fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<Fi
             Arc::new(scan.without_files()?) as Arc<dyn ExecutionPlan>
         ))
     })?;
-    Ok((floe_executor::codec::encode_plan(plan.data)?, files))
+    Ok((floe_engine::codec::encode_plan(plan.data)?, files))
 }
 
 /// Joins that read all of their build (left) side in every partition and emit only rows driven
@@ -551,7 +488,7 @@ impl PhysicalOptimizerRule for PlanStages {
         };
         let (plan, placement) = cutter.place(plan)?;
         // The coordinator's own share yields too (executors wrap their fragments' joins).
-        floe_executor::cooperative::yielding_joins_until(cutter.gather(plan, placement)?, &|node| {
+        floe_engine::cooperative::yielding_joins_until(cutter.gather(plan, placement)?, &|node| {
             node.as_any().is::<RemoteStageExec>() || node.as_any().is::<ShuffleExchangeExec>()
         })
     }

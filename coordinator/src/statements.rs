@@ -1,6 +1,6 @@
-//! Running a statement: planning it, starting it on the cluster, and running it again from the
-//! start when an executor is lost before any row reached the client; its output with the schema
-//! the client was told, encoded as Flight data.
+//! Running a statement: planning it, starting it on the cluster (and again, through
+//! `crate::scheduler::RetryingQuery`, when an executor is lost before any row reached the
+//! client); its output with the schema the client was told, encoded as Flight data.
 
 use std::sync::Arc;
 
@@ -13,13 +13,14 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::scalar::ScalarValue;
-use floe_executor::status::status_from_datafusion;
-use futures::{Stream, StreamExt, TryStreamExt};
+use floe_engine::status::status_from_datafusion;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use tonic::Status;
 use tracing::{info, info_span, Instrument};
 
 use crate::client_auth::Principal;
 use crate::error::CoordinatorError;
+use crate::scheduler::Restart;
 use crate::session::{Planned, QueryEngine};
 
 /// Plans and starts one run of a query.
@@ -58,68 +59,24 @@ pub(crate) async fn start_planned(
     .await
 }
 
-/// How many times a query runs before an executor loss fails it.
-const MAX_QUERY_ATTEMPTS: usize = 3;
-
-/// A query that runs again from the start when an executor is lost before any row reached the
-/// client (aggregations, sorts and joins emit nothing until their inputs are complete, so they
-/// survive an executor dying mid-query). Once rows were sent, a loss fails the query: running
-/// again could send rows twice.
-pub(crate) struct RetryingQuery {
-    pub(crate) engine: QueryEngine,
-    pub(crate) sql: String,
-    pub(crate) params: Vec<ScalarValue>,
-    /// Who runs it (a re-run is theirs too).
-    pub(crate) caller: Principal,
-    pub(crate) stream: SendableRecordBatchStream,
-    pub(crate) sent_rows: bool,
-    pub(crate) attempts: usize,
-}
-
-impl RetryingQuery {
-    pub(crate) async fn next(&mut self) -> Option<datafusion::common::Result<RecordBatch>> {
-        loop {
-            match self.stream.next().await? {
-                Ok(batch) => {
-                    self.sent_rows |= batch.num_rows() > 0;
-                    return Some(Ok(batch));
-                }
-                Err(e)
-                    if floe_executor::status::is_executor_lost(&e)
-                        && !self.sent_rows
-                        && self.attempts < MAX_QUERY_ATTEMPTS =>
-                {
-                    self.attempts += 1;
-                    tracing::warn!(attempt = self.attempts, "running the query again: {e}");
-                    match start_query(
-                        self.engine.clone(),
-                        self.sql.clone(),
-                        self.params.clone(),
-                        self.caller.clone(),
-                    )
-                    .await
-                    {
-                        Ok(stream) => self.stream = stream,
-                        Err(e) => {
-                            return Some(Err(DataFusionError::External(Box::new(Status::from(e)))))
-                        }
-                    }
-                }
-                Err(e) if floe_executor::status::is_executor_lost(&e) => {
-                    let why = if self.sent_rows {
-                        "rows were already sent to the client"
-                    } else {
-                        "no attempts left"
-                    };
-                    return Some(Err(DataFusionError::Context(
-                        format!("query failed after {} attempt(s) ({why})", self.attempts),
-                        Box::new(e),
-                    )));
-                }
-                Err(e) => return Some(Err(e)),
-            }
+/// How a query is run again after losing an executor: planned and started afresh by the same
+/// caller (see `crate::scheduler::RetryingQuery`).
+pub(crate) fn restart(
+    engine: QueryEngine,
+    sql: String,
+    params: Vec<ScalarValue>,
+    caller: Principal,
+) -> Restart {
+    Arc::new(move || {
+        let (engine, sql, params, caller) =
+            (engine.clone(), sql.clone(), params.clone(), caller.clone());
+        async move {
+            start_query(engine, sql, params, caller)
+                .await
+                .map_err(Status::from)
         }
-    }
+        .boxed()
+    })
 }
 
 /// `stream` with the schema the statement declared when it was planned (what GetFlightInfo

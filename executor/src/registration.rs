@@ -62,7 +62,7 @@ async fn register_and_heartbeat(
         })
         .await?
         .into_inner();
-    let executor_nonce = crate::random_nonce();
+    let executor_nonce = floe_engine::runtime::random_nonce();
     let id = &state.executor_id;
     let proof = state.secret.register_proof(
         &challenge.coordinator_nonce,

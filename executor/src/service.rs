@@ -5,7 +5,7 @@
 //!   stream ends with a [`TaskMetrics`] message;
 //! * a [`ShuffleRead`] from another executor's task streams one bucket of a producer here.
 //!
-//! Every error status the executor raises itself is marked (see [`crate::status`]).
+//! Every error status the executor raises itself is marked (see [`floe_engine::status`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
@@ -24,10 +24,10 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::ExecutionPlan;
-use floe_catalog::exec::metric;
-use floe_catalog::storage::within_roots;
-use floe_catalog::write::IcebergWriteExec;
-use floe_catalog::{IcebergScanExec, StorageSettings};
+use floe_engine::scan::metric;
+use floe_engine::storage::within_roots;
+use floe_engine::write::IcebergWriteExec;
+use floe_engine::{IcebergScanExec, StorageSettings};
 use floe_proto::auth::{self, ClusterSecret, Tag};
 use floe_proto::floe_ticket::Kind;
 use floe_proto::{
@@ -40,9 +40,9 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info_span;
 
-use crate::codec::decode_plan;
-use crate::shuffle::{self, ShuffleReaderExec, ShuffleRegistry};
-use crate::status::{mark_from_executor, status_from_datafusion};
+use floe_engine::codec::decode_plan;
+use floe_engine::shuffle::{self, ShuffleReaderExec, ShuffleRegistry};
+use floe_engine::status::{mark_from_executor, status_from_datafusion};
 
 /// State shared by the Flight service and the registration loop.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ pub struct ExecutorState {
     /// Context every task runs in.
     pub task_ctx: Arc<TaskContext>,
     /// The memory shares of the queries with a per-query limit running here.
-    pub query_pools: crate::memory::QueryPools,
+    pub query_pools: floe_engine::memory::QueryPools,
     /// Buckets of the shuffle producers running here.
     pub shuffles: Arc<ShuffleRegistry>,
     /// What every task reads and writes with: this executor's own storage settings, confined
@@ -92,7 +92,7 @@ impl ExecutorState {
             task_ctx,
             query_pools: Default::default(),
             shuffles: ShuffleRegistry::process(),
-            file_io: floe_catalog::storage::confined_file_io(storage, roots.clone()),
+            file_io: floe_engine::storage::confined_file_io(storage, roots.clone()),
             roots,
         }
     }
@@ -255,7 +255,7 @@ impl ExecutorFlightService {
             base.scalar_functions().clone(),
             base.aggregate_functions().clone(),
             base.window_functions().clone(),
-            crate::memory::with_pool(&base.runtime_env(), pool),
+            floe_engine::memory::with_pool(&base.runtime_env(), pool),
         ))
     }
 
@@ -271,7 +271,8 @@ impl ExecutorFlightService {
         let files = floe_proto::required(task.files, "TaskDefinition.files")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_paths(&plan, &files)?;
-        let plan = crate::cooperative::yielding_joins(plan).map_err(status_from_datafusion)?;
+        let plan =
+            floe_engine::cooperative::yielding_joins(plan).map_err(status_from_datafusion)?;
         let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
         let plan = with_task_inputs(
             plan,

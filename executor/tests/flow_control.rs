@@ -7,6 +7,8 @@
 //! connection window (5 MiB by default) the four stalled streams would fill it and the fifth
 //! would never receive a byte: the deadlock that hung TPC-H Q18.
 
+#![allow(clippy::disallowed_methods)] // a test spawns freely
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,8 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::Ticket;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use floe_catalog::StorageSettings;
-use floe_executor::shuffle::{produce, Split};
+use floe_engine::shuffle::{produce, Split};
+use floe_engine::StorageSettings;
 use floe_executor::{ExecutorFlightService, ExecutorState};
 use floe_proto::auth::{shuffle_read_mac, ClusterSecret};
 use floe_proto::{floe_ticket::Kind, FloeTicket, ShuffleRead, Signed, PROTOCOL_VERSION};
@@ -72,7 +74,8 @@ async fn stalled_streams_do_not_block_others_on_the_same_connection() {
         }));
     }
 
-    let channel = floe_executor::internal_channel(&format!("http://{addr}")).expect("channel");
+    let channel =
+        floe_engine::runtime::internal_channel(&format!("http://{addr}")).expect("channel");
     let key = secret.shuffle_key();
     let open = |task: u32| {
         let body = ShuffleRead {
@@ -81,7 +84,7 @@ async fn stalled_streams_do_not_block_others_on_the_same_connection() {
             stage_id: 1,
             task,
             bucket: 0,
-            nonce: floe_executor::random_nonce().to_vec(),
+            nonce: floe_engine::runtime::random_nonce().to_vec(),
         }
         .encode_to_vec();
         let ticket = FloeTicket {

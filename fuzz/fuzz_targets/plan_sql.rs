@@ -218,7 +218,7 @@ fn planner() -> &'static Planner {
             Duration::from_secs(5),
             ClusterSecret::new("fuzzing-cluster-secret").expect("long enough"),
         );
-        let env = floe_executor::runtime_env(256 * 1024 * 1024).expect("runtime env");
+        let env = floe_engine::runtime::runtime_env(256 * 1024 * 1024).expect("runtime env");
         Planner {
             engine: QueryEngine::new(catalog, registry, env),
             runtime,

@@ -8,10 +8,10 @@ use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
 use super::{invalid, storable, Change, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
-use floe_catalog::overwrite::MetadataCommitter;
+use floe_catalog::commit::Committer;
 
 fn iceberg_error(what: String, e: iceberg::Error) -> CoordinatorError {
-    let message = format!("{what}: {}", floe_catalog::exec::error_chain(&e));
+    let message = format!("{what}: {}", floe_engine::error::error_chain(&e));
     match e.kind() {
         iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound => {
             CoordinatorError::NotFound(message)
@@ -102,7 +102,7 @@ pub async fn create_iceberg_table(
 /// Runs every DDL command but CTAS's query (the caller runs that as an INSERT).
 pub async fn run(
     catalog: &Arc<dyn Catalog>,
-    swap: Option<&MetadataCommitter>,
+    swap: Option<&dyn Committer>,
     command: &Command,
 ) -> Result<()> {
     match command {
@@ -216,7 +216,7 @@ pub async fn run(
 
 async fn alter_table(
     catalog: &Arc<dyn Catalog>,
-    swap: Option<&MetadataCommitter>,
+    swap: Option<&dyn Committer>,
     ident: &TableIdent,
     if_exists: bool,
     changes: &[Change],
@@ -285,15 +285,8 @@ async fn alter_table(
                          which Floe's schema commit does not send yet"
                     )));
                 };
-                floe_catalog::overwrite::rename_column(
-                    catalog.as_ref(),
-                    swap,
-                    ident,
-                    &name,
-                    from,
-                    to,
-                )
-                .await?;
+                floe_catalog::commit::rename_column(catalog.as_ref(), swap, ident, &name, from, to)
+                    .await?;
                 continue;
             }
             Change::SetProperties(props) => {

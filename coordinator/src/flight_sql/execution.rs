@@ -82,15 +82,10 @@ impl FloeFlightSql {
         };
         let declared = planned.schema();
         let stream = self.engine.execute(planned).await?;
-        let mut retrying = RetryingQuery {
-            engine: self.engine.clone(),
-            sql,
-            params,
-            caller: caller.clone(),
-            stream: conform_schema(stream, declared),
-            sent_rows: false,
-            attempts: 1,
-        };
+        let mut retrying = RetryingQuery::new(
+            conform_schema(stream, declared),
+            restart(self.engine.clone(), sql, params, caller.clone()),
+        );
         let mut batches = Vec::new();
         while let Some(batch) = retrying.next().await {
             batches.push(batch.map_err(status_from_datafusion)?);
@@ -144,7 +139,7 @@ impl FloeFlightSql {
         let schema = batches
             .first()
             .map(|b| b.schema())
-            .unwrap_or_else(floe_catalog::write::count_schema);
+            .unwrap_or_else(floe_catalog::commit::count_schema);
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(futures::stream::iter(batches.into_iter().map(Ok)))
@@ -217,23 +212,11 @@ impl FloeFlightSql {
             }
         };
         let schema = stream.schema();
-        let retrying = RetryingQuery {
-            engine: self.engine.clone(),
-            sql: handle.sql,
-            params,
-            caller: caller.clone(),
+        let batches = RetryingQuery::new(
             stream,
-            sent_rows: false,
-            attempts: 1,
-        };
-        let batches = futures::stream::unfold(Some(retrying), |state| async move {
-            let mut state = state?;
-            match state.next().await {
-                Some(Ok(batch)) => Some((Ok(batch), Some(state))),
-                Some(Err(e)) => Some((Err(e), None)),
-                None => None,
-            }
-        });
+            restart(self.engine.clone(), handle.sql, params, caller.clone()),
+        )
+        .into_stream();
         let stream: SendableRecordBatchStream =
             Box::pin(RecordBatchStreamAdapter::new(schema, batches));
         Ok(Response::new(encode_stream(stream).boxed()))

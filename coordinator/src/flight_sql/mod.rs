@@ -37,7 +37,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::scalar::ScalarValue;
 use floe_catalog::provider::IcebergTableProvider;
 use floe_catalog::CATALOG_NAME;
-use floe_executor::status::status_from_datafusion;
+use floe_engine::status::status_from_datafusion;
 use floe_proto::StatementHandle;
 use futures::{Stream, StreamExt, TryStreamExt};
 use iceberg::TableIdent;
@@ -57,8 +57,9 @@ use crate::handles::{
     schema_ipc,
 };
 use crate::metadata::{admits, FOREIGN_KEYS_SCHEMA, PRIMARY_KEYS_SCHEMA, SERVER_INFO, XDBC_TYPES};
+use crate::scheduler::RetryingQuery;
 use crate::session::{Planned, QueryEngine};
-use crate::statements::{conform_schema, encode_stream, start_planned, start_query, RetryingQuery};
+use crate::statements::{conform_schema, encode_stream, restart, start_planned, start_query};
 
 mod browse;
 mod execution;

@@ -1,22 +1,14 @@
-//! Writing Iceberg tables: executors write data files, the coordinator commits them.
-//!
-//! ```text
-//!  IcebergCommitExec (coordinator: one snapshot, optimistic concurrency, retried on conflict)
-//!    └─ gather of IcebergWriteExec partitions (executors: Parquet files + their statistics)
-//!         └─ the statement's input, distributed like any query
-//! ```
+//! Writing Iceberg data files: the write tasks that run on executors.
 //!
 //! A write task rolls files at the table's target size and keeps one open writer per Iceberg
 //! partition its rows fall in. It returns, per file, Iceberg's JSON description of it (path,
-//! partition values, record count, size, column sizes, value/null counts, lower/upper bounds).
-//! Nothing is visible until the commit: a failed or cancelled statement leaves the table as it
-//! was (its files are never referenced).
+//! partition values, record count, size, column sizes, value/null counts, lower/upper bounds);
+//! the coordinator commits them all in one snapshot (`floe_catalog::write`). Nothing is
+//! visible until that commit.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
@@ -28,15 +20,13 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_proto::IcebergWriteNode;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, DataFileFormat,
-    FormatVersion, PartitionSpec, Schema,
+    serialize_data_file_to_json, DataFileFormat, FormatVersion, PartitionSpec, Schema,
 };
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
@@ -46,13 +36,11 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
 use iceberg::writer::partitioning::PartitioningWriter;
-use iceberg::{Catalog, TableIdent};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::error::CatalogError;
-use crate::exec::error_chain;
-use crate::overwrite::MetadataCommitter;
+use crate::error::error_chain;
+use crate::error::FloeError;
 
 /// Table property: bytes after which a writer starts a new data file.
 pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
@@ -115,9 +103,9 @@ fn write_error(table: &str, e: iceberg::Error) -> DataFusionError {
     let message = format!("writing table {table}: {}", error_chain(&e));
     DataFusionError::External(Box::new(
         if message.contains(crate::storage::OUTSIDE_ROOTS) {
-            CatalogError::PermissionDenied(message)
+            FloeError::PermissionDenied(message)
         } else {
-            CatalogError::Unavailable(message)
+            FloeError::Unavailable(message)
         },
     ))
 }
@@ -359,254 +347,4 @@ fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
-/// How a statement changes a table.
-#[derive(Debug, Clone)]
-pub enum CommitKind {
-    /// Add the new files (INSERT INTO, CTAS).
-    Append,
-    /// Replace the partitions the new files touch (INSERT OVERWRITE), committed with the SQL
-    /// catalog's compare-and-swap.
-    Overwrite(Arc<MetadataCommitter>),
-}
-
-/// Commits every file its input describes in one snapshot, then outputs the rows written.
-#[derive(Debug)]
-pub struct IcebergCommitExec {
-    input: Arc<dyn ExecutionPlan>,
-    catalog: Arc<dyn Catalog>,
-    ident: TableIdent,
-    name: String,
-    kind: CommitKind,
-    properties: Arc<PlanProperties>,
-}
-
-/// The output of a write statement: the rows it wrote (DataFusion's DML schema).
-pub fn count_schema() -> SchemaRef {
-    Arc::new(ArrowSchema::new(vec![Field::new(
-        "count",
-        DataType::UInt64,
-        false,
-    )]))
-}
-
-/// How many times a commit that lost a race to another writer is tried again (for appends on
-/// top of iceberg's own retries).
-pub(crate) const COMMIT_ATTEMPTS: usize = 10;
-
-impl IcebergCommitExec {
-    /// A commit of `input`'s files (from [`IcebergWriteExec`] partitions) into a table.
-    pub fn new(
-        input: Arc<dyn ExecutionPlan>,
-        catalog: Arc<dyn Catalog>,
-        ident: TableIdent,
-        name: String,
-        kind: CommitKind,
-    ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(count_schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Self {
-            input,
-            catalog,
-            ident,
-            name,
-            kind,
-            properties: Arc::new(properties),
-        }
-    }
-}
-
-impl DisplayAs for IcebergCommitExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            CommitKind::Append => "append",
-            CommitKind::Overwrite(_) => "overwrite",
-        };
-        write!(f, "IcebergCommitExec: table={}, {kind}", self.name)
-    }
-}
-
-impl ExecutionPlan for IcebergCommitExec {
-    fn name(&self) -> &str {
-        "IcebergCommitExec"
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn required_input_distribution(&self) -> Vec<datafusion::physical_plan::Distribution> {
-        vec![datafusion::physical_plan::Distribution::SinglePartition]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::new(
-                input,
-                Arc::clone(&self.catalog),
-                self.ident.clone(),
-                self.name.clone(),
-                self.kind.clone(),
-            ))),
-            Err(_) => Err(DataFusionError::Internal(
-                "IcebergCommitExec has one input".into(),
-            )),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "IcebergCommitExec has one partition, not {partition}"
-            )));
-        }
-        let input = self.input.execute(0, context)?;
-        let catalog = Arc::clone(&self.catalog);
-        let ident = self.ident.clone();
-        let name = self.name.clone();
-        let kind = self.kind.clone();
-        let stream = futures::stream::once(async move {
-            // Every write task must finish before anything is committed.
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
-            let mut descriptions = Vec::new();
-            let mut rows = 0u64;
-            for batch in &batches {
-                let files = string_column(batch, 0)?;
-                let counts = batch
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<UInt64Array>()
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("record_count is not UInt64".into())
-                    })?;
-                for i in 0..batch.num_rows() {
-                    descriptions.push(files.value(i).to_string());
-                    rows += counts.value(i);
-                }
-            }
-            match kind {
-                CommitKind::Append if descriptions.is_empty() => {}
-                CommitKind::Append => {
-                    commit_append(catalog.as_ref(), &ident, &name, &descriptions).await?
-                }
-                CommitKind::Overwrite(swap) => {
-                    crate::overwrite::commit_overwrite(
-                        catalog.as_ref(),
-                        &swap,
-                        &ident,
-                        &name,
-                        &descriptions,
-                    )
-                    .await?
-                }
-            }
-            Ok::<_, DataFusionError>(RecordBatch::try_new(
-                count_schema(),
-                vec![Arc::new(UInt64Array::from(vec![rows]))],
-            )?)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            count_schema(),
-            stream,
-        )))
-    }
-}
-
-fn string_column(batch: &RecordBatch, i: usize) -> Result<&StringArray> {
-    batch
-        .column(i)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("data_file is not Utf8".into()))
-}
-
-/// The data files the write tasks described, read against the table's current schema and
-/// default partition spec (the ones they were written with).
-pub(crate) fn written_files(
-    table: &Table,
-    descriptions: &[String],
-) -> iceberg::Result<Vec<DataFile>> {
-    let metadata = table.metadata();
-    let schema = metadata.current_schema();
-    let spec = metadata.default_partition_spec();
-    let partition_type = spec.partition_type(schema)?;
-    descriptions
-        .iter()
-        .map(|d| deserialize_data_file_from_json(d, spec.spec_id(), &partition_type, schema))
-        .collect()
-}
-
-/// Appends the described files in one snapshot. A commit that loses a race re-reads the table
-/// and tries again (appends never conflict with appends).
-async fn commit_append(
-    catalog: &dyn Catalog,
-    ident: &TableIdent,
-    name: &str,
-    descriptions: &[String],
-) -> Result<()> {
-    let fail = |what: &str, e: iceberg::Error| {
-        DataFusionError::External(Box::new(CatalogError::Unavailable(format!(
-            "{what} {name}: {}",
-            error_chain(&e)
-        ))))
-    };
-    let mut last = None;
-    for attempt in 0..COMMIT_ATTEMPTS {
-        let table = catalog
-            .load_table(ident)
-            .await
-            .map_err(|e| fail("loading", e))?;
-        let files = written_files(&table, descriptions)
-            .map_err(|e| fail("reading the written files of", e))?;
-        let mut summary = HashMap::new();
-        summary.insert("engine-name".to_string(), "floe".to_string());
-        let tx = Transaction::new(&table);
-        let append = tx
-            .fast_append()
-            .with_check_duplicate(false)
-            .set_snapshot_properties(summary)
-            .add_data_files(files);
-        let tx = append
-            .apply(tx)
-            .map_err(|e| fail("preparing the commit to", e))?;
-        match tx.commit(catalog).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => {
-                tracing::info!(
-                    table = name,
-                    attempt,
-                    "commit lost a race, trying again: {e}"
-                );
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(20 * (attempt as u64 + 1))).await;
-            }
-            Err(e) => return Err(fail("committing to", e)),
-        }
-    }
-    Err(DataFusionError::External(Box::new(
-        CatalogError::Unavailable(format!(
-            "committing to {name}: lost the race to other writers {COMMIT_ATTEMPTS} times: {}",
-            last.map(|e| error_chain(&e)).unwrap_or_default()
-        )),
-    )))
 }

@@ -19,8 +19,8 @@ use datafusion::common::{DataFusionError, Result};
 use floe_proto::DeleteFileRef;
 use iceberg::io::FileIO;
 
-use crate::deletes::{read_delete_columns, EQUALITY_DELETES};
-use crate::error::CatalogError;
+use crate::error::FloeError;
+use crate::scan::deletes::{read_delete_columns, EQUALITY_DELETES};
 
 /// The equality deletes of one data file, grouped by the columns they compare.
 #[derive(Debug)]
@@ -196,7 +196,7 @@ impl EqualityFilter {
 }
 
 fn corrupt(table: &str, path: &str, why: &str) -> DataFusionError {
-    DataFusionError::External(Box::new(CatalogError::DataLoss(format!(
+    DataFusionError::External(Box::new(FloeError::DataLoss(format!(
         "table {table}: equality delete file {path} is unreadable: {why}"
     ))))
 }

@@ -47,8 +47,8 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::runtime::MAX_MESSAGE_SIZE;
 use crate::status::{is_from_executor, ExecutorLost};
-use crate::MAX_MESSAGE_SIZE;
 
 /// What travels through a bucket's channel: batches, then exactly one end marker.
 #[derive(Debug)]
@@ -107,6 +107,10 @@ impl BucketsGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the failed buckets outlive their query on purpose, for a bounded time"
+        )]
         runtime.spawn(async move {
             tokio::time::sleep(FAILED_BUCKETS_LINGER).await;
             drop(self);
@@ -270,7 +274,7 @@ pub struct ShuffleReaderExec {
 impl ShuffleReaderExec {
     /// A reader as decoded from a plan; producers are set per task with [`Self::with_producers`].
     pub fn try_new(node: ShuffleReaderNode) -> Result<Self> {
-        let schema = floe_catalog::exec::decode_schema(&node.schema)?;
+        let schema = crate::ipc::decode_schema(&node.schema)?;
         let partitions = (node.partitions as usize).max(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -345,7 +349,7 @@ fn channel(endpoint: &str) -> Result<Channel> {
     if let Some(c) = channels.get(endpoint) {
         return Ok(c.clone());
     }
-    let channel = crate::internal_channel(endpoint)
+    let channel = crate::runtime::internal_channel(endpoint)
         .map_err(|e| DataFusionError::Plan(format!("bad producer endpoint '{endpoint}': {e}")))?;
     channels.insert(endpoint.to_string(), channel.clone());
     Ok(channel)
@@ -419,7 +423,7 @@ impl ExecutionPlan for ShuffleReaderExec {
                 stage_id: self.node.stage_id,
                 task: task as u32,
                 bucket,
-                nonce: crate::random_nonce().to_vec(),
+                nonce: crate::runtime::random_nonce().to_vec(),
             };
             // A producer in this process: its bucket's channel, read directly.
             if let Ok((_, receiver)) = local.claim(&read) {

@@ -3,11 +3,11 @@
 use thiserror::Error;
 
 /// Result of catalog operations.
-pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+pub type Result<T, E = FloeError> = std::result::Result<T, E>;
 
 /// What went wrong while talking to the catalog or reading metadata.
 #[derive(Debug, Error)]
-pub enum CatalogError {
+pub enum FloeError {
     /// A table or namespace the user named does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -34,12 +34,12 @@ pub enum CatalogError {
     Iceberg(#[from] iceberg::Error),
 }
 
-impl CatalogError {
+impl FloeError {
     /// An Iceberg error, with what Floe was doing, classed by whose fault it is: storage
     /// outside the roots is refused, a missing or unreadable object is lost data (named), a
     /// storage or catalog that cannot be reached is unavailable.
     pub fn from_iceberg(doing: &str, e: iceberg::Error) -> Self {
-        let message = format!("{doing}: {}", crate::exec::error_chain(&e));
+        let message = format!("{doing}: {}", error_chain(&e));
         let lower = message.to_ascii_lowercase();
         if let Some(classified) = Self::classify_storage(message.clone()) {
             classified
@@ -49,9 +49,9 @@ impl CatalogError {
             || lower.contains("magic")
             || e.kind() == iceberg::ErrorKind::DataInvalid
         {
-            CatalogError::DataLoss(message)
+            FloeError::DataLoss(message)
         } else {
-            CatalogError::Iceberg(e)
+            FloeError::Iceberg(e)
         }
     }
 
@@ -60,17 +60,32 @@ impl CatalogError {
     pub fn classify_storage(message: String) -> Option<Self> {
         let lower = message.to_ascii_lowercase();
         if message.contains(crate::storage::OUTSIDE_ROOTS) {
-            Some(CatalogError::PermissionDenied(message))
+            Some(FloeError::PermissionDenied(message))
         } else if lower.contains("object not found") || lower.contains("not found at") {
-            Some(CatalogError::DataLoss(message))
+            Some(FloeError::DataLoss(message))
         } else if lower.contains("error sending request")
             || lower.contains("connection refused")
             || lower.contains("timed out")
             || lower.contains("dns error")
         {
-            Some(CatalogError::Unavailable(message))
+            Some(FloeError::Unavailable(message))
         } else {
             None
         }
     }
+}
+
+/// An error's message followed by each of its sources, without repeats.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }

@@ -2,7 +2,7 @@
 //! deletion vector's positions (and the rows of a piece of a file) for iceberg's reader, the
 //! position delete files of a task read once each, and equality deletes matched on their
 //! columns. DataFusion's reader takes positions as a row selection instead
-//! (`crate::parquet_read::access_plan`).
+//! (`crate::scan::parquet_read::access_plan`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use floe_proto::DeleteFileRef;
 use futures::StreamExt;
 use iceberg::io::FileIO;
 
-use crate::deletes::{DeletionVector, PositionDeleteFile};
-use crate::equality_deletes::EqualityFilter;
+use crate::scan::deletes::{DeletionVector, PositionDeleteFile};
+use crate::scan::equality_deletes::EqualityFilter;
 
 /// The rows of one file (read whole, in order) inside `piece` (all when `None`) without those
 /// its deletion vector deletes: the vector's positions are walked once, in order, alongside the
@@ -152,7 +152,7 @@ mod tests {
     use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder};
     use futures::TryStreamExt;
 
-    use crate::exec::metric;
+    use crate::scan::metric;
 
     /// Runs `drop_deleted` over rows 0..12 in batches of 3, 4 and 5: the rows kept, and how
     /// many the metric says were deleted.

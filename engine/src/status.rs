@@ -4,9 +4,9 @@
 //! `DataFusionError::External`; they keep their code on the way to the client, however deeply
 //! DataFusion wrapped them (`Context`, `Shared`).
 
+use crate::error::error_chain;
+use crate::FloeError;
 use datafusion::common::DataFusionError;
-use floe_catalog::exec::error_chain;
-use floe_catalog::CatalogError;
 use tonic::Status;
 
 /// The gRPC status for an error raised while planning or running a query.
@@ -156,7 +156,7 @@ fn status_of_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> St
     if let Some(status) = e.downcast_ref::<Status>() {
         return with_message(status, status.message().to_string());
     }
-    if let Some(c) = e.downcast_ref::<CatalogError>() {
+    if let Some(c) = e.downcast_ref::<FloeError>() {
         return status_of_catalog(c);
     }
     if let Some(d) = e.downcast_ref::<DataFusionError>() {
@@ -166,21 +166,21 @@ fn status_of_external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> St
 }
 
 /// The gRPC status for a catalog-layer error.
-pub fn status_from_catalog(e: CatalogError) -> Status {
+pub fn status_from_catalog(e: FloeError) -> Status {
     status_of_catalog(&e)
 }
 
-fn status_of_catalog(e: &CatalogError) -> Status {
+fn status_of_catalog(e: &FloeError) -> Status {
     let message = e.to_string();
     match e {
-        CatalogError::NotFound(_) => Status::not_found(message),
-        CatalogError::Config(_) => Status::failed_precondition(message),
-        CatalogError::Unavailable(_) => Status::unavailable(message),
-        CatalogError::DataLoss(_) => Status::data_loss(message),
-        CatalogError::PermissionDenied(_) => Status::permission_denied(message),
-        CatalogError::Unsupported(_) => Status::unimplemented(message),
-        CatalogError::Conflict(_) => Status::aborted(message),
-        CatalogError::Iceberg(e) => {
+        FloeError::NotFound(_) => Status::not_found(message),
+        FloeError::Config(_) => Status::failed_precondition(message),
+        FloeError::Unavailable(_) => Status::unavailable(message),
+        FloeError::DataLoss(_) => Status::data_loss(message),
+        FloeError::PermissionDenied(_) => Status::permission_denied(message),
+        FloeError::Unsupported(_) => Status::unimplemented(message),
+        FloeError::Conflict(_) => Status::aborted(message),
+        FloeError::Iceberg(e) => {
             let message = error_chain(e);
             match e.kind() {
                 iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound => {
@@ -305,7 +305,7 @@ mod tests {
             status_from_datafusion(DataFusionError::Plan("bad".into())).code(),
             Code::InvalidArgument
         );
-        let missing = DataFusionError::External(Box::new(CatalogError::NotFound("t".into())));
+        let missing = DataFusionError::External(Box::new(FloeError::NotFound("t".into())));
         assert_eq!(status_from_datafusion(missing).code(), Code::NotFound);
         assert_eq!(
             status_from_datafusion(DataFusionError::ResourcesExhausted("mem".into())).code(),

@@ -25,8 +25,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::StorageSettings;
-
 /// How a refusal to touch a location outside the storage roots begins (so that it can be told
 /// apart from other storage errors).
 pub const OUTSIDE_ROOTS: &str = "outside this process's storage roots";
@@ -43,6 +41,41 @@ pub const S3_SECRET_ACCESS_KEY: &str = "s3.secret-access-key";
 pub const S3_SESSION_TOKEN: &str = "s3.session-token";
 /// FileIO property: `true` for path-style requests (MinIO, SeaweedFS).
 pub const S3_PATH_STYLE_ACCESS: &str = "s3.path-style-access";
+
+/// Object-store settings shared by the catalog's FileIO and every executor's reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// S3 endpoint, for S3-compatible servers (SeaweedFS, MinIO).
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// S3 access key id.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style requests instead of virtual-hosted buckets.
+    pub s3_path_style: bool,
+}
+
+impl StorageSettings {
+    /// The settings as Iceberg FileIO properties.
+    pub fn file_io_props(&self) -> HashMap<String, String> {
+        let mut props = HashMap::new();
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                props.insert(k.to_string(), v.clone());
+            }
+        };
+        put(S3_ENDPOINT, &self.s3_endpoint);
+        put(S3_REGION, &self.s3_region);
+        put(S3_ACCESS_KEY_ID, &self.s3_access_key_id);
+        put(S3_SECRET_ACCESS_KEY, &self.s3_secret_access_key);
+        if self.s3_path_style {
+            props.insert(S3_PATH_STYLE_ACCESS.to_string(), "true".to_string());
+        }
+        props
+    }
+}
 
 /// Builds [`ObjectStoreStorage`] for Iceberg's `FileIO`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

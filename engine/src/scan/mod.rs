@@ -3,10 +3,15 @@
 //! The coordinator builds it from scan planning (see [`crate::provider`]) and ships it to
 //! executors inside a plan fragment as a [`IcebergScanNode`] protobuf message; each output
 //! partition is one group of files (or pieces of files by rows). Each file is read with
-//! DataFusion's Parquet reader ([`crate::parquet_read`]: columns by field id, the predicate as
+//! DataFusion's Parquet reader ([`parquet_read`]: columns by field id, the predicate as
 //! pruning and a row filter, deletes as a row selection) over Floe's `object_store` FileIO;
 //! a scan projecting a nested column is read with iceberg's `ArrowReader`, which maps nested
 //! fields by id. Floe applies every delete itself either way.
+
+pub mod apply_deletes;
+pub mod deletes;
+pub mod equality_deletes;
+pub mod parquet_read;
 
 use std::any::Any;
 use std::fmt;
@@ -36,10 +41,11 @@ use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFileFormat, Schema};
 
-use crate::apply_deletes::{drop_deleted, drop_equal, PositionDeleteFiles};
-use crate::deletes::DeletionVector;
-use crate::equality_deletes::EqualityDeletes;
-use crate::error::CatalogError;
+use self::apply_deletes::{drop_deleted, drop_equal, PositionDeleteFiles};
+use self::deletes::DeletionVector;
+use self::equality_deletes::EqualityDeletes;
+use crate::error::FloeError;
+use crate::ipc::decode_schema;
 
 /// Metric names the scan records, summed by the coordinator for `EXPLAIN ANALYZE`.
 pub mod metric {
@@ -183,7 +189,7 @@ impl IcebergScanExec {
         let predicate = self
             .predicate
             .as_ref()
-            .and_then(|p| crate::parquet_read::physical_predicate(p, &schema));
+            .and_then(|p| self::parquet_read::physical_predicate(p, &schema));
         Some(DataFusionRead {
             schema,
             field_ids: field_ids.to_vec(),
@@ -226,13 +232,13 @@ impl IcebergScanExec {
                 let vector = f
                     .deletes
                     .iter()
-                    .find(|d| d.content == crate::deletes::DELETION_VECTOR)
+                    .find(|d| d.content == self::deletes::DELETION_VECTOR)
                     .cloned();
                 // Position delete files (a file with a vector ignores them: it holds them all).
                 let positional: Vec<DeleteFileRef> = f
                     .deletes
                     .iter()
-                    .filter(|d| d.content == crate::deletes::POSITION_DELETES && vector.is_none())
+                    .filter(|d| d.content == self::deletes::POSITION_DELETES && vector.is_none())
                     .cloned()
                     .collect();
                 // A piece of the file by rows (see `file_groups::split_by_rows`).
@@ -251,7 +257,7 @@ impl IcebergScanExec {
                 let equality: Vec<DeleteFileRef> = f
                     .deletes
                     .iter()
-                    .filter(|d| d.content == crate::deletes::EQUALITY_DELETES)
+                    .filter(|d| d.content == self::deletes::EQUALITY_DELETES)
                     .cloned()
                     .collect();
                 let mut field_ids = project_field_ids.clone();
@@ -279,7 +285,7 @@ impl IcebergScanExec {
                     // page or row skipped), so row positions are known; the filter above the
                     // scan still applies the predicate.
                     predicate: if by_position { None } else { predicate.clone() },
-                    // Floe applies every delete itself (see `crate::deletes`).
+                    // Floe applies every delete itself (see `deletes`).
                     deletes: vec![],
                     partition: None,
                     partition_spec: None,
@@ -318,7 +324,7 @@ struct FileRead {
     columns: std::collections::BTreeMap<i32, usize>,
 }
 
-/// What DataFusion's Parquet reader needs besides the file (see [`crate::parquet_read`]).
+/// What DataFusion's Parquet reader needs besides the file (see [`parquet_read`]).
 struct DataFusionRead {
     /// The columns read, in order.
     schema: SchemaRef,
@@ -335,47 +341,6 @@ fn iceberg_reader_forced() -> bool {
     *FORCED.get_or_init(|| {
         std::env::var("FLOE_SCAN_READER").is_ok_and(|v| v.eq_ignore_ascii_case("iceberg"))
     })
-}
-
-/// Decodes an Arrow schema sent as an (empty) Arrow IPC stream.
-pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef> {
-    let (schema, _) = decode_ipc_stream(bytes).map_err(|e| {
-        DataFusionError::Plan(format!("IcebergScanNode.output_schema is invalid: {e}"))
-    })?;
-    Ok(schema)
-}
-
-/// Decodes a whole Arrow IPC stream held in memory: its schema and batches.
-///
-/// Unlike `arrow::ipc::reader::StreamReader`, which allocates whatever length a message
-/// header declares before reading it (so a few crafted bytes can ask for gigabytes, or abort the
-/// process), this only ever holds the bytes it was given: a declared length beyond them is an
-/// error.
-pub fn decode_ipc_stream(
-    bytes: &[u8],
-) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), arrow::error::ArrowError> {
-    let mut decoder = arrow::ipc::reader::StreamDecoder::new();
-    let mut buffer = arrow::buffer::Buffer::from(bytes.to_vec());
-    let mut batches = Vec::new();
-    while !buffer.is_empty() {
-        if let Some(batch) = decoder.decode(&mut buffer)? {
-            batches.push(batch);
-        }
-    }
-    decoder.finish()?;
-    let schema = decoder.schema().ok_or_else(|| {
-        arrow::error::ArrowError::IpcError("an Arrow IPC stream without a schema".into())
-    })?;
-    Ok((schema, batches))
-}
-
-/// Encodes an Arrow schema as an empty Arrow IPC stream.
-pub fn encode_schema(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
-    writer.finish()?;
-    drop(writer);
-    Ok(out)
 }
 
 impl DisplayAs for IcebergScanExec {
@@ -619,9 +584,9 @@ impl ExecutionPlan for IcebergScanExec {
                                 }
                                 let whole = task.start == 0
                                     && (task.length == 0 || task.length == task.file_size_in_bytes);
-                                let rows = crate::parquet_read::read_file(
+                                let rows = self::parquet_read::read_file(
                                     &file_io,
-                                    crate::parquet_read::FileToRead {
+                                    self::parquet_read::FileToRead {
                                         table: &table,
                                         path: &path,
                                         size: task.file_size_in_bytes,
@@ -758,7 +723,7 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// An error reading one data file: names the table and the file, and keeps its class (missing
 /// object → data loss, unreachable store → unavailable).
 fn file_error(table: &str, path: &str, e: iceberg::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(CatalogError::from_iceberg(
+    DataFusionError::External(Box::new(FloeError::from_iceberg(
         &format!("reading table {table}, file {path}"),
         e,
     )))
@@ -766,23 +731,8 @@ fn file_error(table: &str, path: &str, e: iceberg::Error) -> DataFusionError {
 
 /// An iceberg error reading table `table`, with its class kept.
 fn iceberg_error(table: &str, e: iceberg::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(CatalogError::from_iceberg(
+    DataFusionError::External(Box::new(FloeError::from_iceberg(
         &format!("reading table {table}"),
         e,
     )))
-}
-
-/// An error's message followed by each of its sources, without repeats.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

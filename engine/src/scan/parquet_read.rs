@@ -50,7 +50,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use roaring::RoaringTreemap;
 
-use crate::error::CatalogError;
+use crate::error::FloeError;
 
 /// How many bytes of a file's end the first footer read fetches (one request for most files).
 const FOOTER_PREFETCH: usize = 64 * 1024;
@@ -95,12 +95,12 @@ pub async fn read_file(
     let doing = format!("reading table {}, file {}", file.table, file.path);
     let input = file_io
         .new_input(file.path)
-        .map_err(|e| external(CatalogError::from_iceberg(&doing, e)))?;
+        .map_err(|e| external(FloeError::from_iceberg(&doing, e)))?;
     let reader: Arc<dyn FileRead> = Arc::from(
         input
             .reader()
             .await
-            .map_err(|e| external(CatalogError::from_iceberg(&doing, e)))?,
+            .map_err(|e| external(FloeError::from_iceberg(&doing, e)))?,
     );
     let metadata = footer(&reader, file.path, file.size)
         .await
@@ -149,13 +149,11 @@ pub async fn read_file(
 
 /// A read error as lost data naming the file, unless it says storage refused or was unreachable.
 fn data_error(doing: &str, e: &dyn std::error::Error) -> DataFusionError {
-    let message = format!("{doing}: {}", crate::exec::error_chain(e));
-    external(
-        CatalogError::classify_storage(message.clone()).unwrap_or(CatalogError::DataLoss(message)),
-    )
+    let message = format!("{doing}: {}", crate::error::error_chain(e));
+    external(FloeError::classify_storage(message.clone()).unwrap_or(FloeError::DataLoss(message)))
 }
 
-fn external(e: CatalogError) -> DataFusionError {
+fn external(e: FloeError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 

@@ -1,0 +1,107 @@
+//! Placement and loss: which executor runs a task, and what a failure says about the executor.
+//!
+//! Task `p` of a stage goes to live executor `p mod n` (file groups are already balanced by
+//! bytes). A task that cannot reach its executor is sent to the next one, and the unreachable
+//! executor is dropped from the registry; one that turns the task away is kept. An error in a
+//! running task that says an executor was lost drops that executor too, so that a query run
+//! again (`retry`) goes elsewhere.
+
+use datafusion::common::{DataFusionError, Result};
+use floe_engine::status::{is_from_executor, lost_executor, ExecutorLost};
+use futures::{StreamExt, TryStreamExt};
+use tonic::{Code, Status};
+use tracing::warn;
+
+use super::external;
+use super::task::{FlightStream, Task};
+use crate::registry::{ExecutorInfo, ExecutorRegistry};
+
+impl Task {
+    /// Starts the task on an executor, trying every live executor once (from the task's own
+    /// place in the rotation) before giving up: an executor that cannot be reached is dropped,
+    /// one that turns the task away is kept, and neither fails a query the others can run.
+    /// Returns where it runs and its raw stream, the trailer already taken out and reported.
+    pub(super) async fn start(&self) -> Result<(ExecutorInfo, FlightStream)> {
+        let live = self.registry.live();
+        if live.is_empty() {
+            return Err(external(Status::unavailable(
+                "no executors are registered with the coordinator",
+            )));
+        }
+        let mut last_error = None;
+        for attempt in 0..live.len() {
+            let executor = &live[(self.partition + attempt) % live.len()];
+            match self.try_on(executor).await {
+                Ok(stream) => {
+                    let id = executor.id.clone();
+                    let registry = self.registry.clone();
+                    let stream = stream
+                        .map_err(move |status| remote_error(&registry, &id, status))
+                        .boxed();
+                    return Ok((executor.clone(), stream));
+                }
+                Err(status) if is_connection_failure(&status) => {
+                    warn!(executor_id = %executor.id, "task could not start: {status}");
+                    self.registry.remove(&executor.id);
+                    last_error = Some(status);
+                }
+                // The executor is up but cannot take the task now (e.g. it is registering
+                // again): try the next one, and keep it.
+                Err(status) if is_from_executor(&status) && status.code() == Code::Unavailable => {
+                    warn!(executor_id = %executor.id, "executor turned the task away: {status}");
+                    last_error = Some(status);
+                }
+                Err(status) => return Err(external(status)),
+            }
+        }
+        Err(external(Status::unavailable(format!(
+            "task {} of stage {} could not start on any of the {} live executor(s); last error: {}",
+            self.partition,
+            self.stage_id,
+            live.len(),
+            last_error
+                .map(|s| s.message().to_string())
+                .unwrap_or_default()
+        ))))
+    }
+}
+
+/// The task could not reach that executor (the transport failed; the executor said nothing), as
+/// opposed to the executor refusing or failing the task.
+fn is_connection_failure(status: &Status) -> bool {
+    !is_from_executor(status)
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
+}
+
+/// An error in a running task's stream. The executor's own errors keep their status, unless
+/// they say another executor (a shuffle producer) was lost; a broken connection means this
+/// executor is lost. A lost executor is dropped from the registry so that the retry goes
+/// elsewhere.
+fn remote_error(registry: &ExecutorRegistry, executor_id: &str, status: Status) -> DataFusionError {
+    let lost = if let Some(producer) = lost_executor(&status) {
+        Some(producer)
+    } else if is_from_executor(&status) {
+        None
+    } else if matches!(
+        status.code(),
+        Code::Unknown | Code::Unavailable | Code::Cancelled | Code::Internal
+    ) {
+        Some(executor_id.to_string())
+    } else {
+        None
+    };
+    match lost {
+        Some(lost) => {
+            warn!(executor_id = %lost, "executor lost mid-task: {}", status.message());
+            registry.remove(&lost);
+            DataFusionError::External(Box::new(ExecutorLost {
+                executor_id: lost,
+                reason: status.message().to_string(),
+            }))
+        }
+        None => external(status),
+    }
+}

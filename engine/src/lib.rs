@@ -1,0 +1,43 @@
+//! # floe-engine — what the coordinator and the executors both run
+//!
+//! ```text
+//!  plan nodes            scan: IcebergScanExec — one task's data files, each read with
+//!                              DataFusion's Parquet reader (parquet_read: columns by field id,
+//!                              the predicate as a row filter), deletes applied as it reads
+//!                              (deletes, equality_deletes, apply_deletes)
+//!                        write: IcebergWriteExec — Parquet data files + their descriptions
+//!                        shuffle: ShuffleReaderExec and the bounded buckets producers fill
+//!  wire                  codec: FloeCodec (datafusion-proto + Floe's nodes); ipc: schemas
+//!                              and small results as Arrow IPC
+//!  storage               storage: object_store behind Iceberg's FileIO, confined to the
+//!                              process's storage roots; StorageSettings
+//!  errors                error: FloeError, classed by whose fault it is;
+//!                        status: DataFusion / Floe errors → gRPC status (one map)
+//!  runtime               runtime: memory-bounded RuntimeEnv, message and window sizes, the
+//!                              channel between Floe's processes, nonces;
+//!                        memory: a query's share of a process's memory;
+//!                        checked: checked integer arithmetic (rule + functions);
+//!                        cooperative: joins that yield
+//! ```
+//!
+//! Depends on `floe-proto` only. The coordinator and the executor are siblings over this crate:
+//! neither depends on the other, and the executor links no catalog client.
+
+#![cfg_attr(test, allow(clippy::disallowed_methods))] // tests spawn freely
+
+pub mod checked;
+pub mod codec;
+pub mod cooperative;
+pub mod error;
+pub mod ipc;
+pub mod memory;
+pub mod runtime;
+pub mod scan;
+pub mod shuffle;
+pub mod status;
+pub mod storage;
+pub mod write;
+
+pub use error::FloeError;
+pub use scan::IcebergScanExec;
+pub use storage::StorageSettings;

@@ -1,0 +1,156 @@
+//! The Rust test fixture: a whole Floe cluster in this process — a coordinator and executors on
+//! port 0 over a local warehouse in a temporary folder — and a Flight SQL client for it.
+//! `Cluster::shutdown` stops every part; dropping the cluster removes the warehouse.
+
+#![allow(dead_code)] // each test file uses its own part of the fixture
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+use arrow_flight::{FlightDescriptor, FlightInfo};
+use floe_catalog::CatalogSettings;
+use floe_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use floe_executor::{ExecutorConfig, ExecutorHandle};
+use floe_proto::auth::ClusterSecret;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// How long the fixture waits for the cluster to come up.
+const STARTUP: Duration = Duration::from_secs(30);
+/// How long one statement may take before a test fails instead of hanging.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running in-process cluster.
+pub struct Cluster {
+    /// Where Flight SQL listens.
+    pub addr: SocketAddr,
+    /// The warehouse folder (tables and the SQLite catalog).
+    pub warehouse: tempfile::TempDir,
+    coordinator: CoordinatorHandle,
+    executors: Vec<ExecutorHandle>,
+}
+
+impl Cluster {
+    /// A coordinator and `executors` executors, every executor registered.
+    pub async fn start(executors: usize) -> Cluster {
+        let warehouse = tempfile::tempdir().expect("a temporary warehouse folder");
+        let dir = warehouse.path().canonicalize().expect("warehouse path");
+        let settings = CatalogSettings::local(&dir);
+        let roots = vec![settings.warehouse.clone()];
+        let secret = ClusterSecret::from_random(floe_engine::runtime::random_nonce());
+        let loopback = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
+        let memory = 512 << 20;
+        let coordinator = floe_coordinator::start(CoordinatorConfig {
+            bind: loopback,
+            catalog: settings.clone(),
+            storage_roots: roots.clone(),
+            heartbeat_interval: Duration::from_millis(500),
+            executor_expiry: Duration::from_secs(60),
+            cluster_secret: secret.clone(),
+            memory_limit: memory,
+            query_memory_limit: None,
+            admission: floe_coordinator::admission::AdmissionLimits::default(),
+            read_only: false,
+            result_idle_timeout: Duration::from_secs(300),
+            users: None,
+            token_ttl: Duration::from_secs(3600),
+            tls: None,
+            control_bind: None,
+        })
+        .await
+        .expect("the coordinator starts");
+        let mut started = Vec::new();
+        for _ in 0..executors {
+            started.push(
+                floe_executor::start(ExecutorConfig {
+                    coordinator_url: format!("http://{}", coordinator.control_addr),
+                    coordinator_ca: None,
+                    bind: loopback,
+                    advertise_host: Ipv4Addr::LOCALHOST.to_string(),
+                    cluster_secret: secret.clone(),
+                    storage: settings.storage.clone(),
+                    roots: roots.clone(),
+                    batch_size: 8192,
+                    memory_limit: memory,
+                })
+                .await
+                .expect("an executor starts"),
+            );
+        }
+        let registered = async {
+            while coordinator.registry.live().len() < executors {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(STARTUP, registered)
+            .await
+            .expect("every executor registers");
+        Cluster {
+            addr: coordinator.addr,
+            warehouse,
+            coordinator,
+            executors: started,
+        }
+    }
+
+    /// A Flight client of the coordinator.
+    pub async fn client(&self) -> FlightServiceClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("url")
+            .connect()
+            .await
+            .expect("the coordinator accepts connections");
+        FlightServiceClient::new(channel).max_decoding_message_size(256 << 20)
+    }
+
+    /// Stops the executors, then the coordinator.
+    pub async fn shutdown(self) {
+        for executor in self.executors {
+            executor.shutdown().await;
+        }
+        self.coordinator.shutdown().await;
+    }
+}
+
+/// Runs `sql` as a Flight SQL statement (GetFlightInfo, then DoGet of every endpoint): its
+/// batches, or the status the coordinator answered with.
+pub async fn run_sql(
+    client: &mut FlightServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, Status> {
+    let work = async {
+        let command = CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        };
+        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let info: FlightInfo = client.get_flight_info(descriptor).await?.into_inner();
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| Status::internal("an endpoint without a ticket"))?;
+            let stream = client.do_get(ticket).await?.into_inner();
+            let decoded: Vec<RecordBatch> =
+                arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                    stream.map_err(arrow_flight::error::FlightError::from),
+                )
+                .try_collect()
+                .await
+                .map_err(|e| match e {
+                    arrow_flight::error::FlightError::Tonic(status) => *status,
+                    other => Status::internal(other.to_string()),
+                })?;
+            batches.extend(decoded);
+        }
+        Ok(batches)
+    };
+    tokio::time::timeout(STATEMENT_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("test timeout: {sql}"))))
+}
