@@ -9,11 +9,9 @@ use aws_sdk_glue::operation::update_table::UpdateTableError;
 use aws_sdk_glue::types::TableInput;
 use datafusion::common::{DataFusionError, Result};
 use floe_engine::error::FloeError;
-use iceberg::table::Table;
-use iceberg::{TableIdent, TableRequirement, TableUpdate};
+use iceberg::TableIdent;
 
-use super::swap::{write_and_swap, LocationSwap};
-use super::Committer;
+use super::swap::LocationSwap;
 use crate::glue::{serialized, GlueSettings};
 
 /// The Glue table parameter holding the current metadata file.
@@ -45,7 +43,10 @@ impl GlueSwap {
     }
 
     /// The table's metadata location, if Glue has the table.
-    async fn location(&self, ident: &TableIdent) -> std::result::Result<Option<String>, String> {
+    async fn location_now(
+        &self,
+        ident: &TableIdent,
+    ) -> std::result::Result<Option<String>, String> {
         let found = self
             .client
             .get_table()
@@ -127,29 +128,13 @@ impl GlueSwap {
 
 #[async_trait]
 impl LocationSwap for GlueSwap {
+    async fn location(&self, ident: &TableIdent) -> std::result::Result<Option<String>, String> {
+        self.location_now(ident).await
+    }
+
     /// Points the table at `new` if Glue still points it at `expected`; false if it does not
     /// (another writer committed first, here or anywhere Glue checks the version).
     async fn swap(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<bool> {
         serialized(ident, self.swap_unlocked(ident, expected, new)).await
-    }
-}
-
-#[async_trait]
-impl Committer for GlueSwap {
-    async fn current_location(
-        &self,
-        ident: &TableIdent,
-    ) -> Option<std::result::Result<Option<String>, String>> {
-        Some(self.location(ident).await)
-    }
-
-    async fn commit(
-        &self,
-        table: &Table,
-        updates: Vec<TableUpdate>,
-        _requirements: Vec<TableRequirement>,
-        name: &str,
-    ) -> Result<bool> {
-        write_and_swap(self, table, updates, name).await
     }
 }

@@ -5,13 +5,12 @@
 use async_trait::async_trait;
 use datafusion::common::Result;
 use floe_engine::error::FloeError;
-use iceberg::table::Table;
-use iceberg::{TableIdent, TableRequirement, TableUpdate};
+use iceberg::TableIdent;
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
-use super::swap::{write_and_swap, LocationSwap};
-use super::{unavailable, Committer};
+use super::swap::LocationSwap;
+use super::unavailable;
 
 /// The SQL catalog's compare-and-swap of a table's metadata location.
 #[derive(Debug)]
@@ -47,7 +46,10 @@ impl SqlMetadataSwap {
     }
 
     /// The table's metadata location, if the catalog has the table.
-    async fn location(&self, ident: &TableIdent) -> std::result::Result<Option<String>, String> {
+    async fn location_now(
+        &self,
+        ident: &TableIdent,
+    ) -> std::result::Result<Option<String>, String> {
         let p = |i: usize| self.placeholder(i);
         let sql = format!(
             "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = {} \
@@ -97,27 +99,11 @@ impl SqlMetadataSwap {
 
 #[async_trait]
 impl LocationSwap for SqlMetadataSwap {
+    async fn location(&self, ident: &TableIdent) -> std::result::Result<Option<String>, String> {
+        self.location_now(ident).await
+    }
+
     async fn swap(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<bool> {
         self.swap_pointer(ident, expected, new).await
-    }
-}
-
-#[async_trait]
-impl Committer for SqlMetadataSwap {
-    async fn current_location(
-        &self,
-        ident: &TableIdent,
-    ) -> Option<std::result::Result<Option<String>, String>> {
-        Some(self.location(ident).await)
-    }
-
-    async fn commit(
-        &self,
-        table: &Table,
-        updates: Vec<TableUpdate>,
-        _requirements: Vec<TableRequirement>,
-        name: &str,
-    ) -> Result<bool> {
-        write_and_swap(self, table, updates, name).await
     }
 }

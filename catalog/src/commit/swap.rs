@@ -7,20 +7,43 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use datafusion::common::Result;
 use iceberg::table::Table;
-use iceberg::{MetadataLocation, TableIdent, TableUpdate};
+use iceberg::{MetadataLocation, TableIdent, TableRequirement, TableUpdate};
 
-use super::{fail, unavailable};
+use super::{fail, unavailable, Committer};
 
-/// A catalog whose table pointer Floe moves itself.
+/// A catalog whose table pointer Floe moves itself; every one commits the same way.
 #[async_trait]
 pub(super) trait LocationSwap {
+    /// The table's metadata location now, if the catalog has the table.
+    async fn location(&self, ident: &TableIdent) -> std::result::Result<Option<String>, String>;
+
     /// Points the table at `new` if it still points at `expected`; false if it does not.
     async fn swap(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<bool>;
 }
 
+#[async_trait]
+impl<S: LocationSwap + std::fmt::Debug + Send + Sync> Committer for S {
+    async fn current_location(
+        &self,
+        ident: &TableIdent,
+    ) -> Option<std::result::Result<Option<String>, String>> {
+        Some(self.location(ident).await)
+    }
+
+    async fn commit(
+        &self,
+        table: &Table,
+        updates: Vec<TableUpdate>,
+        _requirements: Vec<TableRequirement>,
+        name: &str,
+    ) -> Result<bool> {
+        write_and_swap(self, table, updates, name).await
+    }
+}
+
 /// Applies `updates` to `table`'s metadata, writes the next metadata file and swaps it in;
 /// false when another commit moved the pointer first.
-pub(super) async fn write_and_swap(
+async fn write_and_swap(
     swap: &(impl LocationSwap + Sync),
     table: &Table,
     updates: Vec<TableUpdate>,
