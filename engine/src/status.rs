@@ -312,4 +312,133 @@ mod tests {
             Code::ResourceExhausted
         );
     }
+
+    /// Every error class, by whose fault it is: the client's (InvalidArgument, NotFound,
+    /// AlreadyExists, PermissionDenied, Unimplemented), the data's (DataLoss), the
+    /// environment's (Unavailable, ResourceExhausted, Aborted for a lost commit race, a
+    /// misconfigured server FailedPrecondition), and Floe's own bugs (Internal).
+    #[test]
+    fn every_error_class_has_its_status() {
+        use arrow::error::ArrowError;
+        let external = |e: FloeError| DataFusionError::External(Box::new(e));
+        let arrow = |e: ArrowError| DataFusionError::ArrowError(Box::new(e), None);
+        let iceberg = |kind| {
+            external(FloeError::Iceberg(iceberg::Error::new(
+                kind,
+                "from iceberg",
+            )))
+        };
+        let cases: Vec<(DataFusionError, Code)> = vec![
+            (
+                DataFusionError::Plan("no such column".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::Configuration("bad setting".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::Execution("cast failed".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::NotImplemented("LATERAL".into()),
+                Code::Unimplemented,
+            ),
+            (
+                DataFusionError::ResourcesExhausted("memory".into()),
+                Code::ResourceExhausted,
+            ),
+            (DataFusionError::Internal("bug".into()), Code::Internal),
+            (arrow(ArrowError::DivideByZero), Code::InvalidArgument),
+            (
+                arrow(ArrowError::ArithmeticOverflow("i64".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                arrow(ArrowError::CastError("'a' to INT".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                arrow(ArrowError::MemoryError("alloc".into())),
+                Code::ResourceExhausted,
+            ),
+            (
+                arrow(ArrowError::ParquetError("corrupt page".into())),
+                Code::DataLoss,
+            ),
+            (
+                arrow(ArrowError::IpcError("bad frame".into())),
+                Code::Internal,
+            ),
+            (
+                DataFusionError::IoError(std::io::Error::other("reset")),
+                Code::Unavailable,
+            ),
+            (
+                external(FloeError::NotFound("table s.t".into())),
+                Code::NotFound,
+            ),
+            (
+                external(FloeError::Config("no warehouse".into())),
+                Code::FailedPrecondition,
+            ),
+            (
+                external(FloeError::Unavailable("s3 down".into())),
+                Code::Unavailable,
+            ),
+            (
+                external(FloeError::DataLoss("s3://b/f.parquet".into())),
+                Code::DataLoss,
+            ),
+            (
+                external(FloeError::PermissionDenied("outside roots".into())),
+                Code::PermissionDenied,
+            ),
+            (
+                external(FloeError::Conflict("lost the race".into())),
+                Code::Aborted,
+            ),
+            (
+                external(FloeError::Unsupported("v4 tables".into())),
+                Code::Unimplemented,
+            ),
+            (iceberg(iceberg::ErrorKind::TableNotFound), Code::NotFound),
+            (
+                iceberg(iceberg::ErrorKind::NamespaceNotFound),
+                Code::NotFound,
+            ),
+            (
+                iceberg(iceberg::ErrorKind::TableAlreadyExists),
+                Code::AlreadyExists,
+            ),
+            (
+                iceberg(iceberg::ErrorKind::FeatureUnsupported),
+                Code::Unimplemented,
+            ),
+            (iceberg(iceberg::ErrorKind::DataInvalid), Code::DataLoss),
+            (
+                iceberg(iceberg::ErrorKind::CatalogCommitConflicts),
+                Code::FailedPrecondition,
+            ),
+            (iceberg(iceberg::ErrorKind::Unexpected), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let shown = error.to_string();
+            let status = status_from_datafusion(error);
+            assert_eq!(status.code(), code, "{shown} -> {status:?}");
+        }
+        // The status says what it is about: the file, the table.
+        let lost = status_from_datafusion(external(FloeError::DataLoss(
+            "reading s3://b/t/data/f.parquet: object not found".into(),
+        )));
+        assert!(
+            lost.message().contains("s3://b/t/data/f.parquet"),
+            "{lost:?}"
+        );
+        let missing = status_from_datafusion(external(FloeError::NotFound(
+            "table floe.s.t not found".into(),
+        )));
+        assert!(missing.message().contains("floe.s.t"), "{missing:?}");
+    }
 }
