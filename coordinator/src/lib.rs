@@ -8,7 +8,11 @@
 //!                                                     ▼ prunes files)
 //!                 stages::PlanStages cuts the plan into stages (hash shuffles, broadcasts, gathers)
 //!                                                     ▼
-//!  executors ◀──DoGet(task)── remote::RemoteStageExec ──▶ batches (or a write's commit) ──▶ client
+//!                 remote::RemoteStageExec (the gather node) ──▶ scheduler::QueryRun: starts the
+//!                 shuffle stages (graph), places each task (placement), runs the query again
+//!                 when an executor is lost early (retry)
+//!                                                     ▼
+//!  executors ◀──DoGet(task)── scheduler::task ──▶ batches (or a write's commit) ──▶ client
 //!  executors ──Challenge/Register/Heartbeat──▶ registry::ExecutorRegistry (proof of the
 //!                                               cluster secret; session key per registration)
 //! ```

@@ -3,7 +3,7 @@
 //! A write task rolls files at the table's target size and keeps one open writer per Iceberg
 //! partition its rows fall in. It returns, per file, Iceberg's JSON description of it (path,
 //! partition values, record count, size, column sizes, value/null counts, lower/upper bounds);
-//! the coordinator commits them all in one snapshot (`floe_catalog::write`). Nothing is
+//! the coordinator commits them all in one snapshot (`floe_catalog::commit`). Nothing is
 //! visible until that commit.
 
 use std::any::Any;

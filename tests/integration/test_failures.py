@@ -10,7 +10,7 @@ tasks for 2-4 s with the debug binary, against ~1 s at 0.1).  The tables are
 reloaded into namespace `tpch` of the session's SQL catalog; test_tpch.py
 reloads its own scale factor for its module.
 
-Contract with Floe (see coordinator/src/flight_sql.rs, remote.rs):
+Contract with Floe (see coordinator/src/scheduler/: placement.rs, retry.rs):
   * executors answer the Flight action `floe.status` with JSON
     {"executor_id": "...", "running_tasks": N} (N = task streams open now);
   * a task is one DoGet stream coordinator -> executor; when the client
