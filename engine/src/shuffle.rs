@@ -510,3 +510,132 @@ pub fn serve_bucket(
     })
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use tonic::Code;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+    }
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .expect("batch")
+    }
+
+    fn input(batches: Vec<Result<RecordBatch>>) -> SendableRecordBatchStream {
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema(),
+            futures::stream::iter(batches),
+        ))
+    }
+
+    fn read(query: &str, bucket: u32) -> ShuffleRead {
+        ShuffleRead {
+            query_id: query.into(),
+            stage_id: 1,
+            task: 0,
+            bucket,
+            ..Default::default()
+        }
+    }
+
+    async fn rows(
+        stream: BoxStream<'static, std::result::Result<RecordBatch, Status>>,
+    ) -> Vec<i64> {
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("the bucket ends well");
+        batches
+            .iter()
+            .flat_map(|b| {
+                let values = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("i64");
+                values.values().to_vec()
+            })
+            .collect()
+    }
+
+    use futures::stream::BoxStream;
+
+    /// A broadcast puts every row in every bucket, then one end marker each; a bucket is read
+    /// once (a second claim is NOT_FOUND at once, never a wait).
+    #[tokio::test]
+    async fn every_bucket_gets_its_rows_and_one_end_marker() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q1", 1, 0, schema(), 2);
+        let producer = tokio::spawn(produce(
+            input(vec![Ok(batch(&[1, 2])), Ok(batch(&[3]))]),
+            Split::Broadcast,
+            senders,
+        ));
+        for bucket in 0..2 {
+            let (_, receiver) = registry.claim(&read("q1", bucket)).expect("claimed");
+            assert_eq!(
+                rows(serve_bucket(receiver, read("q1", bucket))).await,
+                vec![1, 2, 3]
+            );
+        }
+        let produced = producer.await.expect("joins").expect("produced");
+        assert_eq!(produced.rows, 3);
+        let again = registry.claim(&read("q1", 0)).expect_err("read already");
+        assert_eq!(again.code(), Code::NotFound);
+    }
+
+    /// A producer holds at most the bucket's capacity for a reader that does not read
+    /// (backpressure), and a reader that goes away does not keep it waiting.
+    #[tokio::test]
+    async fn a_slow_reader_holds_the_producer_and_a_gone_reader_frees_it() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q2", 1, 0, schema(), 1);
+        let many: Vec<Result<RecordBatch>> = (0..(BUCKET_CAPACITY as i64 * 3))
+            .map(|i| Ok(batch(&[i])))
+            .collect();
+        let producer = tokio::spawn(produce(input(many), Split::Broadcast, senders));
+        let (_, receiver) = registry.claim(&read("q2", 0)).expect("claimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!producer.is_finished(), "the producer waits for its reader");
+        drop(receiver);
+        let produced = tokio::time::timeout(Duration::from_secs(10), producer)
+            .await
+            .expect("a gone reader frees the producer")
+            .expect("joins")
+            .expect("produced");
+        assert_eq!(produced.rows, BUCKET_CAPACITY as u64 * 3);
+    }
+
+    /// A producer that fails ends each bucket with its error (the reader learns the cause);
+    /// one that vanishes without an end marker fails the reader's stream, never a clean end.
+    #[tokio::test]
+    async fn a_failed_or_vanished_producer_fails_its_readers() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q3", 1, 0, schema(), 1);
+        let failing = input(vec![
+            Ok(batch(&[1])),
+            Err(DataFusionError::External(Box::new(Status::data_loss(
+                "s3://b/t/f.parquet is gone",
+            )))),
+        ]);
+        let producer = tokio::spawn(produce(failing, Split::Broadcast, senders));
+        let (_, receiver) = registry.claim(&read("q3", 0)).expect("claimed");
+        let outcome: std::result::Result<Vec<RecordBatch>, Status> =
+            serve_bucket(receiver, read("q3", 0)).try_collect().await;
+        let status = outcome.expect_err("the producer's error");
+        assert_eq!(status.code(), Code::DataLoss);
+        assert!(status.message().contains("f.parquet"), "{status:?}");
+        assert!(producer.await.expect("joins").is_err());
+
+        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 1);
+        let (_, receiver) = registry.claim(&read("q4", 0)).expect("claimed");
+        drop(senders);
+        let outcome: std::result::Result<Vec<RecordBatch>, Status> =
+            serve_bucket(receiver, read("q4", 0)).try_collect().await;
+        assert_eq!(outcome.expect_err("no end marker").code(), Code::Aborted);
+    }
+}

@@ -2,6 +2,8 @@
 //! patterns are applied before any table is loaded.
 
 use super::*;
+use floe_engine::status::status_from_catalog;
+use floe_engine::FloeError;
 
 impl FloeFlightSql {
     pub(super) fn metadata_info(
@@ -31,7 +33,7 @@ impl FloeFlightSql {
             .catalog()
             .list_namespaces(None)
             .await
-            .map_err(|e| Status::unavailable(format!("listing namespaces: {e}")))
+            .map_err(|e| status_from_catalog(FloeError::from_iceberg("listing namespaces", e)))
     }
 
     /// `GetTables`: the catalog, schema and table patterns are applied before any table's
@@ -130,10 +132,12 @@ async fn table_schema(
     use datafusion::catalog::TableProvider;
     let (base, kind) = floe_catalog::metadata_tables::split(ident.name());
     let base_ident = TableIdent::new(ident.namespace().clone(), base.to_string());
-    let table = catalog
-        .load_table(&base_ident)
-        .await
-        .map_err(|e| Status::unavailable(format!("loading table {base_ident}: {e}")))?;
+    let table = catalog.load_table(&base_ident).await.map_err(|e| {
+        status_from_catalog(FloeError::from_iceberg(
+            &format!("loading table {base_ident}"),
+            e,
+        ))
+    })?;
     if let Some(kind) = kind {
         let provider =
             floe_catalog::metadata_tables::metadata_table(&table, &ident.to_string(), kind)
