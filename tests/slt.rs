@@ -48,12 +48,13 @@ fn returns_rows(sql: &str) -> bool {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .map(|l| l.trim_start_matches('('))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_default()
         .to_ascii_uppercase();
     matches!(
         first.as_str(),
-        "SELECT" | "WITH" | "VALUES" | "EXPLAIN" | "SHOW" | "DESCRIBE" | "DESC" | "(" | "TABLE"
+        "SELECT" | "WITH" | "VALUES" | "EXPLAIN" | "SHOW" | "DESCRIBE" | "DESC" | "TABLE"
     )
 }
 
