@@ -136,12 +136,16 @@ enum Placement {
 /// The physical optimizer rule that cuts a query's plan into stages.
 #[derive(Debug)]
 pub struct PlanStages {
-    /// The run the stages are scheduled in.
-    run: Arc<QueryRun>,
+    registry: ExecutorRegistry,
+    query_id: String,
+    /// The most memory the query may hold on each executor (0: the executor's limit).
+    memory_limit: u64,
 }
 
-struct Cutter<'a> {
-    rule: &'a PlanStages,
+struct Cutter {
+    /// The run this plan's stages are scheduled in: one per cut plan, so that stage ids (which
+    /// restart at 1 in every cut) never name another plan's running stages.
+    run: Arc<QueryRun>,
     next_stage: u32,
 }
 
@@ -149,12 +153,14 @@ impl PlanStages {
     /// A rule for one query.
     pub fn new(registry: ExecutorRegistry, query_id: String, memory_limit: u64) -> Self {
         Self {
-            run: Arc::new(QueryRun::new(query_id, memory_limit, registry)),
+            registry,
+            query_id,
+            memory_limit,
         }
     }
 }
 
-impl Cutter<'_> {
+impl Cutter {
     fn place(
         &mut self,
         plan: Arc<dyn ExecutionPlan>,
@@ -377,7 +383,7 @@ impl Cutter<'_> {
                 Ok(Arc::new(RemoteStageExec::new(
                     plan,
                     stage,
-                    Arc::clone(&self.rule.run),
+                    Arc::clone(&self.run),
                 )))
             }
             Err(e) if inputs.is_empty() => {
@@ -483,7 +489,11 @@ impl PhysicalOptimizerRule for PlanStages {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut cutter = Cutter {
-            rule: self,
+            run: Arc::new(QueryRun::new(
+                self.query_id.clone(),
+                self.memory_limit,
+                self.registry.clone(),
+            )),
             next_stage: 0,
         };
         let (plan, placement) = cutter.place(plan)?;
