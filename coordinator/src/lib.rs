@@ -32,7 +32,6 @@ pub mod client_auth;
 pub mod ddl;
 pub mod error;
 pub mod flight_sql;
-pub mod handles;
 pub mod limits;
 mod metadata;
 pub mod not_in;

@@ -3,7 +3,7 @@
 //! carries.
 #![no_main]
 
-use floe_coordinator::handles::decode_parameters;
+use floe_coordinator::flight_sql::handles::decode_parameters;
 use floe_proto::auth::{self, ClusterSecret};
 use floe_proto::{
     floe_ticket::Kind, FloeTicket, HeartbeatRequest, RegisterRequest, ShuffleRead, StatementHandle,

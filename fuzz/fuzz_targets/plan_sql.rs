@@ -234,7 +234,10 @@ fuzz_target!(|data: &[u8]| {
     let planner = planner();
     let engine = planner.engine.clone();
     let sql = sql.to_string();
-    let _ = planner
-        .runtime
-        .block_on(async move { engine.plan("fuzz", &sql, vec![], &Principal::anonymous()).await.map(|_| ()) });
+    let _ = planner.runtime.block_on(async move {
+        engine
+            .plan("fuzz", &sql, vec![], &Principal::anonymous())
+            .await
+            .map(|_| ())
+    });
 });

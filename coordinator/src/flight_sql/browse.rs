@@ -16,7 +16,7 @@ impl FloeFlightSql {
             FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(schema)
-            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+            .map_err(ProtocolError::encoding("schema"))?
             .with_endpoint(endpoint)
             .with_descriptor(descriptor);
         Ok(Response::new(info))
@@ -119,7 +119,7 @@ impl FloeFlightSql {
                     "TABLE",
                     &schema,
                 )
-                .map_err(|e| Status::internal(format!("listing tables: {e}")))?;
+                .map_err(ProtocolError::encoding("the table listing"))?;
         }
         one_batch(builder.schema(), builder.build())
     }

@@ -52,7 +52,7 @@ impl FloeFlightSql {
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
+            .map_err(ProtocolError::encoding("result schema"))?
             .with_endpoint(endpoint)
             .with_descriptor(echoed(descriptor));
         Ok(Response::new(info))
@@ -128,14 +128,13 @@ impl FloeFlightSql {
         &self,
         handle: &StatementHandle,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let batches = self.results.get(&handle.run_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "no stored result for run {}: the statement ran when GetFlightInfo answered, \
-                 and its result is kept for {} s",
-                handle.run_id,
-                crate::results::RESULT_TTL.as_secs()
-            ))
-        })?;
+        let batches =
+            self.results
+                .get(&handle.run_id)
+                .ok_or_else(|| ProtocolError::ResultGone {
+                    run_id: handle.run_id.clone(),
+                    ttl_secs: crate::results::RESULT_TTL.as_secs(),
+                })?;
         let schema = batches
             .first()
             .map(|b| b.schema())
@@ -168,20 +167,20 @@ impl FloeFlightSql {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
             };
-            let any = arrow_flight::sql::Any::decode(ticket.ticket.clone()).map_err(|e| {
-                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
-            })?;
-            let Some(query) = any.unpack::<TicketStatementQuery>().map_err(|e| {
-                Status::invalid_argument(format!("ticket is not a Floe ticket: {e}"))
-            })?
+            let any = arrow_flight::sql::Any::decode(ticket.ticket.clone())
+                .map_err(|e| ProtocolError::malformed("ticket is not a Floe ticket", e))?;
+            let Some(query) = any
+                .unpack::<TicketStatementQuery>()
+                .map_err(|e| ProtocolError::malformed("ticket is not a Floe ticket", e))?
             else {
-                return Err(Status::invalid_argument(
-                    "only statement tickets can be cancelled",
-                ));
+                return Err(ProtocolError::Refused(
+                    "only statement tickets can be cancelled".into(),
+                )
+                .into());
             };
             let handle = decode_handle(&query.statement_handle)?;
             if handle.run_id.is_empty() {
-                return Err(Status::invalid_argument("the ticket names no run"));
+                return Err(ProtocolError::Refused("the ticket names no run".into()).into());
             }
             if self.runs.cancel(&handle.run_id) == Cancelled::Running {
                 outcome = Cancelled::Running;

@@ -52,18 +52,22 @@ use crate::settings::{wire, Settings, SettingsSlot};
 /// The Flight action type of `CancelFlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 use crate::client_auth::{IssuedToken, Principal};
-use crate::handles::{
-    decode_handle, decode_parameters, echoed, encode_parameters, one_batch, parameter_batches,
-    schema_ipc,
-};
 use crate::metadata::{admits, FOREIGN_KEYS_SCHEMA, PRIMARY_KEYS_SCHEMA, SERVER_INFO, XDBC_TYPES};
 use crate::scheduler::RetryingQuery;
 use crate::session::{Planned, QueryEngine};
 use crate::statements::{conform_schema, encode_stream, restart, start_planned, start_query};
+use handles::{
+    decode_handle, decode_parameters, echoed, encode_parameters, one_batch, parameter_batches,
+    schema_ipc,
+};
 
 mod browse;
 mod execution;
+pub mod handles;
+mod protocol_error;
 mod sessions;
+
+use protocol_error::ProtocolError;
 
 pub(crate) type FlightDataStream =
     Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -195,7 +199,7 @@ impl FlightSqlService for FloeFlightSql {
         let dataset_schema = planned.schema().as_ref().clone();
         let mut parameters: Vec<(String, Option<DataType>)> = planned
             .parameter_types()
-            .map_err(|e| Status::invalid_argument(format!("parameters of the statement: {e}")))?
+            .map_err(|e| ProtocolError::malformed("parameters of the statement", e))?
             .into_iter()
             .collect();
         parameters.sort_by_key(|(name, _)| {
@@ -231,9 +235,10 @@ impl FlightSqlService for FloeFlightSql {
         let batches = parameter_batches(request).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > 1 {
-            return Err(Status::invalid_argument(format!(
+            return Err(ProtocolError::Refused(format!(
                 "{rows} parameter rows bound; Floe runs a prepared query with one row of parameters"
-            )));
+            ))
+            .into());
         }
         handle.parameters = match batches.iter().find(|b| b.num_rows() == 1) {
             Some(batch) => encode_parameters(batch)?,
@@ -294,9 +299,8 @@ impl FlightSqlService for FloeFlightSql {
         query: ActionCancelQueryRequest,
         _request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        let info = FlightInfo::decode(query.info).map_err(|e| {
-            Status::invalid_argument(format!("CancelQuery.info is not a FlightInfo: {e}"))
-        })?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| ProtocolError::malformed("CancelQuery.info is not a FlightInfo", e))?;
         self.cancel_info(&info)?;
         Ok(ActionCancelQueryResult {
             // CANCEL_RESULT_CANCELLED (arrow-flight does not export the nested enum)
@@ -342,15 +346,16 @@ impl FlightSqlService for FloeFlightSql {
             _ => {}
         }
         if action.r#type != CANCEL_FLIGHT_INFO {
-            return Err(Status::unimplemented(format!(
-                "unknown action '{}': Floe does not implement it",
-                action.r#type
-            )));
+            return Err(
+                ProtocolError::Unsupported(format!("the action '{}'", action.r#type)).into(),
+            );
         }
         let info = CancelFlightInfoRequest::decode(action.body)
-            .map_err(|e| Status::invalid_argument(format!("not a CancelFlightInfoRequest: {e}")))?
+            .map_err(|e| ProtocolError::malformed("not a CancelFlightInfoRequest", e))?
             .info
-            .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest.info is missing"))?;
+            .ok_or_else(|| {
+                ProtocolError::malformed("CancelFlightInfoRequest", "its info is missing")
+            })?;
         self.cancel_info(&info)?;
         let result = CancelFlightInfoResult {
             status: CancelStatus::Cancelled as i32,
@@ -642,11 +647,11 @@ fn one_result(body: Vec<u8>) -> Response<<FloeFlightSql as FlightService>::DoAct
 fn no_rows(schema: &SchemaRef) -> Result<Response<FlightDataStream>, Status> {
     one_batch(
         Arc::clone(schema),
-        Ok::<_, Status>(RecordBatch::new_empty(Arc::clone(schema))),
+        Ok::<_, ProtocolError>(RecordBatch::new_empty(Arc::clone(schema))),
     )
 }
 
 /// `UNIMPLEMENTED`, naming what the client asked for.
 fn unsupported(what: &str) -> Status {
-    Status::unimplemented(format!("Floe does not support {what}"))
+    ProtocolError::Unsupported(what.to_string()).into()
 }

@@ -12,15 +12,16 @@ impl FloeFlightSql {
         caller: &Principal,
         slot: &SettingsSlot,
     ) -> Result<Vec<u8>, Status> {
-        let request = wire::SetSessionOptionsRequest::decode(body).map_err(|e| {
-            Status::invalid_argument(format!("not a SetSessionOptionsRequest: {e}"))
-        })?;
+        let request = wire::SetSessionOptionsRequest::decode(body)
+            .map_err(|e| ProtocolError::malformed("not a SetSessionOptionsRequest", e))?;
         let mut options: Vec<_> = request.session_options.into_iter().collect();
         options.sort_by(|a, b| a.0.cmp(&b.0));
         let mut settings = caller.settings.clone();
         for (name, value) in options {
-            let value = wire::as_text(&value)
-                .map_err(|e| Status::invalid_argument(format!("session option '{name}': {e}")))?;
+            let value = wire::as_text(&value).map_err(|e| ProtocolError::Malformed {
+                what: "a session option's value",
+                detail: format!("'{name}': {e}"),
+            })?;
             settings = self
                 .engine
                 .with_setting(&settings, &name, value.as_deref())

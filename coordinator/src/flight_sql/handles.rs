@@ -3,6 +3,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -15,7 +16,8 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::flight_sql::FlightDataStream;
+use super::protocol_error::ProtocolError;
+use super::FlightDataStream;
 
 /// Largest command a FlightInfo echoes back in its descriptor.
 const MAX_ECHOED_COMMAND: usize = 64 * 1024;
@@ -33,11 +35,12 @@ pub(crate) fn echoed(descriptor: FlightDescriptor) -> FlightDescriptor {
     }
 }
 
+/// A one-batch answer (the metadata commands').
 pub(crate) fn one_batch<E: std::fmt::Display>(
     schema: SchemaRef,
     batch: Result<RecordBatch, E>,
 ) -> Result<Response<FlightDataStream>, Status> {
-    let batch = batch.map_err(|e| Status::internal(format!("building metadata result: {e}")))?;
+    let batch = batch.map_err(ProtocolError::encoding("metadata result"))?;
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(futures::stream::once(async move { Ok(batch) }))
@@ -45,19 +48,25 @@ pub(crate) fn one_batch<E: std::fmt::Display>(
     Ok(Response::new(stream.boxed()))
 }
 
-pub(crate) fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
+pub(crate) fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, ProtocolError> {
     StatementHandle::decode(bytes)
-        .map_err(|e| Status::invalid_argument(format!("not a Floe statement handle: {e}")))
+        .map_err(|e| ProtocolError::malformed("not a Floe statement handle", e))
 }
 
 /// Bound parameters: a one-row Arrow IPC stream → one scalar per column.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when the bytes are not a one-row Arrow IPC stream of scalars.
 pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
+    Ok(parameters(bytes)?)
+}
+
+fn parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, ProtocolError> {
     if bytes.is_empty() {
         return Ok(vec![]);
     }
-    let (_, batches) = floe_engine::ipc::decode_ipc_stream(bytes).map_err(|e| {
-        Status::invalid_argument(format!("bound parameters are not Arrow IPC: {e}"))
-    })?;
+    let (_, batches) = floe_engine::ipc::decode_ipc_stream(bytes)
+        .map_err(|e| ProtocolError::malformed("bound parameters are not Arrow IPC", e))?;
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(vec![]);
     };
@@ -66,7 +75,7 @@ pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
         .iter()
         .map(|column| {
             ScalarValue::try_from_array(column, 0)
-                .map_err(|e| Status::invalid_argument(format!("bound parameter: {e}")))
+                .map_err(|e| ProtocolError::malformed("bound parameter", e))
         })
         .collect()
 }
@@ -74,33 +83,31 @@ pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, Status> {
 /// The parameter batches a client sent with a DoPut.
 pub(crate) async fn parameter_batches(
     request: Request<PeekableFlightDataStream>,
-) -> Result<Vec<RecordBatch>, Status> {
+) -> Result<Vec<RecordBatch>, ProtocolError> {
     let stream = request.into_inner().map_err(FlightError::from);
     FlightRecordBatchStream::new_from_flight_data(stream)
         .try_collect()
         .await
-        .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))
+        .map_err(|e| ProtocolError::malformed("reading bound parameters", e))
 }
 
-pub(crate) fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
+/// One row of parameters as the one-row Arrow IPC stream a handle carries.
+pub(crate) fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, ProtocolError> {
     let mut out = Vec::new();
-    {
-        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-        writer
-            .write(&batch.slice(0, 1))
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-        writer
-            .finish()
-            .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
-    }
+    write_first_row(&mut out, batch).map_err(ProtocolError::encoding("parameters"))?;
     Ok(out)
 }
 
-pub(crate) fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
+fn write_first_row(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<(), ArrowError> {
+    let mut writer = StreamWriter::try_new(out, &batch.schema())?;
+    writer.write(&batch.slice(0, 1))?;
+    writer.finish()
+}
+
+pub(crate) fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, ProtocolError> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
+        .map_err(ProtocolError::encoding("schema"))?;
     Ok(bytes)
 }
 
