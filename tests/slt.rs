@@ -9,6 +9,10 @@
 //! EXPLAIN prints one row per plan line, with the warehouse folder shown as `<warehouse>` and
 //! snapshot ids as `<snapshot>`, encoded plan sizes as `plan_bytes=<n>`.
 //!
+//! A record whose SQL starts with `-- prepared` or `-- params: <values>` runs as a prepared
+//! statement (with those values bound); `connection <name>` runs the next record on another
+//! connection, whose session settings (`USE`, `SET TIME ZONE`) are its own.
+//!
 //! `FLOE_SLT=explain cargo test --test slt` runs the files whose name contains `explain`;
 //! with `FLOE_SLT_COMPLETE=1` the files' expected output is rewritten from Floe's answers.
 
@@ -18,16 +22,37 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use arrow_flight::flight_service_client::FlightServiceClient;
 use async_trait::async_trait;
-use common::{run_sql, Cluster};
+use common::{Cluster, Connection};
 use sqllogictest::{DBOutput, DefaultColumnType};
-use tonic::transport::Channel;
+use tonic::Status;
 
-/// A Flight SQL connection as sqllogictest drives it.
+/// A Flight SQL connection as sqllogictest drives it (`connection <name>` in a file opens
+/// another, with its own session settings).
 struct FlightDb {
-    client: FlightServiceClient<Channel>,
+    connection: Connection,
     warehouse: String,
+}
+
+/// How a record's SQL asks to be run: `-- prepared` on its first line runs it as a prepared
+/// statement; `-- params: 42, 'x'` binds one row of parameters, the values of
+/// `SELECT 42, 'x'` (so they reach the server typed, as a driver sends them).
+enum Form<'a> {
+    Statement,
+    Prepared { parameters: Option<&'a str> },
+}
+
+fn form(sql: &str) -> Form<'_> {
+    let first = sql.trim_start().lines().next().unwrap_or_default().trim();
+    if first == "-- prepared" {
+        Form::Prepared { parameters: None }
+    } else if let Some(list) = first.strip_prefix("-- params:") {
+        Form::Prepared {
+            parameters: Some(list.trim()),
+        }
+    } else {
+        Form::Statement
+    }
 }
 
 /// A failed statement: its gRPC status code and message.
@@ -72,7 +97,11 @@ impl FlightDb {
     }
 
     fn rows(&self, sql: &str, batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, StatementError> {
-        let explain = sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN");
+        let explain = sql
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .is_some_and(|l| l.to_ascii_uppercase().starts_with("EXPLAIN"));
         let options = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for batch in batches {
@@ -132,9 +161,25 @@ impl sqllogictest::AsyncDB for FlightDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, StatementError> {
-        let batches = run_sql(&mut self.client, sql)
-            .await
-            .map_err(|s| StatementError(format!("{:?}: {}", s.code(), s.message())))?;
+        let error = |s: Status| StatementError(format!("{:?}: {}", s.code(), s.message()));
+        let batches = match form(sql) {
+            Form::Statement => self.connection.run(sql).await,
+            Form::Prepared { parameters } => {
+                let bound = match parameters {
+                    Some(list) => {
+                        let values = self
+                            .connection
+                            .run(&format!("SELECT {list}"))
+                            .await
+                            .map_err(error)?;
+                        values.into_iter().find(|b| b.num_rows() == 1)
+                    }
+                    None => None,
+                };
+                self.connection.run_prepared(sql, bound).await
+            }
+        }
+        .map_err(error)?;
         if returns_rows(sql) {
             let columns = batches.first().map_or(0, |b| b.num_columns());
             return Ok(DBOutput::Rows {
@@ -196,7 +241,7 @@ async fn sql_logic_tests() {
             continue;
         }
         let cluster = Cluster::start(2).await;
-        let client = cluster.client().await;
+        let connection = cluster.connect().await;
         let warehouse = cluster
             .warehouse
             .path()
@@ -206,7 +251,7 @@ async fn sql_logic_tests() {
             .to_string();
         let mut runner = sqllogictest::Runner::new(move || {
             let db = FlightDb {
-                client: client.clone(),
+                connection: connection.clone(),
                 warehouse: warehouse.clone(),
             };
             async move { Ok::<_, StatementError>(db) }

@@ -4,12 +4,13 @@
 mod common;
 
 use arrow::array::{Array, StringArray};
-use common::{run_sql, Cluster};
+use common::Cluster;
 
 /// The physical plan of `sql`, as EXPLAIN prints it.
 async fn physical_plan(cluster: &Cluster, sql: &str) -> String {
-    let mut client = cluster.client().await;
-    let batches = run_sql(&mut client, &format!("EXPLAIN {sql}"))
+    let mut connection = cluster.connect().await;
+    let batches = connection
+        .run(&format!("EXPLAIN {sql}"))
         .await
         .unwrap_or_else(|s| panic!("EXPLAIN {sql}: {s:?}"));
     let mut plan = String::new();
@@ -41,13 +42,13 @@ fn count(plan: &str, node: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plans_are_cut_where_data_must_move() {
     let cluster = Cluster::start(2).await;
-    let mut client = cluster.client().await;
+    let mut connection = cluster.connect().await;
     for sql in [
         "CREATE SCHEMA s",
         "CREATE TABLE s.big PARTITIONED BY (k) AS SELECT * FROM (VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 30), (4, 'c', 40)) AS v(k, g, x)",
         "CREATE TABLE s.small AS SELECT * FROM (VALUES ('a', 'A'), ('b', 'B')) AS v(g, label)",
     ] {
-        run_sql(&mut client, sql).await.unwrap_or_else(|s| panic!("{sql}: {s:?}"));
+        connection.run(sql).await.unwrap_or_else(|s| panic!("{sql}: {s:?}"));
     }
 
     // A scan and a filter run in the executors' tasks; one gather brings the rows back.

@@ -31,10 +31,13 @@ use datafusion::sql::sqlparser::ast::ObjectType;
 use floe_catalog::commit::count_schema;
 use floe_catalog::commit::Committer;
 use floe_engine::write::WriteSettings;
+use futures::TryStreamExt;
 
 /// The schema unqualified names resolve in until a session says `USE`.
 pub const DEFAULT_SCHEMA: &str = "default";
-use futures::TryStreamExt;
+
+/// The session time zone when a connection set none.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
 
 /// Plans queries against the catalog for the cluster's executors.
 #[derive(Debug, Clone)]
@@ -148,9 +151,14 @@ impl QueryEngine {
             .with_extension(Arc::new(WriteSettings {
                 target_file_size: settings.target_file_size,
             }));
-        if let Some(tz) = &settings.time_zone {
-            config.options_mut().execution.time_zone = Some(tz.clone());
-        }
+        // UTC unless the session chose a zone (DataFusion's own default is no zone at all,
+        // which would make `TIMESTAMP WITH TIME ZONE` a timestamp without one).
+        config.options_mut().execution.time_zone = Some(
+            settings
+                .time_zone
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TIME_ZONE.to_string()),
+        );
         let mut rules = PhysicalOptimizer::new().rules;
         // Before join selection, so a NOT IN proven NULL-free is planned as a plain anti join.
         rules.insert(0, Arc::new(crate::not_in::NotInWithoutNulls));

@@ -8,17 +8,23 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
-use arrow_flight::{FlightDescriptor, FlightInfo};
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt,
+};
+use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo};
 use floe_catalog::CatalogSettings;
 use floe_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use floe_executor::{ExecutorConfig, ExecutorHandle};
 use floe_proto::auth::ClusterSecret;
 use futures::TryStreamExt;
 use prost::Message;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
-use tonic::Status;
+use tonic::{Request, Status};
 
 /// How long the fixture waits for the cluster to come up.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -98,14 +104,17 @@ impl Cluster {
         }
     }
 
-    /// A Flight client of the coordinator.
-    pub async fn client(&self) -> FlightServiceClient<Channel> {
+    /// A Flight SQL connection to the coordinator.
+    pub async fn connect(&self) -> Connection {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("url")
             .connect()
             .await
             .expect("the coordinator accepts connections");
-        FlightServiceClient::new(channel).max_decoding_message_size(256 << 20)
+        Connection {
+            client: FlightServiceClient::new(channel).max_decoding_message_size(256 << 20),
+            token: None,
+        }
     }
 
     /// Stops the executors, then the coordinator.
@@ -117,28 +126,101 @@ impl Cluster {
     }
 }
 
-/// Runs `sql` as a Flight SQL statement (GetFlightInfo, then DoGet of every endpoint): its
-/// batches, or the status the coordinator answered with.
-pub async fn run_sql(
-    client: &mut FlightServiceClient<Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, Status> {
-    let work = async {
+/// A Flight SQL connection as a driver keeps one: a client, and the bearer token the
+/// coordinator last handed it (a connection's settings travel in it: `USE`, `SET TIME ZONE`).
+#[derive(Clone)]
+pub struct Connection {
+    client: FlightServiceClient<Channel>,
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Connection {
+    /// Runs `sql` as a Flight SQL statement (GetFlightInfo, then DoGet of every endpoint): its
+    /// batches, or the status the coordinator answered with.
+    pub async fn run(&mut self, sql: &str) -> Result<Vec<RecordBatch>, Status> {
         let command = CommandStatementQuery {
             query: sql.to_string(),
             transaction_id: None,
         };
         let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
-        let info: FlightInfo = client.get_flight_info(descriptor).await?.into_inner();
+        bounded(sql, self.fetch(descriptor)).await
+    }
+
+    /// Runs `sql` as a prepared statement (CreatePreparedStatement; DoPut of `parameters`, one
+    /// row, when there are any; GetFlightInfo of the handle the DoPut answered; DoGet).
+    pub async fn run_prepared(
+        &mut self,
+        sql: &str,
+        parameters: Option<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        let work = async {
+            let request = ActionCreatePreparedStatementRequest {
+                query: sql.to_string(),
+                transaction_id: None,
+            };
+            let action = Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
+            let request = self.request(action);
+            let mut results = self.client.do_action(request).await?.into_inner();
+            let body = results
+                .message()
+                .await?
+                .ok_or_else(|| Status::internal("CreatePreparedStatement answered nothing"))?
+                .body;
+            let prepared: ActionCreatePreparedStatementResult = Any::decode(body)
+                .ok()
+                .and_then(|any| any.unpack().ok().flatten())
+                .ok_or_else(|| Status::internal("not an ActionCreatePreparedStatementResult"))?;
+            let mut handle = prepared.prepared_statement_handle;
+            if let Some(parameters) = parameters {
+                let command = CommandPreparedStatementQuery {
+                    prepared_statement_handle: handle.clone(),
+                };
+                let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+                let data: Vec<FlightData> = FlightDataEncoderBuilder::new()
+                    .with_flight_descriptor(Some(descriptor))
+                    .build(futures::stream::iter([Ok(parameters)]))
+                    .try_collect()
+                    .await
+                    .map_err(|e| Status::internal(format!("encoding parameters: {e}")))?;
+                let request = self.request(futures::stream::iter(data));
+                let mut answer = self.client.do_put(request).await?.into_inner();
+                if let Some(put) = answer.message().await? {
+                    let result = DoPutPreparedStatementResult::decode(put.app_metadata)
+                        .map_err(|e| Status::internal(format!("DoPut answer: {e}")))?;
+                    if let Some(bound) = result.prepared_statement_handle {
+                        handle = bound;
+                    }
+                }
+            }
+            let command = CommandPreparedStatementQuery {
+                prepared_statement_handle: handle,
+            };
+            self.fetch(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()))
+                .await
+        };
+        bounded(sql, work).await
+    }
+
+    /// GetFlightInfo of `descriptor`, then DoGet of every endpoint, keeping the token the
+    /// answers hand out.
+    async fn fetch(&mut self, descriptor: FlightDescriptor) -> Result<Vec<RecordBatch>, Status> {
+        let request = self.request(descriptor);
+        let answer = self.client.get_flight_info(request).await?;
+        self.keep_token(answer.metadata());
+        let info: FlightInfo = answer.into_inner();
         let mut batches = Vec::new();
         for endpoint in info.endpoint {
             let ticket = endpoint
                 .ticket
                 .ok_or_else(|| Status::internal("an endpoint without a ticket"))?;
-            let stream = client.do_get(ticket).await?.into_inner();
+            let request = self.request(ticket);
+            let answer = self.client.do_get(request).await?;
+            self.keep_token(answer.metadata());
             let decoded: Vec<RecordBatch> =
                 arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                    stream.map_err(arrow_flight::error::FlightError::from),
+                    answer
+                        .into_inner()
+                        .map_err(arrow_flight::error::FlightError::from),
                 )
                 .try_collect()
                 .await
@@ -149,7 +231,30 @@ pub async fn run_sql(
             batches.extend(decoded);
         }
         Ok(batches)
-    };
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        request
+    }
+
+    fn keep_token(&mut self, metadata: &MetadataMap) {
+        if let Some(token) = metadata.get("authorization") {
+            self.token = Some(token.clone());
+        }
+    }
+}
+
+/// `work`, failing instead of hanging past [`STATEMENT_TIMEOUT`].
+async fn bounded<T>(
+    sql: &str,
+    work: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
     tokio::time::timeout(STATEMENT_TIMEOUT, work)
         .await
         .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("test timeout: {sql}"))))
