@@ -95,7 +95,13 @@ pub async fn create_iceberg_table(
     catalog
         .create_table(command.table.namespace(), creation)
         .await
-        .map_err(|e| iceberg_error(format!("creating table {name}"), e))?;
+        .map_err(|e| match e.kind() {
+            iceberg::ErrorKind::NamespaceNotFound => CoordinatorError::NotFound(format!(
+                "creating table {name}: schema '{}' not found (CREATE SCHEMA makes it)",
+                command.table.namespace().to_url_string()
+            )),
+            _ => iceberg_error(format!("creating table {name}"), e),
+        })?;
     Ok(true)
 }
 
