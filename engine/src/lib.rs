@@ -10,7 +10,8 @@
 //!  wire                  codec: FloeCodec (datafusion-proto + Floe's nodes); ipc: schemas
 //!                              and small results as Arrow IPC
 //!  storage               storage: object_store behind Iceberg's FileIO, confined to the
-//!                              process's storage roots; StorageSettings
+//!                              process's storage roots; StorageSettings;
+//!                        file_cache: Parquet footers of immutable files, kept by path
 //!  errors                error: FloeError, classed by whose fault it is;
 //!                        status: DataFusion / Floe errors → gRPC status (one map)
 //!  runtime               runtime: memory-bounded RuntimeEnv, message and window sizes, the
@@ -29,6 +30,7 @@ pub mod checked;
 pub mod codec;
 pub mod cooperative;
 pub mod error;
+pub mod file_cache;
 pub mod ipc;
 pub mod memory;
 pub mod runtime;

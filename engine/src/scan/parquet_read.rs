@@ -15,9 +15,8 @@
 //! * **storage through Floe's FileIO** ([`FileIoReader`]): bytes come through the same confined
 //!   storage as every other read, with footers cached by path (data files are immutable).
 
-use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema as ArrowSchema, SchemaRef};
@@ -51,6 +50,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use roaring::RoaringTreemap;
 
 use crate::error::FloeError;
+use crate::file_cache::{file_key, FileCache};
 
 /// How many bytes of a file's end the first footer read fetches (one request for most files).
 const FOOTER_PREFETCH: usize = 64 * 1024;
@@ -206,17 +206,9 @@ pub fn access_plan(
 
 // ---------------------------------------------------------------- footers
 
-/// Footers by file path, bounded by decoded size, oldest out first.
-#[derive(Default)]
-struct FooterCache {
-    by_path: HashMap<String, Arc<ParquetMetaData>>,
-    order: VecDeque<(String, usize)>,
-    bytes: usize,
-}
-
-fn footers() -> &'static Mutex<FooterCache> {
-    static CACHE: OnceLock<Mutex<FooterCache>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+fn footers() -> &'static FileCache<Arc<ParquetMetaData>> {
+    static CACHE: OnceLock<FileCache<Arc<ParquetMetaData>>> = OnceLock::new();
+    CACHE.get_or_init(|| FileCache::new(FOOTER_CACHE_BYTES))
 }
 
 /// The footer of the file at `path` of `size` bytes, with its page index (cached by path and
@@ -226,14 +218,9 @@ async fn footer(
     path: &str,
     size: u64,
 ) -> std::result::Result<Arc<ParquetMetaData>, ParquetError> {
-    let key = format!("{size}:{path}");
-    if let Some(found) = footers()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .by_path
-        .get(&key)
-    {
-        return Ok(Arc::clone(found));
+    let key = file_key(path, size);
+    if let Some(found) = footers().get(&key) {
+        return Ok(found);
     }
     let metadata = Arc::new(
         ParquetMetaDataReader::new()
@@ -243,20 +230,7 @@ async fn footer(
             .load_and_finish(Fetch(Arc::clone(reader)), size)
             .await?,
     );
-    let weight = metadata.memory_size();
-    let mut cache = footers().lock().unwrap_or_else(|p| p.into_inner());
-    if weight <= FOOTER_CACHE_BYTES / 4 && !cache.by_path.contains_key(&key) {
-        while cache.bytes + weight > FOOTER_CACHE_BYTES {
-            let Some((old, w)) = cache.order.pop_front() else {
-                break;
-            };
-            cache.by_path.remove(&old);
-            cache.bytes -= w;
-        }
-        cache.by_path.insert(key.clone(), Arc::clone(&metadata));
-        cache.order.push_back((key, weight));
-        cache.bytes += weight;
-    }
+    footers().insert(key, Arc::clone(&metadata), metadata.memory_size());
     Ok(metadata)
 }
 
@@ -574,6 +548,7 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn deleted_positions_become_row_selections_per_row_group() {
