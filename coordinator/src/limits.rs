@@ -125,8 +125,33 @@ fn operator_kind(token: &Token) -> Option<OperatorKind> {
     }
 }
 
-/// Runs the future `make` returns on a fresh thread with a [`PLANNING_STACK`] stack, inside
-/// the current runtime, and returns its output.
+/// How long an idle planning thread waits for the next statement before it ends.
+const PLANNING_THREAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The threads statements are planned on: [`PLANNING_STACK`] stacks, kept for the next
+/// statement while there is planning to do (a fresh 512 MiB-stack thread per statement cost a
+/// point query a thread start, the stack's first page faults and an unmap twice over), as many
+/// as there are statements planning at once.
+fn planning_threads() -> Result<&'static tokio::runtime::Runtime> {
+    static THREADS: std::sync::OnceLock<std::io::Result<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("floe-plan")
+                .thread_stack_size(PLANNING_STACK)
+                .thread_keep_alive(PLANNING_THREAD_IDLE)
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| {
+            CoordinatorError::ResourcesExhausted(format!("cannot start the planning threads: {e}"))
+        })
+}
+
+/// Runs the future `make` returns on a thread with a [`PLANNING_STACK`] stack (see
+/// [`planning_threads`]), inside the current runtime, and returns its output.
 pub async fn on_planning_thread<F, Fut, T>(make: F) -> Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -134,19 +159,12 @@ where
     T: Send + 'static,
 {
     let runtime = tokio::runtime::Handle::current();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("floe-plan".into())
-        .stack_size(PLANNING_STACK)
-        .spawn(move || {
-            let _ = tx.send(runtime.block_on(make()));
-        })
+    planning_threads()?
+        .spawn_blocking(move || runtime.block_on(make()))
+        .await
         .map_err(|e| {
-            CoordinatorError::ResourcesExhausted(format!("cannot start a planning thread: {e}"))
-        })?;
-    rx.await.map_err(|_| {
-        CoordinatorError::Internal("the planning thread ended without an answer".into())
-    })
+            CoordinatorError::Internal(format!("the planning thread ended without an answer: {e}"))
+        })
 }
 
 #[cfg(test)]
