@@ -242,6 +242,13 @@ def test_the_statements_that_crashed_the_server_now_answer_or_refuse(embedded):
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
     code, details, _ = raw.query("SELECT 1 WHERE " + " OR ".join(f"1 = {i}" for i in range(10_000)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "too deep" in details, (code, details)
+    # Just within the limits: planned on the large-stack planning threads and answered, again
+    # and again (the threads are kept between statements; each must still have its large stack).
+    for _ in range(2):
+        code, details, _ = raw.query("SELECT " + "+".join(["1"] * 250) + " AS s")
+        assert code == grpc.StatusCode.OK, (code, details[:200])
+        code, details, _ = raw.query("SELECT 1 WHERE " + " OR ".join(f"1 = {i}" for i in range(4_000)))
+        assert code == grpc.StatusCode.OK, (code, details[:200])
     big = "x" * (8 << 20)
     code, details, data = raw.query(f"SELECT length('{big}') AS n")
     assert code == grpc.StatusCode.OK, (code, details[:200])
