@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     binary = tpch.floe_binary(args.floe_bin)
     tpch.log(f"floe: {binary} ({tpch.binary_profile(binary)} build)")
     server = tpch.FloeServer(binary, warehouse, sf_dir / "floe-logs" / time.strftime("ctas-%Y%m%dT%H%M%S"),
-                             args.executors)
+                             args.executors, getattr(args, "deployment", "standalone"))
     server.start()
     try:
         floe_times, floe_check = time_floe(server, args.runs)

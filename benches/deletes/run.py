@@ -95,7 +95,8 @@ def main(argv=None) -> int:
 
     binary = tpch.floe_binary(args.floe_bin)
     tpch.log(f"floe: {binary} ({tpch.binary_profile(binary)} build)")
-    server = tpch.FloeServer(binary, warehouse, sf_dir / "floe-logs" / time.strftime("deletes-%Y%m%dT%H%M%S"), 2)
+    server = tpch.FloeServer(binary, warehouse, sf_dir / "floe-logs" / time.strftime("deletes-%Y%m%dT%H%M%S"), 2,
+                             args.deployment)
     server.start()
     times: dict[tuple[int, str], list[float]] = {}
     problems: list[str] = []

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     cold, warm = [], []
     for run in range(args.runs):
         server = tpch.FloeServer(binary, warehouse, warehouse.parent / "floe-logs" /
-                                 time.strftime(f"planning-%Y%m%dT%H%M%S-{run}"), args.executors)
+                                 time.strftime(f"planning-%Y%m%dT%H%M%S-{run}"), args.executors, getattr(args, "deployment", "standalone"))
         server.start()
         try:
             with flightsql.connect(server.uri) as conn:

@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     binary = tpch.floe_binary(args.floe_bin)
     tpch.log(f"floe: {binary} ({tpch.binary_profile(binary)} build)")
     server = tpch.FloeServer(binary, warehouse, warehouse.parent / "floe-logs" /
-                             time.strftime("seed-%Y%m%dT%H%M%S"), args.executors)
+                             time.strftime("seed-%Y%m%dT%H%M%S"), args.executors, getattr(args, "deployment", "standalone"))
     server.start()
     times: dict[str, list[float]] = {"floe": [], "duckdb": []}
     try:

@@ -290,6 +290,8 @@ def add_floe_args(ap, executors: bool = True) -> None:
     ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else the release build, else debug)")
     if executors:
         ap.add_argument("--executors", type=int, default=2, help="Floe executors (default 2)")
+    ap.add_argument("--deployment", choices=("standalone", "cluster"), default="standalone",
+                    help="Floe as `floe standalone` (default) or a coordinator plus --executors separate executor processes")
     ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
                     help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
 
@@ -314,13 +316,22 @@ def binary_profile(p: Path) -> str:
 
 
 class FloeServer:
-    def __init__(self, binary: Path, warehouse: Path, log_dir: Path, executors: int):
+    """`floe standalone --executors N` (the default), or with deployment="cluster" a
+    `floe coordinator` and N separate `floe executor` processes sharing a random cluster secret."""
+
+    def __init__(self, binary: Path, warehouse: Path, log_dir: Path, executors: int,
+                 deployment: str = "standalone"):
         self.binary, self.warehouse, self.log_dir, self.executors = binary, warehouse, log_dir, executors
+        self.deployment = deployment
         self.proc = None
+        self.executor_procs: list = []
         self.uri: Optional[str] = None
         self.starts = 0
 
     def start(self) -> None:
+        if self.deployment == "cluster":
+            self._start_cluster()
+            return
         from floe_cluster import READY_RE, REGISTERED_RE, FloeProcess
 
         self.starts += 1
@@ -334,7 +345,35 @@ class FloeServer:
         self.proc.wait_for(REGISTERED_RE, count=self.executors, what="FLOE_EXECUTOR_REGISTERED", timeout=120)
         log(f"floe: standalone ready at {self.uri} with {self.executors} executors (pid {self.proc.pid}, logs {self.log_dir})")
 
+    def _start_cluster(self) -> None:
+        import secrets
+
+        from floe_cluster import EXECUTOR_READY_RE, READY_RE, REGISTERED_RE, FloeProcess
+
+        self.starts += 1
+        env = {"FLOE_LOG": os.environ.get("FLOE_BENCH_LOG", "info"),
+               "FLOE_CLUSTER_SECRET": secrets.token_hex(32)}
+        self.proc = FloeProcess(f"floe-coordinator-{self.starts}",
+                                [str(self.binary), "coordinator", "--warehouse", str(self.warehouse), "--port", "0"],
+                                self.log_dir, env=env)
+        m = self.proc.wait_for(READY_RE, what="FLOE_READY", timeout=120)[0]
+        self.uri = f"grpc://{m['host']}:{m['port']}"
+        control = f"http://127.0.0.1:{m['cport'] or m['port']}"
+        for i in range(self.executors):
+            ex = FloeProcess(f"floe-executor{i + 1}-{self.starts}",
+                             [str(self.binary), "executor", "--coordinator", control, "--port", "0",
+                              "--warehouse", str(self.warehouse)],
+                             self.log_dir, env=env)
+            self.executor_procs.append(ex)
+            ex.wait_for(EXECUTOR_READY_RE, what="FLOE_EXECUTOR_READY", timeout=120)
+        self.proc.wait_for(REGISTERED_RE, count=self.executors, what="FLOE_EXECUTOR_REGISTERED", timeout=120)
+        log(f"floe: coordinator at {self.uri} with {self.executors} separate executor processes "
+            f"(pids {self.proc.pid}, {', '.join(str(e.pid) for e in self.executor_procs)}; logs {self.log_dir})")
+
     def stop(self) -> None:
+        for ex in self.executor_procs:
+            ex.stop(grace=5.0)
+        self.executor_procs = []
         if self.proc is not None:
             self.proc.stop(grace=5.0)
             self.proc = None
@@ -516,6 +555,8 @@ def main(argv=None) -> int:
     ap.add_argument("--floe-bin", help="Floe binary (default $FLOE_BIN, else ~/.cache/floe-target/release/floe "
                                        "if built, else debug/floe)")
     ap.add_argument("--executors", type=int, default=2, help="Floe executors (default 2)")
+    ap.add_argument("--deployment", choices=("standalone", "cluster"), default="standalone",
+                    help="Floe as `floe standalone` (default) or a coordinator plus --executors separate executor processes")
     ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
                     help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
     ap.add_argument("--reload", action="store_true", help="rebuild the Iceberg warehouse even if it looks current")
@@ -565,7 +606,7 @@ def main(argv=None) -> int:
             log(f"--- {LABEL[e]}: {len(queries)} queries, 1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
             if e == "floe":
                 log_dir = sf_dir / "floe-logs" / started.strftime("%Y%m%dT%H%M%SZ")
-                floe_server = FloeServer(binary, wh, log_dir, args.executors)
+                floe_server = FloeServer(binary, wh, log_dir, args.executors, args.deployment)
                 atexit.register(floe_server.stop)
                 floe_server.start()
 
