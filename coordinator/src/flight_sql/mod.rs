@@ -199,7 +199,7 @@ impl FlightSqlService for FloeFlightSql {
         let dataset_schema = planned.schema().as_ref().clone();
         let mut parameters: Vec<(String, Option<DataType>)> = planned
             .parameter_types()
-            .map_err(|e| ProtocolError::malformed("parameters of the statement", e))?
+            .map_err(|e| ProtocolError::Refused(format!("parameters of the statement: {e}")))?
             .into_iter()
             .collect();
         parameters.sort_by_key(|(name, _)| {
