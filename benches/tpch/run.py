@@ -56,6 +56,7 @@ from tpch_queries import ORDER_KEYS, query_limit, query_text, tpchgen_bin  # noq
 NAMESPACE = "tpch"
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 APPENDS = {"lineitem": 4, "orders": 2}
+MAX_APPEND_ROWS = 2_000_000
 ENGINES = ["floe", "datafusion", "duckdb"]
 LABEL = {"floe": "Floe", "datafusion": "DataFusion", "duckdb": "DuckDB"}
 
@@ -111,6 +112,7 @@ def _plain_strings(table):
 def load_iceberg(sf_dir: Path, files: dict[str, Path], reload: bool) -> tuple[Path, dict[str, int]]:
     """Iceberg copy of the Parquet in <sf_dir>/warehouse (SqlCatalog "floe",
     namespace tpch).  Returns the warehouse dir and the row counts."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from pyiceberg.catalog.sql import SqlCatalog
 
@@ -136,14 +138,30 @@ def load_iceberg(sf_dir: Path, files: dict[str, Path], reload: bool) -> tuple[Pa
     catalog = SqlCatalog("floe", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
     catalog.create_namespace_if_not_exists(NAMESPACE)
     for name in TABLES:
-        data = _plain_strings(pq.read_table(files[name]))
-        table = catalog.create_table(f"{NAMESPACE}.{name}", data.schema)
-        n = APPENDS.get(name, 1)
-        step = -(-data.num_rows // n)
-        for k in range(n):
-            table.append(data.slice(k * step, step))
-        log(f"iceberg: {NAMESPACE}.{name}: {data.num_rows} rows in {n} append(s)")
-        del data
+        # Read in slices of at most MAX_APPEND_ROWS (SF10's lineitem whole would not fit in
+        # memory twice); at SF1 this is exactly APPENDS's layout.
+        source = pq.ParquetFile(files[name])
+        total = source.metadata.num_rows
+        n = max(APPENDS.get(name, 1), -(-total // MAX_APPEND_ROWS))
+        step = -(-total // n)
+        table = None
+        appended = 0
+        pending: list = []
+        pending_rows = 0
+        for batch in source.iter_batches(batch_size=65536):
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= step or (appended + pending_rows == total and pending_rows):
+                chunk = pa.Table.from_batches(pending)
+                part, rest = chunk.slice(0, step), chunk.slice(step)
+                data = _plain_strings(part)
+                if table is None:
+                    table = catalog.create_table(f"{NAMESPACE}.{name}", data.schema)
+                table.append(data)
+                appended += part.num_rows
+                pending = rest.to_batches()
+                pending_rows = rest.num_rows
+        log(f"iceberg: {NAMESPACE}.{name}: {appended} rows in {n} append(s)")
     marker.write_text(json.dumps(want))
     log(f"iceberg: loaded into {wh} in {time.monotonic() - t0:.1f}s")
     return wh, rows
@@ -315,14 +333,29 @@ def binary_profile(p: Path) -> str:
     return p.parent.name if p.parent.name in ("debug", "release") else "unknown"
 
 
+def peak_rss(pid: int) -> Optional[int]:
+    """The most resident memory process `pid` has had (VmHWM), in bytes; None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 class FloeServer:
     """`floe standalone --executors N` (the default), or with deployment="cluster" a
     `floe coordinator` and N separate `floe executor` processes sharing a random cluster secret."""
 
     def __init__(self, binary: Path, warehouse: Path, log_dir: Path, executors: int,
-                 deployment: str = "standalone"):
+                 deployment: str = "standalone", executor_memory: Optional[str] = None):
         self.binary, self.warehouse, self.log_dir, self.executors = binary, warehouse, log_dir, executors
         self.deployment = deployment
+        # cluster only: each executor's --memory-limit, and the peak RSS (VmHWM) of every
+        # executor process this server ran, read just before it stopped
+        self.executor_memory = executor_memory
+        self.executor_peaks: list[int] = []
         self.proc = None
         self.executor_procs: list = []
         self.uri: Optional[str] = None
@@ -360,9 +393,10 @@ class FloeServer:
         self.uri = f"grpc://{m['host']}:{m['port']}"
         control = f"http://127.0.0.1:{m['cport'] or m['port']}"
         for i in range(self.executors):
+            limit = ["--memory-limit", self.executor_memory] if self.executor_memory else []
             ex = FloeProcess(f"floe-executor{i + 1}-{self.starts}",
                              [str(self.binary), "executor", "--coordinator", control, "--port", "0",
-                              "--warehouse", str(self.warehouse)],
+                              "--warehouse", str(self.warehouse), *limit],
                              self.log_dir, env=env)
             self.executor_procs.append(ex)
             ex.wait_for(EXECUTOR_READY_RE, what="FLOE_EXECUTOR_READY", timeout=120)
@@ -372,6 +406,9 @@ class FloeServer:
 
     def stop(self) -> None:
         for ex in self.executor_procs:
+            peak = peak_rss(ex.pid)
+            if peak is not None:
+                self.executor_peaks.append(peak)
             ex.stop(grace=5.0)
         self.executor_procs = []
         if self.proc is not None:
@@ -557,6 +594,8 @@ def main(argv=None) -> int:
     ap.add_argument("--executors", type=int, default=2, help="Floe executors (default 2)")
     ap.add_argument("--deployment", choices=("standalone", "cluster"), default="standalone",
                     help="Floe as `floe standalone` (default) or a coordinator plus --executors separate executor processes")
+    ap.add_argument("--executor-memory", help="with --deployment cluster: each executor's --memory-limit, e.g. 2GiB "
+                                              "(the run reports each executor's peak RSS)")
     ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
                     help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
     ap.add_argument("--reload", action="store_true", help="rebuild the Iceberg warehouse even if it looks current")
@@ -573,6 +612,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--engines: choose from {ENGINES}")
     if args.runs < 1:
         raise SystemExit("--runs must be >= 1")
+    if args.executor_memory and args.deployment != "cluster":
+        raise SystemExit("--executor-memory needs --deployment cluster (standalone executors share one process)")
 
     # SIGTERM / SIGHUP -> SystemExit, so finally blocks and atexit stop Floe
     def _die(signum, _frame):
@@ -606,7 +647,8 @@ def main(argv=None) -> int:
             log(f"--- {LABEL[e]}: {len(queries)} queries, 1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
             if e == "floe":
                 log_dir = sf_dir / "floe-logs" / started.strftime("%Y%m%dT%H%M%SZ")
-                floe_server = FloeServer(binary, wh, log_dir, args.executors, args.deployment)
+                floe_server = FloeServer(binary, wh, log_dir, args.executors, args.deployment,
+                                         args.executor_memory)
                 atexit.register(floe_server.stop)
                 floe_server.start()
 
@@ -651,6 +693,10 @@ def main(argv=None) -> int:
     failures = [(n, e, r) for e in engines for n, r in records[e].items() if r["status"] != "ok"]
     for n, e, r in failures:
         log(f"\nq{n:02d} {LABEL[e]} {r['status']}: {r['error']}")
+    peaks = floe_server.executor_peaks if floe_server else []
+    if peaks:
+        log(f"\nexecutor peak RSS: " + ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
+            + (f" (--memory-limit {args.executor_memory} each)" if args.executor_memory else ""))
     wall = time.monotonic() - wall0
     log(f"\nwall time {wall:.1f}s (" + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in phases.items()) + ")")
 
@@ -663,7 +709,9 @@ def main(argv=None) -> int:
         "wall_s": wall,
         "phases_s": phases,
         "floe": {"binary": str(binary) if binary else None, "profile": binary_profile(binary) if binary else None,
-                 "executors": args.executors, "server_starts": floe_server.starts if floe_server else 0},
+                 "executors": args.executors, "server_starts": floe_server.starts if floe_server else 0,
+                 "deployment": args.deployment, "executor_memory": args.executor_memory,
+                 "executor_peak_rss_bytes": peaks},
         "git": git_describe(),
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                  "load_avg_start": load_start, "load_avg_end": os.getloadavg()},

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
@@ -13,6 +14,7 @@ use floe_proto::{floe_plan_node, FloePlanNode};
 use iceberg::io::FileIO;
 use prost::Message;
 
+use crate::partition_key::PartitionValueExpr;
 use crate::shuffle::ShuffleReaderExec;
 use crate::write::IcebergWriteExec;
 use crate::IcebergScanExec;
@@ -103,6 +105,31 @@ impl PhysicalExtensionCodec for FloeCodec {
             "Floe cannot ship plan node {} to an executor",
             node.name()
         )))
+    }
+
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        match PartitionValueExpr::decode(buf, inputs) {
+            Some(expr) => Ok(Arc::new(expr?)),
+            None => Err(DataFusionError::Plan(
+                "unknown expression extension in a plan fragment".into(),
+            )),
+        }
+    }
+
+    fn try_encode_expr(&self, node: &Arc<dyn PhysicalExpr>, buf: &mut Vec<u8>) -> Result<()> {
+        match node.as_any().downcast_ref::<PartitionValueExpr>() {
+            Some(value) => {
+                buf.extend(value.encode());
+                Ok(())
+            }
+            None => Err(DataFusionError::NotImplemented(format!(
+                "Floe cannot ship expression {node} to an executor"
+            ))),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod file_cache;
 pub mod ipc;
 pub mod memory;
+pub mod partition_key;
 pub mod runtime;
 pub mod scan;
 pub mod shuffle;

@@ -14,7 +14,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -41,6 +41,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::error_chain;
 use crate::error::FloeError;
+use crate::partition_key::clustering_keys;
 
 /// Table property: bytes after which a writer starts a new data file.
 pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
@@ -117,6 +118,9 @@ pub struct IcebergWriteExec {
     input: Arc<dyn ExecutionPlan>,
     schema: Arc<Schema>,
     spec: Arc<PartitionSpec>,
+    /// The input's rows hashed by partition value (see [`crate::partition_key`]); `None` for
+    /// an unpartitioned table.
+    clustering: Option<Vec<Arc<dyn PhysicalExpr>>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     /// What the files are written with: on an executor its own storage settings, confined to
@@ -140,6 +144,9 @@ impl IcebergWriteExec {
             ))
         })?;
         let partitions = input.properties().output_partitioning().partition_count();
+        let table_schema = schema_to_arrow_schema(&schema)
+            .map_err(|e| DataFusionError::Plan(format!("{}: {e}", node.table)))?;
+        let clustering = clustering_keys(&spec, &schema, &input.schema(), &table_schema);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(files_schema()),
             Partitioning::UnknownPartitioning(partitions),
@@ -151,6 +158,7 @@ impl IcebergWriteExec {
             input,
             schema: Arc::new(schema),
             spec: Arc::new(spec),
+            clustering,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
             file_io,
@@ -176,7 +184,12 @@ impl DisplayAs for IcebergWriteExec {
                 .collect::<Vec<_>>()
                 .join(", "),
             self.node.target_file_size
-        )
+        )?;
+        if let Some(keys) = &self.clustering {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            write!(f, ", clustered_by=[{}]", keys.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -217,8 +230,22 @@ impl ExecutionPlan for IcebergWriteExec {
         Some(self.metrics.clone_inner())
     }
 
+    /// Only when the rows are to be clustered: DataFusion adds the hash shuffle
+    /// `required_input_distribution` asks for only where it counts the input as worth
+    /// spreading (it judges that before splitting the scan into its tasks).
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+        vec![self.clustering.is_some()]
+    }
+
+    /// A partitioned table's rows arrive hash-partitioned by their partition value, so each
+    /// partition is written by one task, into as few files as its size needs, rather than by
+    /// every task that read some of its rows (tasks × partitions small files). The planner
+    /// adds the shuffle; the stage cutter runs it between the readers and the writers.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![match &self.clustering {
+            Some(keys) => Distribution::HashPartitioned(keys.clone()),
+            None => Distribution::UnspecifiedDistribution,
+        }]
     }
 
     fn execute(
@@ -347,4 +374,101 @@ fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::physical_plan::empty::EmptyExec;
+    use iceberg::spec::{NestedField, PrimitiveType, Transform, Type};
+
+    fn node(spec: &PartitionSpec, schema: &Schema) -> IcebergWriteNode {
+        IcebergWriteNode {
+            table: "s.t".into(),
+            schema_json: serde_json::to_string(schema).expect("json"),
+            partition_spec_json: serde_json::to_string(spec).expect("json"),
+            data_location: "file:///w/data".into(),
+            target_file_size: 1 << 20,
+            write_id: "w1".into(),
+            format_version: 2,
+        }
+    }
+
+    /// A partitioned table asks for its rows hashed by partition value (the planner then adds
+    /// the shuffle); an unpartitioned one takes them as they come.
+    #[test]
+    fn a_partitioned_write_asks_for_rows_clustered_by_partition() {
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+                NestedField::optional(2, "day", Type::Primitive(PrimitiveType::Date)).into(),
+            ])
+            .build()
+            .expect("schema");
+        let input: Arc<dyn ExecutionPlan> =
+            Arc::new(EmptyExec::new(Arc::new(ArrowSchema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("day", DataType::Date32, true),
+            ]))));
+        let io = iceberg::io::FileIOBuilder::new(Arc::new(
+            crate::storage::ObjectStoreStorageFactory::default(),
+        ))
+        .build();
+        let by_month = PartitionSpec::builder(schema.clone())
+            .add_partition_field("day", "day_month", Transform::Month)
+            .expect("field")
+            .build()
+            .expect("spec");
+        let write =
+            IcebergWriteExec::try_new(node(&by_month, &schema), Arc::clone(&input), io.clone())
+                .expect("write");
+        match write.required_input_distribution().as_slice() {
+            [Distribution::HashPartitioned(keys)] => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].to_string(), "month(day@1)");
+            }
+            other => panic!("expected a hash requirement, got {other:?}"),
+        }
+        // The planner adds the shuffle above a many-task input.
+        let rows = RecordBatch::try_new(
+            input.schema(),
+            vec![
+                Arc::new(arrow::array::Int64Array::from_iter_values(0..5000)),
+                Arc::new(arrow::array::Date32Array::from_iter_values(0..5000)),
+            ],
+        )
+        .expect("batch");
+        let spread = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![rows.clone()], vec![rows.clone()], vec![rows]],
+            input.schema(),
+            None,
+        )
+        .expect("source");
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(
+            IcebergWriteExec::try_new(node(&by_month, &schema), spread, io.clone()).expect("write"),
+        );
+        let mut config = datafusion::config::ConfigOptions::new();
+        config.execution.target_partitions = 4;
+        let optimized = datafusion::physical_optimizer::PhysicalOptimizerRule::optimize(
+            &datafusion::physical_optimizer::enforce_distribution::EnforceDistribution::new(),
+            plan,
+            &config,
+        )
+        .expect("optimizes");
+        let text = datafusion::physical_plan::displayable(optimized.as_ref())
+            .indent(true)
+            .to_string();
+        assert!(
+            text.contains("RepartitionExec: partitioning=Hash([month(day@1)], 4)"),
+            "{text}"
+        );
+        let flat =
+            IcebergWriteExec::try_new(node(&PartitionSpec::unpartition_spec(), &schema), input, io)
+                .expect("write");
+        assert!(matches!(
+            flat.required_input_distribution().as_slice(),
+            [Distribution::UnspecifiedDistribution]
+        ));
+    }
 }
