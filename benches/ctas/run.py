@@ -57,7 +57,9 @@ def time_floe(server, runs: int) -> tuple[list[float], dict]:
         cur.execute("SELECT count(*) AS n, count(DISTINCT date_trunc('month', l_shipdate)) AS months "
                     "FROM bench.lineitem_by_month")
         row = cur.fetch_arrow_table().to_pylist()[0]
-        check = {"rows": row["n"], "months": row["months"], "written": written}
+        cur.execute('SELECT count(*) AS n FROM bench."lineitem_by_month$files"')
+        data_files = cur.fetch_arrow_table().to_pylist()[0]["n"]
+        check = {"rows": row["n"], "months": row["months"], "written": written, "files": data_files}
         cur.close()
     finally:
         conn.close()
@@ -86,7 +88,8 @@ def time_duckdb(parquet: Path, runs: int) -> tuple[list[float], dict]:
         row = con.execute(
             f"SELECT count(*), count(DISTINCT ship_month) FROM read_parquet('{out_root}/lineitem_by_month/**/*.parquet', "
             "hive_partitioning = true)").fetchone()
-        check = {"rows": row[0], "months": row[1]}
+        check = {"rows": row[0], "months": row[1],
+                 "files": len(list((out_root / "lineitem_by_month").rglob("*.parquet")))}
         con.close()
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
