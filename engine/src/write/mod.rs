@@ -21,7 +21,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_proto::IcebergWriteNode;
 use futures::StreamExt;
-use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
 use iceberg::spec::{
     serialize_data_file_to_json, DataFileFormat, FormatVersion, PartitionSpec, Schema,
@@ -42,6 +42,9 @@ use parquet::file::properties::WriterProperties;
 use crate::error::error_chain;
 use crate::error::FloeError;
 use crate::partition_key::clustering_keys;
+
+mod split;
+use split::PartitionSplitter;
 
 /// Table property: bytes after which a writer starts a new data file.
 pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
@@ -295,11 +298,8 @@ impl ExecutionPlan for IcebergWriteExec {
                 }
                 writer.close().await.map_err(fail)?
             } else {
-                let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-                    Arc::clone(&schema),
-                    Arc::clone(&spec),
-                )
-                .map_err(fail)?;
+                let splitter = PartitionSplitter::try_new(Arc::clone(&schema), Arc::clone(&spec))
+                    .map_err(fail)?;
                 let mut writer = FanoutWriter::new(builder);
                 while let Some(batch) = input.next().await {
                     let batch = with_schema(batch?, &arrow_schema)?;
