@@ -151,10 +151,15 @@ pub fn clustering_keys(
         .iter()
         .filter(|field| field.transform != Transform::Void)
         .filter_map(|field| {
-            let name = schema.field_by_id(field.source_id)?.name.clone();
+            // A top-level column only (a nested field's name could be a top-level column's).
+            let source = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .find(|f| f.id == field.source_id)?;
+            let name = source.name.clone();
             let (index, column) = input.column_with_name(&name)?;
-            // Only a column the writer takes as it is (nested sources are not top-level
-            // columns and are left out by the lookup above).
+            // Only a column the writer takes as it is.
             let (_, declared) = table.column_with_name(&name)?;
             (column.data_type() == declared.data_type()).then(|| {
                 Arc::new(PartitionValueExpr::new(
@@ -271,5 +276,31 @@ mod tests {
         let other = ArrowSchema::new(vec![Field::new("id", DataType::Int32, false)]);
         assert!(clustering_keys(&by_id, &schema, &other, &arrow).is_none());
         assert!(clustering_keys(&by_id, &schema, &arrow, &arrow).is_some());
+
+        // A source nested in a struct is not the top-level column of the same name.
+        let nested = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+                NestedField::optional(
+                    2,
+                    "info",
+                    Type::Struct(iceberg::spec::StructType::new(vec![NestedField::optional(
+                        3,
+                        "id",
+                        Type::Primitive(PrimitiveType::Long),
+                    )
+                    .into()])),
+                )
+                .into(),
+            ])
+            .build()
+            .expect("schema");
+        let by_inner = PartitionSpec::builder(nested.clone())
+            .add_partition_field("info.id", "inner_bucket", Transform::Bucket(8))
+            .expect("field")
+            .build()
+            .expect("spec");
+        let nested_arrow = iceberg::arrow::schema_to_arrow_schema(&nested).expect("arrow");
+        assert!(clustering_keys(&by_inner, &nested, &nested_arrow, &nested_arrow).is_none());
     }
 }
