@@ -3,10 +3,10 @@
 //! A write task rolls files at the table's target size and keeps one open writer per Iceberg
 //! partition its rows fall in (`split.rs` cuts each batch by partition). Into a partitioned
 //! table its input arrives shuffled by partition value (`crate::partition_key`), so each
-//! partition has one writer in the whole write. It returns, per file, Iceberg's JSON description of it (path,
-//! partition values, record count, size, column sizes, value/null counts, lower/upper bounds);
-//! the coordinator commits them all in one snapshot (`floe_catalog::commit`). Nothing is
-//! visible until that commit.
+//! partition has one writer in the whole write. It returns, per file, Iceberg's JSON
+//! description of it (path, partition values, record count, size, column sizes, value/null
+//! counts, lower/upper bounds); the coordinator commits them all in one snapshot
+//! (`floe_catalog::commit`). Nothing is visible until that commit.
 
 use std::any::Any;
 use std::fmt;
