@@ -122,6 +122,8 @@ pub struct IcebergWriteExec {
     node: IcebergWriteNode,
     input: Arc<dyn ExecutionPlan>,
     schema: Arc<Schema>,
+    /// The table's schema as Arrow (what every batch is written as).
+    arrow_schema: SchemaRef,
     spec: Arc<PartitionSpec>,
     /// The input's rows hashed by partition value (see [`crate::partition_key`]); `None` for
     /// an unpartitioned table.
@@ -149,9 +151,11 @@ impl IcebergWriteExec {
             ))
         })?;
         let partitions = input.properties().output_partitioning().partition_count();
-        let table_schema = schema_to_arrow_schema(&schema)
-            .map_err(|e| DataFusionError::Plan(format!("{}: {e}", node.table)))?;
-        let clustering = clustering_keys(&spec, &schema, &input.schema(), &table_schema);
+        let arrow_schema = Arc::new(
+            schema_to_arrow_schema(&schema)
+                .map_err(|e| DataFusionError::Plan(format!("{}: {e}", node.table)))?,
+        );
+        let clustering = clustering_keys(&spec, &schema, &input.schema(), &arrow_schema);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(files_schema()),
             Partitioning::UnknownPartitioning(partitions),
@@ -162,6 +166,7 @@ impl IcebergWriteExec {
             node,
             input,
             schema: Arc::new(schema),
+            arrow_schema,
             spec: Arc::new(spec),
             clustering,
             properties: Arc::new(properties),
@@ -261,6 +266,7 @@ impl ExecutionPlan for IcebergWriteExec {
         let input = self.input.execute(partition, context)?;
         let node = self.node.clone();
         let schema = Arc::clone(&self.schema);
+        let arrow_schema = Arc::clone(&self.arrow_schema);
         let spec = Arc::clone(&self.spec);
         let file_io = self.file_io.clone();
         let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", partition);
@@ -271,7 +277,6 @@ impl ExecutionPlan for IcebergWriteExec {
         let stream = futures::stream::once(async move {
             let table = node.table.clone();
             let fail = |e| write_error(&table, e);
-            let arrow_schema = Arc::new(schema_to_arrow_schema(&schema).map_err(fail)?);
             let parquet = ParquetWriterBuilder::new(
                 WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
