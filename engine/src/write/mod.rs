@@ -26,7 +26,7 @@ use futures::StreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    serialize_data_file_to_json, DataFileFormat, FormatVersion, PartitionSpec, Schema,
+    serialize_data_file_to_json, DataFileFormat, FormatVersion, PartitionSpec, Schema, Transform,
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -150,6 +150,19 @@ impl IcebergWriteExec {
                 "IcebergWriteNode.partition_spec_json is invalid: {e}"
             ))
         })?;
+        // Table metadata written elsewhere may carry what Floe's DDL refuses; iceberg's
+        // bucket and truncate functions divide by their argument.
+        if let Some(zero) = spec
+            .fields()
+            .iter()
+            .find(|f| matches!(f.transform, Transform::Bucket(0) | Transform::Truncate(0)))
+        {
+            return Err(DataFusionError::Plan(format!(
+                "table {}: partition field {} has transform {}, which cannot be computed \
+                 (a bucket count or truncate width must be at least 1)",
+                node.table, zero.name, zero.transform
+            )));
+        }
         let partitions = input.properties().output_partitioning().partition_count();
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(&schema)
@@ -388,7 +401,7 @@ mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field};
     use datafusion::physical_plan::empty::EmptyExec;
-    use iceberg::spec::{NestedField, PrimitiveType, Transform, Type};
+    use iceberg::spec::{NestedField, PrimitiveType, Type};
 
     fn node(spec: &PartitionSpec, schema: &Schema) -> IcebergWriteNode {
         IcebergWriteNode {
@@ -477,5 +490,41 @@ mod tests {
             flat.required_input_distribution().as_slice(),
             [Distribution::UnspecifiedDistribution]
         ));
+    }
+
+    /// Metadata from another writer with a zero bucket count or truncate width (Floe's DDL
+    /// refuses them) is refused by name before any row is split, not a division by zero.
+    #[test]
+    fn a_zero_width_transform_is_refused_by_name() {
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::required(
+                1,
+                "id",
+                Type::Primitive(PrimitiveType::Long),
+            )
+            .into()])
+            .build()
+            .expect("schema");
+        let input: Arc<dyn ExecutionPlan> =
+            Arc::new(EmptyExec::new(Arc::new(ArrowSchema::new(vec![
+                Field::new("id", DataType::Int64, false),
+            ]))));
+        for transform in ["truncate[0]", "bucket[0]"] {
+            let mut write = node(&PartitionSpec::unpartition_spec(), &schema);
+            write.partition_spec_json = format!(
+                r#"{{"spec-id":0,"fields":[{{"source-id":1,"field-id":1000,"name":"id_part","transform":"{transform}"}}]}}"#
+            );
+            let io = iceberg::io::FileIOBuilder::new(Arc::new(
+                crate::storage::ObjectStoreStorageFactory::default(),
+            ))
+            .build();
+            let err =
+                IcebergWriteExec::try_new(write, Arc::clone(&input), io).expect_err(transform);
+            let text = err.to_string();
+            assert!(
+                text.contains("s.t") && text.contains("id_part") && text.contains(transform),
+                "{text}"
+            );
+        }
     }
 }
