@@ -15,7 +15,10 @@ Steps:
      times (timed), full result fetched over ADBC Flight SQL.
   4. The same for DataFusion (Python bindings, tables registered with
      register_parquet under schema `tpch`) and DuckDB (views over
-     read_parquet in schema `tpch`), over the generator's Parquet files.
+     read_parquet in schema `tpch`), over the data files of the Iceberg
+     tables' current snapshots — the very Parquet Floe reads (linked into
+     <cache>/sf<SF>/peer-files/; --peer-files source: the generator's files,
+     which differ in compression and row-group size).
   5. Answers checked against DuckDB's (DataFusion's when DuckDB failed) with
      tests/integration/compare.py assert_close; a table of medians and ratios
      printed and written as JSON to benches/results/tpch-sf<SF>-<UTC time>.json.
@@ -167,6 +170,38 @@ def load_iceberg(sf_dir: Path, files: dict[str, Path], reload: bool) -> tuple[Pa
     return wh, rows
 
 
+def iceberg_data_files(sf_dir: Path, wh: Path) -> dict[str, Path]:
+    """For each table, a directory of links to exactly the data files of its current Iceberg
+    snapshot (<sf_dir>/peer-files/<table>/), so that DataFusion and DuckDB read the very
+    Parquet files Floe reads (same compression, row groups and pages)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("floe", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
+    root = sf_dir / "peer-files"
+    if root.exists():
+        shutil.rmtree(root)
+    out = {}
+    for name in TABLES:
+        table = catalog.load_table(f"{NAMESPACE}.{name}")
+        tasks = list(table.scan().plan_files())
+        paths = [task.file.file_path for task in tasks]
+        if any(task.delete_files for task in tasks):
+            raise SystemExit(f"{NAMESPACE}.{name} has delete files: the peers cannot read it as plain Parquet")
+        d = root / name
+        d.mkdir(parents=True)
+        for i, uri in enumerate(sorted(paths)):
+            src = Path(uri.removeprefix("file://"))
+            dst = d / f"{i:05d}-{src.name}"
+            try:
+                os.link(src, dst)
+            except OSError:
+                dst.symlink_to(src)
+        out[name] = d
+    log("peers: reading the Iceberg tables' data files (" + ", ".join(
+        f"{t} {len(list(d.iterdir()))}" for t, d in out.items()) + f") under {root}")
+    return out
+
+
 # ------------------------------------------------------------------ engine clients (child processes)
 
 
@@ -215,7 +250,8 @@ def _client_main(conn, engine: str, setup: dict) -> None:
             db = duckdb.connect()
             db.execute(f"CREATE SCHEMA {NAMESPACE}")
             for t, p in setup["files"].items():
-                db.execute(f"CREATE VIEW {NAMESPACE}.{t} AS SELECT * FROM read_parquet('{p}')")
+                src = f"{p}/*.parquet" if Path(p).is_dir() else p
+                db.execute(f"CREATE VIEW {NAMESPACE}.{t} AS SELECT * FROM read_parquet('{src}')")
 
             def run(sql):
                 return db.sql(sql).to_arrow_table()
@@ -599,6 +635,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=os.environ.get("FLOE_BENCH_CACHE") or str(Path.home() / ".cache" / "floe-bench" / "tpch"),
                     help="where generated Parquet and the Iceberg warehouse are kept (default ~/.cache/floe-bench/tpch)")
     ap.add_argument("--reload", action="store_true", help="rebuild the Iceberg warehouse even if it looks current")
+    ap.add_argument("--peer-files", choices=("iceberg", "source"), default="iceberg",
+                    help="what DataFusion and DuckDB read: the Iceberg tables' data files, the same Parquet Floe "
+                         "reads (default), or the generator's Parquet (other compression and row groups)")
     ap.add_argument("--out", help="JSON output path (default benches/results/tpch-sf<SF>-<UTC time>.json)")
     args = ap.parse_args(argv)
 
@@ -633,10 +672,13 @@ def main(argv=None) -> int:
     phases["generate_s"] = time.monotonic() - t0
     rows = None
     wh = None
-    if "floe" in engines:
+    peer_files = files
+    if "floe" in engines or args.peer_files == "iceberg":
         t0 = time.monotonic()
         wh, rows = load_iceberg(sf_dir, files, args.reload)
         phases["iceberg_load_s"] = time.monotonic() - t0
+        if args.peer_files == "iceberg":
+            peer_files = iceberg_data_files(sf_dir, wh)
 
     records: dict[str, dict] = {}
     answers: dict[str, dict] = {}
@@ -668,7 +710,7 @@ def main(argv=None) -> int:
                 records[e], answers[e] = time_engine(e, factory, queries, args.runs, args.timeout, restart)
                 floe_server.stop()  # don't let it hold memory while the others run
             else:
-                setup = {"files": {t: str(p) for t, p in files.items()}}
+                setup = {"files": {t: str(p) for t, p in peer_files.items()}}
 
                 def factory(e=e, setup=setup):
                     c = Client(e, setup)
@@ -717,6 +759,7 @@ def main(argv=None) -> int:
                  "load_avg_start": load_start, "load_avg_end": os.getloadavg()},
         "versions": versions(),
         "data": {"parquet_dir": str(files["lineitem"].parent), "warehouse": str(wh) if wh else None,
+                 "peer_files": args.peer_files,
                  "rows": rows, "iceberg_appends": APPENDS},
         "engines": engines,
         "queries": {

@@ -155,11 +155,13 @@ impl IcebergScanExec {
 
     /// How DataFusion's reader reads the columns `field_ids` (the output columns, then any
     /// equality-delete columns), or `None` when one is nested: iceberg's reader maps nested
-    /// fields by id, which DataFusion's cannot.
+    /// fields by id, which DataFusion's cannot. With `views`, the string and binary columns
+    /// the predicate reads are decoded as views ([`parquet_read::decoded_as`]).
     fn datafusion_read(
         &self,
         field_ids: &[i32],
         arrow_schema: &arrow::datatypes::Schema,
+        views: bool,
     ) -> Option<DataFusionRead> {
         if iceberg_reader_forced() {
             return None;
@@ -185,6 +187,20 @@ impl IcebergScanExec {
                 }
             })
             .collect::<Option<Vec<_>>>()?;
+        // Columns the predicate reads are decoded as string/binary views: the row filter
+        // evaluates them for every row, and a view only points into the page's bytes (no copy
+        // per value); the rows that pass are cast back to the plan's type on the way out.
+        let filtered = match &self.predicate {
+            Some(p) if views => self::parquet_read::predicate_columns(p),
+            _ => Default::default(),
+        };
+        let fields = fields
+            .into_iter()
+            .map(|f| {
+                let filtered = filtered.contains(f.name());
+                self::parquet_read::decoded_as(f, filtered)
+            })
+            .collect::<Vec<_>>();
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
         let predicate = self
             .predicate
@@ -271,7 +287,9 @@ impl IcebergScanExec {
                     .enumerate()
                     .map(|(i, id)| (*id, i))
                     .collect();
-                let datafusion = self.datafusion_read(&field_ids, &arrow_schema);
+                // Equality deletes compare their columns as the table types them: no views then.
+                let datafusion =
+                    self.datafusion_read(&field_ids, &arrow_schema, equality.is_empty());
                 let task = FileScanTask {
                     file_size_in_bytes: f.file_size_in_bytes,
                     start: f.start,
