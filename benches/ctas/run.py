@@ -8,8 +8,9 @@ Data and the Iceberg warehouse are the TPC-H benchmark's (benches/tpch/run.py: t
 Parquet, loaded with pyiceberg into a local SqlCatalog warehouse), reused when present. Floe runs
 as `floe standalone --executors 2` on that warehouse: the executors read lineitem's Iceberg files
 and write the new partitioned table's Parquet files, and the coordinator commits one snapshot.
-DuckDB reads the generated lineitem.parquet and writes a hive-partitioned folder (one
-sub-folder per ship month). Both outputs are checked: same row count as lineitem, and the
+DuckDB reads the same Parquet files (the data files of tpch.lineitem's current snapshot) and
+writes a hive-partitioned folder (one sub-folder per ship month), zstd-compressed like Floe's
+files (--duckdb-compression snappy: DuckDB's own default). Both outputs are checked: same row count as lineitem, and the
 same number of months.
 """
 
@@ -66,7 +67,7 @@ def time_floe(server, runs: int) -> tuple[list[float], dict]:
     return times, check
 
 
-def time_duckdb(parquet: Path, runs: int) -> tuple[list[float], dict]:
+def time_duckdb(source: str, runs: int, compression: str) -> tuple[list[float], dict]:
     import duckdb
 
     out_root = Path(tempfile.mkdtemp(prefix="floe-bench-ctas-duckdb."))
@@ -79,8 +80,8 @@ def time_duckdb(parquet: Path, runs: int) -> tuple[list[float], dict]:
                 shutil.rmtree(out)
             t0 = time.perf_counter()
             con.execute(
-                f"COPY (SELECT *, strftime(l_shipdate, '%Y-%m') AS ship_month FROM read_parquet('{parquet}')) "
-                f"TO '{out}' (FORMAT parquet, PARTITION_BY (ship_month))")
+                f"COPY (SELECT *, strftime(l_shipdate, '%Y-%m') AS ship_month FROM read_parquet('{source}')) "
+                f"TO '{out}' (FORMAT parquet, COMPRESSION {compression}, PARTITION_BY (ship_month))")
             took = time.perf_counter() - t0
             if i > 0:
                 times.append(took)
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per engine after one warm-up (default 3)")
+    ap.add_argument("--duckdb-compression", choices=("zstd", "snappy"), default="zstd",
+                    help="codec of DuckDB's files: zstd, what Floe writes (Iceberg's default; default), or "
+                         "snappy (DuckDB's own default)")
     tpch.add_floe_args(ap)
     args = ap.parse_args(argv)
     sf = tpch.sf_text(args.sf)
@@ -115,7 +119,9 @@ def main(argv=None) -> int:
         floe_times, floe_check = time_floe(server, args.runs)
     finally:
         server.stop()
-    duck_times, duck_check = time_duckdb(files["lineitem"], args.runs)
+    # DuckDB reads the very files Floe reads: the data files of tpch.lineitem's snapshot.
+    lineitem = tpch.iceberg_data_files(sf_dir, warehouse)["lineitem"]
+    duck_times, duck_check = time_duckdb(f"{lineitem}/*.parquet", args.runs, args.duckdb_compression)
 
     n = rows["lineitem"]
     ok = floe_check.get("rows") == n == duck_check.get("rows") and floe_check.get("months") == duck_check.get("months")
@@ -123,13 +129,14 @@ def main(argv=None) -> int:
     print()
     print(f"CTAS of TPC-H lineitem SF {sf} ({n} rows) partitioned by month of l_shipdate, medians of {args.runs}:")
     print(f"  Floe  CREATE TABLE … AS SELECT  {floe_m:8.2f} s   runs {[round(t, 2) for t in floe_times]}")
-    print(f"  DuckDB COPY … PARTITION_BY      {duck_m:8.2f} s   runs {[round(t, 2) for t in duck_times]}")
+    print(f"  DuckDB COPY … PARTITION_BY      {duck_m:8.2f} s   runs {[round(t, 2) for t in duck_times]}"
+          f"   ({args.duckdb_compression})")
     print(f"  Floe / DuckDB                   {floe_m / duck_m:8.2f}x")
     print(f"  checks: floe {floe_check}, duckdb {duck_check}: {'agree' if ok else 'DISAGREE'}")
     out = HERE.parent / "results" / f"ctas-sf{sf}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"sf": sf, "rows": n, "floe_s": floe_times, "duckdb_s": duck_times,
-                               "ratio": floe_m / duck_m, "floe_check": floe_check, "duckdb_check": duck_check,
+                               "ratio": floe_m / duck_m, "duckdb_compression": args.duckdb_compression, "floe_check": floe_check, "duckdb_check": duck_check,
                                "binary": str(binary), "profile": tpch.binary_profile(binary),
                                "loadavg": os.getloadavg()}, indent=2))
     return 0 if ok else 1
