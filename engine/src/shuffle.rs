@@ -268,6 +268,8 @@ pub struct ShuffleReaderExec {
     query_id: String,
     /// The cluster's shuffle key, which reads are MACed with.
     shuffle_key: Tag,
+    /// A hash reader cut down to one task: the bucket its single partition reads.
+    local_bucket: Option<u32>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -289,6 +291,7 @@ impl ShuffleReaderExec {
             producers: Vec::new(),
             query_id: String::new(),
             shuffle_key: [0; floe_proto::auth::LEN],
+            local_bucket: None,
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -320,6 +323,20 @@ impl ShuffleReaderExec {
         reader.producers = producers;
         reader.query_id = query_id.to_string();
         reader.shuffle_key = shuffle_key;
+        Ok(reader)
+    }
+
+    /// The same reader as a single partition reading task `task`'s bucket (an executor's task
+    /// plan cut down to its own partition).
+    pub fn localized(&self, task: usize) -> Result<Self> {
+        let mut node = self.node.clone();
+        let local_bucket = (!node.broadcast).then_some(task as u32);
+        node.partitions = 1;
+        let mut reader = Self::try_new(node)?;
+        reader.producers = self.producers.clone();
+        reader.query_id = self.query_id.clone();
+        reader.shuffle_key = self.shuffle_key;
+        reader.local_bucket = local_bucket;
         Ok(reader)
     }
 }
@@ -410,7 +427,7 @@ impl ExecutionPlan for ShuffleReaderExec {
         let bucket = if self.node.broadcast {
             self.node.bucket
         } else {
-            partition as u32
+            self.local_bucket.unwrap_or(partition as u32)
         };
         let read_bytes = MetricBuilder::new(&self.metrics).counter(SHUFFLE_BYTES_READ, partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);

@@ -21,6 +21,8 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use datafusion::execution::TaskContext;
+use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::ExecutionPlan;
@@ -268,38 +270,36 @@ impl ExecutorFlightService {
         let partition = task.partition as usize;
         let plan = decode_plan(&task.plan, &self.state.task_ctx, self.state.file_io.clone())
             .map_err(|e| Status::invalid_argument(format!("task plan: {e}")))?;
-        let files = floe_proto::required(task.files, "TaskDefinition.files")
+        let files = floe_proto::required(task.files.clone(), "TaskDefinition.files")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_paths(&plan, &files)?;
         let plan =
             floe_engine::cooperative::yielding_joins(plan).map_err(status_from_datafusion)?;
-        let plan = with_task_files(plan, partition, files).map_err(status_from_datafusion)?;
-        let plan = with_task_inputs(
-            plan,
-            &task.query_id,
-            &task.inputs,
-            partition,
-            self.state.shuffle_key,
-        )
-        .map_err(status_from_datafusion)?;
-        let (plan, split) = match &task.output {
-            None => (plan, None),
-            Some(output) => {
-                let (input, split) = shuffle_split(plan, output, partition)?;
-                (input, Some((split, output.buckets as usize)))
+        // The fragment cut down to this task's partition, when every node of it can be: then
+        // DataFusion's dynamic filters (a hash join's build side, a TopK's bound) reach the
+        // scan, as on a single node. Otherwise the fragment runs as planned, at its partition.
+        let local = self.bind(&plan, &task, partition, files.clone(), true)?;
+        let (plan, split, run) = match local {
+            (plan, split) if single_partition(&plan) => {
+                let options = self.state.task_ctx.session_config().options();
+                let plan = FilterPushdown::new_post_optimization()
+                    .optimize(plan, options)
+                    .map_err(status_from_datafusion)?;
+                (plan, split, 0)
+            }
+            _ => {
+                let (plan, split) = self.bind(&plan, &task, partition, files, false)?;
+                (plan, split, partition)
             }
         };
         let partitions = plan.properties().output_partitioning().partition_count();
-        if partition >= partitions {
+        if run >= partitions {
             return Err(Status::invalid_argument(format!(
                 "task asks for partition {partition} of a fragment with {partitions}"
             )));
         }
         let batches = plan
-            .execute(
-                partition,
-                self.task_context(&task.query_id, task.memory_limit),
-            )
+            .execute(run, self.task_context(&task.query_id, task.memory_limit))
             .map_err(status_from_datafusion)?;
         self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
         let guard = RunningGuard(Arc::clone(&self.state));
@@ -351,6 +351,38 @@ impl ExecutorFlightService {
             }
         });
         Ok(produced.boxed())
+    }
+
+    /// The fragment bound to task `partition`: its files in the scan, its producers in the
+    /// shuffle readers, a hash shuffle's root taken off (with how to split). With `local`, the
+    /// leaves become single partitions holding only this task's share.
+    #[allow(clippy::type_complexity)]
+    fn bind(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        task: &TaskDefinition,
+        partition: usize,
+        files: FileGroup,
+        local: bool,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Option<(shuffle::Split, usize)>), Status> {
+        let plan = with_task_files(Arc::clone(plan), partition, files, local)
+            .map_err(status_from_datafusion)?;
+        let plan = with_task_inputs(
+            plan,
+            &task.query_id,
+            &task.inputs,
+            partition,
+            self.state.shuffle_key,
+            local,
+        )
+        .map_err(status_from_datafusion)?;
+        Ok(match &task.output {
+            None => (plan, None),
+            Some(output) => {
+                let (input, split) = shuffle_split(plan, output, partition)?;
+                (input, Some((split, output.buckets as usize)))
+            }
+        })
     }
 
     /// Serves a consumer's bucket of one of this executor's shuffle producers.
@@ -455,6 +487,7 @@ fn with_task_inputs(
     inputs: &[StageInput],
     partition: usize,
     shuffle_key: Tag,
+    local: bool,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let plan = plan.transform_up(|node| {
@@ -467,12 +500,13 @@ fn with_task_inputs(
                 reader.stage_id()
             )));
         };
-        Ok(Transformed::yes(Arc::new(reader.with_producers(
-            query_id,
-            input.tasks.clone(),
-            partition,
-            shuffle_key,
-        )?) as Arc<dyn ExecutionPlan>))
+        let bound = reader.with_producers(query_id, input.tasks.clone(), partition, shuffle_key)?;
+        let bound = if local {
+            bound.localized(partition)?
+        } else {
+            bound
+        };
+        Ok(Transformed::yes(Arc::new(bound) as Arc<dyn ExecutionPlan>))
     })?;
     Ok(plan.data)
 }
@@ -491,6 +525,7 @@ fn with_task_files(
     plan: Arc<dyn ExecutionPlan>,
     partition: usize,
     files: FileGroup,
+    local: bool,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let mut files = Some(files);
@@ -503,11 +538,23 @@ fn with_task_files(
                 "a task fragment holds one Iceberg scan".into(),
             ));
         };
-        Ok(Transformed::yes(
-            Arc::new(scan.with_partition_files(partition, files)?) as Arc<dyn ExecutionPlan>,
-        ))
+        let bound = if local {
+            scan.with_single_partition(files)?
+        } else {
+            scan.with_partition_files(partition, files)?
+        };
+        Ok(Transformed::yes(Arc::new(bound) as Arc<dyn ExecutionPlan>))
     })?;
     Ok(plan.data)
+}
+
+/// Whether `plan` runs as a task cut down to its own partition: every node has a single output
+/// partition (a hash join's build then waits for no other partition of this plan instance), and
+/// no node takes meaning from the partition's number (a write names its files after it).
+fn single_partition(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.properties().output_partitioning().partition_count() == 1
+        && !plan.as_any().is::<IcebergWriteExec>()
+        && plan.children().iter().all(|c| single_partition(c))
 }
 
 /// Sums one named counter over every node of a plan.

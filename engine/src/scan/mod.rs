@@ -21,11 +21,19 @@ use std::time::Instant;
 use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::ColumnStatistics;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::is_dynamic_physical_expr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
@@ -76,6 +84,10 @@ pub struct IcebergScanExec {
     /// What the files are read with: on an executor its own storage settings, confined to its
     /// storage roots (the wire form carries no storage settings or credentials).
     file_io: FileIO,
+    /// Dynamic filters pushed in on an executor (a hash join's build side, a TopK's current
+    /// bound): they only let the reader skip row groups and rows early — the nodes that made
+    /// them still apply their own conditions exactly. Not shipped.
+    dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl IcebergScanExec {
@@ -108,6 +120,7 @@ impl IcebergScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
             column_statistics: Arc::default(),
             file_io,
+            dynamic_filters: Vec::new(),
         })
     }
 
@@ -119,11 +132,17 @@ impl IcebergScanExec {
         self
     }
 
-    /// A copy built from `node`, keeping the column statistics.
+    /// A copy built from `node`, keeping the column statistics and dynamic filters.
     fn rebuilt(&self, node: IcebergScanNode) -> Result<Self> {
         let mut scan = Self::try_new(node, self.file_io.clone())?;
         scan.column_statistics = Arc::clone(&self.column_statistics);
+        scan.dynamic_filters = self.dynamic_filters.clone();
         Ok(scan)
+    }
+
+    /// The dynamic filters pushed into this scan.
+    pub fn dynamic_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.dynamic_filters
     }
 
     /// The wire form of this node.
@@ -135,6 +154,14 @@ impl IcebergScanExec {
     pub fn without_files(&self) -> Result<Self> {
         let mut node = self.node.clone();
         node.file_groups = vec![Default::default(); self.node.file_groups.len()];
+        self.rebuilt(node)
+    }
+
+    /// The scan of one task alone: `files` as its only partition (an executor's task plan cut
+    /// down to the task's own partition).
+    pub fn with_single_partition(&self, files: FileGroup) -> Result<Self> {
+        let mut node = self.node.clone();
+        node.file_groups = vec![files];
         self.rebuilt(node)
     }
 
@@ -190,10 +217,16 @@ impl IcebergScanExec {
         // Columns the predicate reads are decoded as string/binary views: the row filter
         // evaluates them for every row, and a view only points into the page's bytes (no copy
         // per value); the rows that pass are cast back to the plan's type on the way out.
-        let filtered = match &self.predicate {
+        let mut filtered = match &self.predicate {
             Some(p) if views => self::parquet_read::predicate_columns(p),
             _ => Default::default(),
         };
+        // A dynamic filter compares a column as the plan types it.
+        for f in &self.dynamic_filters {
+            for c in collect_columns(f) {
+                filtered.remove(c.name());
+            }
+        }
         let fields = fields
             .into_iter()
             .map(|f| {
@@ -205,7 +238,10 @@ impl IcebergScanExec {
         let predicate = self
             .predicate
             .as_ref()
-            .and_then(|p| self::parquet_read::physical_predicate(p, &schema));
+            .and_then(|p| self::parquet_read::physical_predicate(p, &schema))
+            .into_iter()
+            .chain(self.dynamic_filters.iter().cloned())
+            .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
         Some(DataFusionRead {
             schema,
             field_ids: field_ids.to_vec(),
@@ -439,6 +475,37 @@ impl ExecutionPlan for IcebergScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    /// Takes the dynamic filters offered after optimization (on an executor: a hash join's
+    /// build side, a TopK's bound) to skip row groups and rows with; answers that no filter is
+    /// applied exactly, so every node above keeps its own.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|f| f.filter)
+            .collect();
+        let answers = vec![PushedDown::No; filters.len()];
+        let dynamic: Vec<Arc<dyn PhysicalExpr>> = match phase {
+            FilterPushdownPhase::Post => filters
+                .into_iter()
+                .filter(is_dynamic_physical_expr)
+                .collect(),
+            FilterPushdownPhase::Pre => Vec::new(),
+        };
+        let result = FilterPushdownPropagation::with_parent_pushdown_result(answers);
+        if dynamic.is_empty() {
+            return Ok(result);
+        }
+        let mut scan = self.rebuilt(self.node.clone())?;
+        scan.dynamic_filters.extend(dynamic);
+        Ok(result.with_updated_node(Arc::new(scan)))
     }
 
     /// Row counts from Iceberg's manifests. DataFusion uses them to pick join sides and to
