@@ -12,6 +12,8 @@ pub mod apply_deletes;
 pub mod deletes;
 pub mod equality_deletes;
 pub mod parquet_read;
+pub mod predicate;
+mod tasks;
 
 use std::any::Any;
 use std::fmt;
@@ -52,6 +54,7 @@ use iceberg::spec::{DataFileFormat, Schema};
 use self::apply_deletes::{drop_deleted, drop_equal, PositionDeleteFiles};
 use self::deletes::DeletionVector;
 use self::equality_deletes::EqualityDeletes;
+use self::tasks::FileRead;
 use crate::error::FloeError;
 use crate::ipc::decode_schema;
 
@@ -179,222 +182,6 @@ impl IcebergScanExec {
         }
         self.rebuilt(node)
     }
-
-    /// How DataFusion's reader reads the columns `field_ids` (the output columns, then any
-    /// equality-delete columns), or `None` when one is nested: iceberg's reader maps nested
-    /// fields by id, which DataFusion's cannot. With `views`, the string and binary columns
-    /// the predicate reads are decoded as views ([`parquet_read::decoded_as`]).
-    fn datafusion_read(
-        &self,
-        field_ids: &[i32],
-        arrow_schema: &arrow::datatypes::Schema,
-        views: bool,
-    ) -> Option<DataFusionRead> {
-        if iceberg_reader_forced() {
-            return None;
-        }
-        let fields = field_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let field = self.iceberg_schema.field_by_id(*id)?;
-                if !field.field_type.is_primitive() {
-                    return None;
-                }
-                match self.output_schema.fields().get(i) {
-                    Some(output) => Some(output.as_ref().clone()),
-                    None => arrow_schema
-                        .fields()
-                        .iter()
-                        .find(|f| {
-                            f.metadata().get(parquet::arrow::PARQUET_FIELD_ID_META_KEY)
-                                == Some(&id.to_string())
-                        })
-                        .map(|f| f.as_ref().clone().with_metadata(Default::default())),
-                }
-            })
-            .collect::<Option<Vec<_>>>()?;
-        // Columns the predicate reads are decoded as string/binary views: the row filter
-        // evaluates them for every row, and a view only points into the page's bytes (no copy
-        // per value); the rows that pass are cast back to the plan's type on the way out.
-        let mut filtered = match &self.predicate {
-            Some(p) if views => self::parquet_read::predicate_columns(p),
-            _ => Default::default(),
-        };
-        // A dynamic filter compares a column as the plan types it.
-        for f in &self.dynamic_filters {
-            for c in collect_columns(f) {
-                filtered.remove(c.name());
-            }
-        }
-        let fields = fields
-            .into_iter()
-            .map(|f| {
-                let filtered = filtered.contains(f.name());
-                self::parquet_read::decoded_as(f, filtered)
-            })
-            .collect::<Vec<_>>();
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let predicate = self
-            .predicate
-            .as_ref()
-            .and_then(|p| self::parquet_read::physical_predicate(p, &schema))
-            .into_iter()
-            .chain(self.dynamic_filters.iter().cloned())
-            .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
-        Some(DataFusionRead {
-            schema,
-            field_ids: field_ids.to_vec(),
-            predicate,
-        })
-    }
-
-    /// The reader's tasks for partition `partition`, each with the deletes Floe applies to it.
-    fn file_tasks(&self, partition: usize) -> Result<Vec<FileRead>> {
-        let Some(group) = self.node.file_groups.get(partition) else {
-            return Ok(vec![]);
-        };
-        let predicate = match &self.predicate {
-            Some(p) => Some(
-                p.bind(Arc::clone(&self.iceberg_schema), true)
-                    .map_err(|e| {
-                        DataFusionError::Plan(format!("cannot bind scan predicate: {e}"))
-                    })?,
-            ),
-            None => None,
-        };
-        let arrow_schema = iceberg::arrow::schema_to_arrow_schema(&self.iceberg_schema)
-            .map_err(|e| DataFusionError::Plan(format!("scan schema: {e}")))?;
-        let project_field_ids = if self.node.project_field_ids.is_empty() {
-            // No column needed (e.g. COUNT(*)): read the narrowest-to-find one, keep only row counts.
-            self.iceberg_schema
-                .as_struct()
-                .fields()
-                .iter()
-                .find(|f| f.field_type.is_primitive())
-                .map(|f| vec![f.id])
-                .unwrap_or_default()
-        } else {
-            self.node.project_field_ids.clone()
-        };
-        group
-            .files
-            .iter()
-            .map(|f| {
-                let vector = f
-                    .deletes
-                    .iter()
-                    .find(|d| d.content == self::deletes::DELETION_VECTOR)
-                    .cloned();
-                // Position delete files (a file with a vector ignores them: it holds them all).
-                let positional: Vec<DeleteFileRef> = f
-                    .deletes
-                    .iter()
-                    .filter(|d| d.content == self::deletes::POSITION_DELETES && vector.is_none())
-                    .cloned()
-                    .collect();
-                // A piece of the file by rows (see `file_groups::split_by_rows`).
-                let rows = (f.row_count > 0)
-                    .then(|| f.row_offset..f.row_offset.saturating_add(f.row_count));
-                let by_position = vector.is_some() || !positional.is_empty() || rows.is_some();
-                if by_position
-                    && (f.start != 0 || (f.length != 0 && f.length != f.file_size_in_bytes))
-                {
-                    return Err(DataFusionError::Internal(format!(
-                        "table {}: data file {} with position deletes was split",
-                        self.node.table, f.path
-                    )));
-                }
-                // Equality deletes are matched by Floe on their columns, read with the file.
-                let equality: Vec<DeleteFileRef> = f
-                    .deletes
-                    .iter()
-                    .filter(|d| d.content == self::deletes::EQUALITY_DELETES)
-                    .cloned()
-                    .collect();
-                let mut field_ids = project_field_ids.clone();
-                for id in EqualityDeletes::field_ids(&equality) {
-                    if !field_ids.contains(&id) {
-                        field_ids.push(id);
-                    }
-                }
-                let columns = field_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| (*id, i))
-                    .collect();
-                // Equality deletes compare their columns as the table types them: no views then.
-                let datafusion =
-                    self.datafusion_read(&field_ids, &arrow_schema, equality.is_empty());
-                let task = FileScanTask {
-                    file_size_in_bytes: f.file_size_in_bytes,
-                    start: f.start,
-                    length: f.length,
-                    record_count: (f.record_count > 0).then_some(f.record_count),
-                    data_file_path: f.path.clone(),
-                    data_file_format: DataFileFormat::Parquet,
-                    schema: Arc::clone(&self.iceberg_schema),
-                    project_field_ids: field_ids,
-                    // A file with position deletes is read whole and in order (no row group,
-                    // page or row skipped), so row positions are known; the filter above the
-                    // scan still applies the predicate.
-                    predicate: if by_position { None } else { predicate.clone() },
-                    // Floe applies every delete itself (see `deletes`).
-                    deletes: vec![],
-                    partition: None,
-                    partition_spec: None,
-                    name_mapping: None,
-                    case_sensitive: true,
-                };
-                Ok(FileRead {
-                    task,
-                    rows,
-                    datafusion,
-                    vector,
-                    positional,
-                    equality,
-                    columns,
-                })
-            })
-            .collect()
-    }
-}
-
-/// One data file to read, with the deletes Floe applies itself.
-struct FileRead {
-    /// What iceberg's reader reads (and where DataFusion's reader reads).
-    task: FileScanTask,
-    /// The rows of the file this task reads, when only a piece.
-    rows: Option<std::ops::Range<u64>>,
-    /// How DataFusion's Parquet reader reads it; `None`: iceberg's reader does.
-    datafusion: Option<DataFusionRead>,
-    /// The file's deletion vector.
-    vector: Option<DeleteFileRef>,
-    /// Its position delete files (none when it has a vector).
-    positional: Vec<DeleteFileRef>,
-    /// Its equality delete files.
-    equality: Vec<DeleteFileRef>,
-    /// The output column of each field id read.
-    columns: std::collections::BTreeMap<i32, usize>,
-}
-
-/// What DataFusion's Parquet reader needs besides the file (see [`parquet_read`]).
-struct DataFusionRead {
-    /// The columns read, in order.
-    schema: SchemaRef,
-    /// Their field ids.
-    field_ids: Vec<i32>,
-    /// The scan predicate over them.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
-}
-
-/// Which reader reads data files: DataFusion's Parquet reader (`datafusion`, the default) or
-/// iceberg's (`iceberg`, set `FLOE_SCAN_READER=iceberg` — for comparing the two in benchmarks).
-fn iceberg_reader_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| {
-        std::env::var("FLOE_SCAN_READER").is_ok_and(|v| v.eq_ignore_ascii_case("iceberg"))
-    })
 }
 
 impl DisplayAs for IcebergScanExec {
