@@ -91,6 +91,10 @@ pub struct IcebergScanExec {
     /// bound): they only let the reader skip row groups and rows early — the nodes that made
     /// them still apply their own conditions exactly. Not shipped.
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Whether this is one task's scan on an executor ([`Self::with_single_partition`]): only
+    /// then are dynamic filters taken, so that no plan whose partitions are not all run in one
+    /// place holds a join that waits for every partition's build side.
+    task_scan: bool,
 }
 
 impl IcebergScanExec {
@@ -124,6 +128,7 @@ impl IcebergScanExec {
             column_statistics: Arc::default(),
             file_io,
             dynamic_filters: Vec::new(),
+            task_scan: false,
         })
     }
 
@@ -140,6 +145,7 @@ impl IcebergScanExec {
         let mut scan = Self::try_new(node, self.file_io.clone())?;
         scan.column_statistics = Arc::clone(&self.column_statistics);
         scan.dynamic_filters = self.dynamic_filters.clone();
+        scan.task_scan = self.task_scan;
         Ok(scan)
     }
 
@@ -165,7 +171,9 @@ impl IcebergScanExec {
     pub fn with_single_partition(&self, files: FileGroup) -> Result<Self> {
         let mut node = self.node.clone();
         node.file_groups = vec![files];
-        self.rebuilt(node)
+        let mut scan = self.rebuilt(node)?;
+        scan.task_scan = true;
+        Ok(scan)
     }
 
     /// The same scan reading `files` as partition `partition` (the task an executor runs).
@@ -264,9 +272,9 @@ impl ExecutionPlan for IcebergScanExec {
         Some(self.metrics.clone_inner())
     }
 
-    /// Takes the dynamic filters offered after optimization (on an executor: a hash join's
-    /// build side, a TopK's bound) to skip row groups and rows with; answers that no filter is
-    /// applied exactly, so every node above keeps its own.
+    /// Takes the dynamic filters offered after optimization to a task's scan on an executor (a
+    /// hash join's build side, a TopK's bound) to skip row groups and rows with; answers that
+    /// no filter is applied exactly, so every node above keeps its own.
     fn handle_child_pushdown_result(
         &self,
         phase: FilterPushdownPhase,
@@ -280,11 +288,11 @@ impl ExecutionPlan for IcebergScanExec {
             .collect();
         let answers = vec![PushedDown::No; filters.len()];
         let dynamic: Vec<Arc<dyn PhysicalExpr>> = match phase {
-            FilterPushdownPhase::Post => filters
+            FilterPushdownPhase::Post if self.task_scan => filters
                 .into_iter()
                 .filter(is_dynamic_physical_expr)
                 .collect(),
-            FilterPushdownPhase::Pre => Vec::new(),
+            _ => Vec::new(),
         };
         let result = FilterPushdownPropagation::with_parent_pushdown_result(answers);
         if dynamic.is_empty() {
