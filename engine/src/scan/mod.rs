@@ -149,11 +149,6 @@ impl IcebergScanExec {
         Ok(scan)
     }
 
-    /// The dynamic filters pushed into this scan.
-    pub fn dynamic_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
-        &self.dynamic_filters
-    }
-
     /// The wire form of this node.
     pub fn node(&self) -> &IcebergScanNode {
         &self.node
