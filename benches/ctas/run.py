@@ -36,8 +36,12 @@ CTAS = ("CREATE TABLE bench.lineitem_by_month PARTITIONED BY (month(l_shipdate))
         "AS SELECT * FROM tpch.lineitem")
 
 
-def time_floe(server, runs: int) -> tuple[list[float], dict]:
+def time_floe(server, warehouse: Path, runs: int) -> tuple[list[float], dict]:
     from floe_cluster import connect
+
+    # DROP TABLE leaves the data files (Iceberg's drop without PURGE); the bench deletes the
+    # previous run's table directory itself, or every run would leave a copy of lineitem behind.
+    table_dir = Path(warehouse) / "bench" / "lineitem_by_month"
 
     conn = connect(server.uri, timeout_s=3600)
     times, check = [], {}
@@ -48,6 +52,7 @@ def time_floe(server, runs: int) -> tuple[list[float], dict]:
         for i in range(runs + 1):  # one warm-up
             cur.execute("DROP TABLE IF EXISTS bench.lineitem_by_month")
             cur.fetch_arrow_table()
+            shutil.rmtree(table_dir, ignore_errors=True)
             t0 = time.perf_counter()
             cur.execute(CTAS)
             written = cur.fetch_arrow_table().column(0)[0].as_py()
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
                              args.executors, getattr(args, "deployment", "standalone"))
     server.start()
     try:
-        floe_times, floe_check = time_floe(server, args.runs)
+        floe_times, floe_check = time_floe(server, warehouse, args.runs)
     finally:
         server.stop()
     # DuckDB reads the very files Floe reads: the data files of tpch.lineitem's snapshot.

@@ -212,6 +212,13 @@ class Seaweed:
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
             "-s3.port.lance=0",
+            # weed mini sizes its volume count from the disk's free space when it starts (free /
+            # volume size); on a nearly full disk that is a handful of volumes, every new bucket
+            # takes several, and a later bucket's writes fail with S3 InternalError. A fixed count
+            # and size make the test server the same on every machine (volumes are not
+            # preallocated, so this reserves no disk).
+            "-volume.max=400",
+            "-master.volumeSizeLimitMB=64",
             f"-bucket={SQL_BUCKET}",
             f"-tableBucket={REST_BUCKET}",
             f"-s3.port.iceberg={ports['iceberg']}",
