@@ -4,7 +4,8 @@ figures (files, rows, shuffle bytes, time) of each query's distributed plan.
     .venv/bin/python benches/tpch/explain.py --sf 1 --queries 7,18,21 [--floe-bin PATH]
 
 Uses the TPC-H benchmark's cached data and warehouse (generated on first use) and starts
-`floe standalone --executors 2` on it.
+`floe standalone --executors 2` on it (`--deployment cluster`: a coordinator and separate
+executor processes).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     warehouse, _ = tpch.load_iceberg(sf_dir, tpch.generate(sf_dir, sf), reload=False)
     binary = tpch.floe_binary(args.floe_bin)
     server = tpch.FloeServer(binary, warehouse, sf_dir / "floe-logs" / time.strftime("explain-%Y%m%dT%H%M%S"),
-                             args.executors)
+                             args.executors, args.deployment)
     server.start()
     try:
         with flightsql.connect(server.uri) as conn:

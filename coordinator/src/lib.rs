@@ -27,10 +27,12 @@
 
 pub mod abandoned;
 pub mod admission;
+pub mod broadcast;
 pub mod cancel;
 pub mod client_auth;
 pub mod ddl;
 pub mod error;
+pub mod filter_estimates;
 pub mod flight_sql;
 pub mod limits;
 mod metadata;

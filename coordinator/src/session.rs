@@ -162,6 +162,17 @@ impl QueryEngine {
         let mut rules = PhysicalOptimizer::new().rules;
         // Before join selection, so a NOT IN proven NULL-free is planned as a plain anti join.
         rules.insert(0, Arc::new(crate::not_in::NotInWithoutNulls));
+        // Before join selection, so that it sees what date and decimal filters keep.
+        rules.insert(1, Arc::new(crate::filter_estimates::FilterEstimates));
+        // Right after join selection: broadcast or partition as suits a cluster.
+        let after_join_selection = rules
+            .iter()
+            .position(|r| r.name() == "join_selection")
+            .map_or(rules.len(), |i| i + 1);
+        rules.insert(
+            after_join_selection,
+            Arc::new(crate::broadcast::BroadcastJoins),
+        );
         let memory_limit = self.query_memory_for(settings);
         rules.push(Arc::new(PlanStages::new(
             self.registry.clone(),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DataFusionError, JoinType, Result};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -45,6 +45,7 @@ use floe_engine::IcebergScanExec;
 use floe_proto::{FileGroup, ShuffleOutput, ShuffleReaderNode};
 use tracing::warn;
 
+use crate::broadcast::probe_driven;
 use crate::registry::ExecutorRegistry;
 use crate::remote::RemoteStageExec;
 use crate::scheduler::{format_reports, GatherStage, QueryRun, ShuffleStage};
@@ -432,16 +433,6 @@ fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<Fi
 /// by the probe side, so every probe task can join against its own copy of the build side.
 fn is_broadcast_join(plan: &dyn ExecutionPlan) -> bool {
     let any = plan.as_any();
-    let probe_driven = |t: &JoinType| {
-        matches!(
-            t,
-            JoinType::Inner
-                | JoinType::Right
-                | JoinType::RightSemi
-                | JoinType::RightAnti
-                | JoinType::RightMark
-        )
-    };
     if let Some(join) = any.downcast_ref::<HashJoinExec>() {
         return *join.partition_mode() == PartitionMode::CollectLeft
             && probe_driven(join.join_type());
