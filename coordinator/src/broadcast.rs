@@ -15,7 +15,7 @@
 //!   left-anti or left-mark join: its output depends on which build rows *any* probe row
 //!   matched) cannot run as independent tasks over a broadcast, so the stage cutter would run it
 //!   on the coordinator with both inputs gathered there. It is partitioned instead, so that
-//!   the executors run it. Null-aware anti joins (`NOT IN`) must see their whole build side in
+//!   the executors run it (unless both inputs are single tasks: nothing to spread). Null-aware anti joins (`NOT IN`) must see their whole build side in
 //!   one place and stay as they are.
 
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl PhysicalOptimizerRule for BroadcastJoins {
             };
             let mode = match join.partition_mode() {
                 PartitionMode::CollectLeft
-                    if !probe_driven(join.join_type()) && !join.null_aware =>
+                    if !probe_driven(join.join_type()) && !join.null_aware && spreads(join) =>
                 {
                     PartitionMode::Partitioned
                 }
@@ -74,6 +74,15 @@ impl PhysicalOptimizerRule for BroadcastJoins {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Whether partitioning the join would spread it over tasks. One partition satisfies any hash
+/// distribution: a partitioned join of two such inputs would get no shuffle, and its two scans
+/// would fall into one stage.
+fn spreads(join: &HashJoinExec) -> bool {
+    let partitions =
+        |p: &Arc<dyn ExecutionPlan>| p.properties().output_partitioning().partition_count();
+    partitions(join.left()) > 1 || partitions(join.right()) > 1
 }
 
 /// Joins whose output rows are each driven by one probe row, so that tasks holding a copy of
@@ -114,6 +123,7 @@ mod tests {
     use datafusion::common::stats::{ColumnStatistics, Precision};
     use datafusion::common::{NullEquality, Statistics};
     use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::test::exec::StatisticsExec;
 
     fn table(name: &str, rows: usize) -> Arc<dyn ExecutionPlan> {
@@ -231,6 +241,28 @@ mod tests {
             false,
         );
         assert_eq!(mode_after(inner, 4), PartitionMode::CollectLeft);
+        // Two single-partition inputs would get no shuffle: the semi join stays collected.
+        let one = |plan: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+            Arc::new(CoalescePartitionsExec::new(plan))
+        };
+        let (left, right) = (one(table("k", 3)), one(table("fk", 3)));
+        let on = vec![(
+            col("k", &left.schema()).expect("a valid test plan"),
+            col("fk", &right.schema()).expect("a valid test plan"),
+        )];
+        let small = HashJoinExec::try_new(
+            left,
+            right,
+            on,
+            None,
+            &JoinType::LeftSemi,
+            None,
+            PartitionMode::CollectLeft,
+            NullEquality::NullEqualsNothing,
+            false,
+        )
+        .expect("a valid test plan");
+        assert_eq!(mode_after(Arc::new(small), 4), PartitionMode::CollectLeft);
         let not_in = join(
             57_000,
             3_800_000,

@@ -25,6 +25,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -479,12 +480,19 @@ impl PhysicalOptimizerRule for PlanStages {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let run = QueryRun::new(
+            self.query_id.clone(),
+            self.memory_limit,
+            self.registry.clone(),
+        );
+        // EXPLAIN ANALYZE prints the plan when its input ends: every task's report must be in.
+        let run = if plan.as_any().is::<AnalyzeExec>() {
+            run.waiting_for_reports()
+        } else {
+            run
+        };
         let mut cutter = Cutter {
-            run: Arc::new(QueryRun::new(
-                self.query_id.clone(),
-                self.memory_limit,
-                self.registry.clone(),
-            )),
+            run: Arc::new(run),
             next_stage: 0,
         };
         let (plan, placement) = cutter.place(plan)?;

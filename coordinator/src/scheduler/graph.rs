@@ -21,7 +21,9 @@ use super::QueryRun;
 pub struct RunningStages {
     locations: HashMap<u32, Vec<TaskLocation>>,
     failure: watch::Receiver<Option<Arc<DataFusionError>>>,
-    _tasks: Vec<ScopedTask>,
+    /// How many of the tasks have ended (their report, if any, taken).
+    ended: watch::Receiver<usize>,
+    tasks: Vec<ScopedTask>,
 }
 
 impl fmt::Debug for RunningStages {
@@ -42,6 +44,13 @@ impl RunningStages {
                 tasks: self.locations.get(&s.stage_id).cloned().unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Resolves when every producer task has ended (so every report is in), or after `bound`.
+    pub(super) async fn all_ended(&self, bound: std::time::Duration) {
+        let count = self.tasks.len();
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(bound, ended.wait_for(|n| *n >= count)).await;
     }
 
     /// `stream`, failing as soon as any producer fails (its consumers may be waiting on it).
@@ -94,6 +103,8 @@ pub(super) async fn launch(
         post_order(stage, &mut order);
     }
     let (failed, failure) = watch::channel(None);
+    let (ended_tx, ended) = watch::channel(0usize);
+    let ended_tx = Arc::new(ended_tx);
     let mut locations: HashMap<u32, Vec<TaskLocation>> = HashMap::new();
     let mut tasks = Vec::new();
     for stage in order {
@@ -138,6 +149,7 @@ pub(super) async fn launch(
                 endpoint: executor.endpoint.clone(),
             });
             let failed = failed.clone();
+            let ended = Arc::clone(&ended_tx);
             tasks.push(spawn_scoped(async move {
                 while let Some(item) = stream.next().await {
                     if let Err(e) = item {
@@ -149,9 +161,10 @@ pub(super) async fn launch(
                                 false
                             }
                         });
-                        return;
+                        break;
                     }
                 }
+                ended.send_modify(|n| *n += 1);
             }));
         }
         locations.insert(stage.stage_id, placed);
@@ -159,7 +172,8 @@ pub(super) async fn launch(
     Ok(Arc::new(RunningStages {
         locations,
         failure,
-        _tasks: tasks,
+        ended,
+        tasks,
     }))
 }
 

@@ -47,7 +47,14 @@ pub struct QueryRun {
     /// The shuffle stages each gather stage reads, by gather stage id: started once, when the
     /// first of its partitions runs; dropped (every task ended) with the run.
     running: Mutex<HashMap<u32, Arc<OnceCell<Arc<RunningStages>>>>>,
+    /// Under `EXPLAIN ANALYZE`: a gather task's stream ends only once every producer task it
+    /// read has ended (and so reported), so that the printed plan shows every task.
+    wait_for_reports: bool,
 }
+
+/// How long a gather task waits at its end for its producers' reports (`EXPLAIN ANALYZE`): a
+/// producer ends as soon as its last bucket was read, so this is a bound, not a delay.
+const REPORTS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A stage whose tasks stream their output back to the coordinator.
 #[derive(Debug)]
@@ -70,7 +77,14 @@ impl QueryRun {
             memory_limit,
             registry,
             running: Mutex::default(),
+            wait_for_reports: false,
         }
+    }
+
+    /// The same run for `EXPLAIN ANALYZE`: every stage's report is in before the plan prints.
+    pub fn waiting_for_reports(mut self) -> Self {
+        self.wait_for_reports = true;
+        self
     }
 
     /// Runs `partition` of `stage` on an executor and streams its batches here, after starting
@@ -97,6 +111,7 @@ impl QueryRun {
         let started = self.started(stage.stage_id);
         let inputs = stage.inputs.clone();
         let run = Arc::clone(self);
+        let wait_for_reports = self.wait_for_reports;
         futures::stream::once(async move {
             let graph = started
                 .get_or_try_init(|| graph::launch(&run, &inputs))
@@ -104,7 +119,14 @@ impl QueryRun {
                 .clone();
             task.inputs = graph.inputs_of(&inputs);
             let data = task.open().await?;
-            Ok::<_, DataFusionError>(graph.fail_with_producers(data))
+            let producers = Arc::clone(&graph);
+            let reported = futures::stream::once(async move {
+                if wait_for_reports {
+                    producers.all_ended(REPORTS_WAIT).await;
+                }
+            })
+            .filter_map(|()| futures::future::ready(None));
+            Ok::<_, DataFusionError>(graph.fail_with_producers(data).chain(reported))
         })
         .try_flatten()
         .try_filter_map(|decoded| {
