@@ -94,10 +94,10 @@ async fn plans_are_cut_where_data_must_move() {
     cluster.shutdown().await;
 }
 
-/// The `rows_read` figures of the gather stage's tasks in the EXPLAIN ANALYZE of `sql`, summed.
-/// (A gather's task reports arrive with its rows; a shuffle stage's may still be on their way
-/// when the plan is printed.)
-async fn gathered_rows_read(cluster: &Cluster, sql: &str) -> u64 {
+/// The `rows_read` figures of every stage's tasks in the EXPLAIN ANALYZE of `sql`, summed, after
+/// checking that every stage lists a report from each of its tasks (EXPLAIN ANALYZE waits for
+/// the producers' reports, which travel apart from the rows).
+async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
     let mut connection = cluster.connect().await;
     let batches = connection
         .run(&format!("EXPLAIN ANALYZE {sql}"))
@@ -115,9 +115,26 @@ async fn gathered_rows_read(cluster: &Cluster, sql: &str) -> u64 {
             text.push('\n');
         }
     }
-    let read: Vec<u64> = text
+    let stages: Vec<&str> = text
         .lines()
-        .filter(|line| line.contains("RemoteStageExec:"))
+        .filter(|line| line.contains("RemoteStageExec:") || line.contains("ShuffleExchangeExec:"))
+        .collect();
+    for line in &stages {
+        let tasks: usize = line
+            .split("tasks=")
+            .nth(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no task count: {line}"));
+        let reports = line.matches("@executor-").count();
+        assert_eq!(reports, tasks, "a stage's reports are missing: {line}");
+    }
+    let read: Vec<u64> = stages
+        .iter()
         .flat_map(|line| line.split("rows_read=").skip(1))
         .map(|rest| {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -174,9 +191,9 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
     let expected: i64 = (1..=20_000).filter(|k| k % 100 == 7 || k % 100 == 42).sum();
     assert_eq!(one_number(&cluster, join).await, expected);
     assert_eq!(
-        gathered_rows_read(&cluster, join).await,
-        400,
-        "the facts scan (in the gather stage) keeps only the facts that join"
+        rows_read(&cluster, join).await,
+        2 + 400,
+        "the dimension's 2 rows, and of the facts only the 400 that join"
     );
 
     // A TopK runs in the task plan too (its bound is offered to the scan; parquet-rs evaluates a

@@ -1,6 +1,7 @@
 //! Turning SQL into a distributed physical plan: one DataFusion session per query over the
 //! Iceberg catalog, with the stage-cutting rule last among the physical optimizers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use datafusion::common::{ParamValues, TableReference};
@@ -139,7 +140,12 @@ impl QueryEngine {
     }
 
     /// A fresh session that sees the catalog as it is now, with the caller's settings.
-    pub async fn session(&self, query_id: &str, settings: &Settings) -> Result<SessionContext> {
+    pub async fn session(
+        &self,
+        query_id: &str,
+        settings: &Settings,
+        explain_analyze: Arc<AtomicBool>,
+    ) -> Result<SessionContext> {
         let executors = self.registry.live().len().max(1);
         let schema = settings.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
         let mut config = SessionConfig::new()
@@ -178,6 +184,7 @@ impl QueryEngine {
             self.registry.clone(),
             query_id.to_string(),
             memory_limit,
+            explain_analyze,
         )));
         let runtime = if memory_limit == 0 {
             Arc::clone(&self.runtime)
@@ -261,7 +268,12 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         caller: &Principal,
     ) -> Result<Planned> {
-        let ctx = self.session(query_id, &caller.settings).await?;
+        // Set once the statement is parsed: the stage cutter makes EXPLAIN ANALYZE wait for
+        // every task's report (DataFusion adds its AnalyzeExec after the optimizer ran).
+        let explain_analyze = Arc::new(AtomicBool::new(false));
+        let ctx = self
+            .session(query_id, &caller.settings, Arc::clone(&explain_analyze))
+            .await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
         let sql = crate::placeholders::number_question_marks(&sql);
         let sql = crate::time_travel::fold(&sql, caller.settings.time_zone.as_deref())?;
@@ -273,6 +285,7 @@ impl QueryEngine {
                 return self.change_setting(setting, caller, params).await;
             }
         }
+        explain_analyze.store(is_explain_analyze(&statement), Ordering::Relaxed);
         self.attach_catalog(&ctx, &statement).await?;
         let state = ctx.state();
         if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
@@ -588,6 +601,17 @@ pub fn sum_counts(batches: &[RecordBatch]) -> u64 {
         .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
         .flat_map(|a| a.iter().flatten())
         .sum()
+}
+
+/// `EXPLAIN ANALYZE …`, in either parser's form.
+fn is_explain_analyze(statement: &DfStatement) -> bool {
+    match statement {
+        DfStatement::Explain(explain) => explain.analyze,
+        DfStatement::Statement(s) => {
+            matches!(s.as_ref(), SqlStatement::Explain { analyze: true, .. })
+        }
+        _ => false,
+    }
 }
 
 fn is_insert(statement: &DfStatement) -> bool {

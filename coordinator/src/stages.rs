@@ -17,6 +17,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::config::ConfigOptions;
@@ -25,7 +26,6 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -142,6 +142,8 @@ pub struct PlanStages {
     query_id: String,
     /// The most memory the query may hold on each executor (0: the executor's limit).
     memory_limit: u64,
+    /// The statement is `EXPLAIN ANALYZE`: its gathers wait for every task's report.
+    explain_analyze: Arc<AtomicBool>,
 }
 
 struct Cutter {
@@ -153,11 +155,17 @@ struct Cutter {
 
 impl PlanStages {
     /// A rule for one query.
-    pub fn new(registry: ExecutorRegistry, query_id: String, memory_limit: u64) -> Self {
+    pub fn new(
+        registry: ExecutorRegistry,
+        query_id: String,
+        memory_limit: u64,
+        explain_analyze: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             registry,
             query_id,
             memory_limit,
+            explain_analyze,
         }
     }
 }
@@ -486,7 +494,7 @@ impl PhysicalOptimizerRule for PlanStages {
             self.registry.clone(),
         );
         // EXPLAIN ANALYZE prints the plan when its input ends: every task's report must be in.
-        let run = if plan.as_any().is::<AnalyzeExec>() {
+        let run = if self.explain_analyze.load(Ordering::Relaxed) {
             run.waiting_for_reports()
         } else {
             run
