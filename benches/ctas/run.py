@@ -65,7 +65,8 @@ def time_floe(server, warehouse: Path, runs: int) -> tuple[list[float], dict]:
         row = cur.fetch_arrow_table().to_pylist()[0]
         cur.execute('SELECT count(*) AS n FROM bench."lineitem_by_month$files"')
         data_files = cur.fetch_arrow_table().to_pylist()[0]["n"]
-        check = {"rows": row["n"], "months": row["months"], "written": written, "files": data_files}
+        check = {"rows": row["n"], "months": row["months"], "written": written, "files": data_files,
+                 "bytes": sum(f.stat().st_size for f in table_dir.rglob("*.parquet"))}
         cur.close()
     finally:
         conn.close()
@@ -95,7 +96,8 @@ def time_duckdb(source: str, runs: int, compression: str) -> tuple[list[float], 
             f"SELECT count(*), count(DISTINCT ship_month) FROM read_parquet('{out_root}/lineitem_by_month/**/*.parquet', "
             "hive_partitioning = true)").fetchone()
         check = {"rows": row[0], "months": row[1],
-                 "files": len(list((out_root / "lineitem_by_month").rglob("*.parquet")))}
+                 "files": len(list((out_root / "lineitem_by_month").rglob("*.parquet"))),
+                 "bytes": sum(f.stat().st_size for f in (out_root / "lineitem_by_month").rglob("*.parquet"))}
         con.close()
     finally:
         shutil.rmtree(out_root, ignore_errors=True)

@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arrow::compute::BatchCoalescer;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
@@ -61,6 +62,9 @@ pub enum ShuffleItem {
 
 /// Batches a bucket buffers before its producer waits for the consumer.
 const BUCKET_CAPACITY: usize = 4;
+
+/// Rows per batch a hash shuffle sends (DataFusion's default batch size).
+const SHUFFLE_BATCH_ROWS: usize = 8192;
 
 type BucketKey = (String, u32, u32, u32);
 
@@ -212,24 +216,41 @@ pub async fn produce(
     senders: Vec<mpsc::Sender<ShuffleItem>>,
 ) -> Result<Produced> {
     let mut produced = Produced::default();
+    // A hash split cuts each batch into one piece per bucket (a quarter of a batch for four):
+    // each bucket gathers its pieces into whole batches again, as DataFusion's
+    // `RepartitionExec` does, so that consumers (joins, aggregations, the network) handle
+    // a few large batches rather than many small ones.
+    let mut coalescers: Vec<BatchCoalescer> = match &split {
+        Split::Hash(_) => (0..senders.len())
+            .map(|_| BatchCoalescer::new(input.schema(), SHUFFLE_BATCH_ROWS))
+            .collect(),
+        Split::Broadcast => Vec::new(),
+    };
     let outcome: Result<()> = async {
+        let mut pieces = Vec::new();
         while let Some(batch) = input.next().await {
             let batch = batch?;
             produced.rows += batch.num_rows() as u64;
-            let mut pieces = Vec::new();
             match &mut split {
                 Split::Hash(partitioner) => partitioner.partition(batch, |bucket, piece| {
-                    pieces.push((bucket, piece));
+                    let coalescer = &mut coalescers[bucket];
+                    coalescer.push_batch(piece)?;
+                    while let Some(whole) = coalescer.next_completed_batch() {
+                        pieces.push((bucket, whole));
+                    }
                     Ok(())
                 })?,
                 Split::Broadcast => pieces.extend((0..senders.len()).map(|b| (b, batch.clone()))),
             }
-            for (bucket, piece) in pieces {
-                produced.bytes += piece.get_array_memory_size() as u64;
-                // A reader that went away (its query is ending) just stops receiving.
-                let _ = senders[bucket].send(ShuffleItem::Batch(piece)).await;
+            send_all(&mut pieces, &senders, &mut produced).await;
+        }
+        for (bucket, coalescer) in coalescers.iter_mut().enumerate() {
+            coalescer.finish_buffered_batch()?;
+            while let Some(rest) = coalescer.next_completed_batch() {
+                pieces.push((bucket, rest));
             }
         }
+        send_all(&mut pieces, &senders, &mut produced).await;
         Ok(())
     }
     .await;
@@ -253,6 +274,19 @@ pub async fn produce(
             }
             Err(DataFusionError::Shared(e))
         }
+    }
+}
+
+/// Sends each `(bucket, batch)` of `pieces` to its bucket, in order, leaving `pieces` empty.
+async fn send_all(
+    pieces: &mut Vec<(usize, RecordBatch)>,
+    senders: &[mpsc::Sender<ShuffleItem>],
+    produced: &mut Produced,
+) {
+    for (bucket, piece) in pieces.drain(..) {
+        produced.bytes += piece.get_array_memory_size() as u64;
+        // A reader that went away (its query is ending) just stops receiving.
+        let _ = senders[bucket].send(ShuffleItem::Batch(piece)).await;
     }
 }
 
@@ -603,6 +637,71 @@ mod tests {
         assert_eq!(produced.rows, 3);
         let again = registry.claim(&read("q1", 0)).expect_err("read already");
         assert_eq!(again.code(), Code::NotFound);
+    }
+
+    /// A hash split sends each row to the bucket DataFusion's hash picks, and gathers the
+    /// pieces of many batches into whole batches again (here: every bucket gets one batch
+    /// from 40 inputs, and a bucket over `SHUFFLE_BATCH_ROWS` rows gets full batches first).
+    #[tokio::test]
+    async fn a_hash_split_regathers_its_pieces_into_whole_batches() {
+        use datafusion::physical_expr::expressions::Column;
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 2);
+        let inputs: Vec<Result<RecordBatch>> = (0..40)
+            .map(|i| Ok(batch(&(i * 500..(i + 1) * 500).collect::<Vec<i64>>())))
+            .collect();
+        let hash = Partitioning::Hash(vec![Arc::new(Column::new("x", 0))], 2);
+        let partitioner = BatchPartitioner::try_new(
+            hash.clone(),
+            datafusion::physical_plan::metrics::Time::new(),
+            0,
+            1,
+        )
+        .expect("partitioner");
+        let producer = tokio::spawn(produce(input(inputs), Split::Hash(partitioner), senders));
+        // What DataFusion's own partitioner puts in each bucket.
+        let mut expected = vec![Vec::new(), Vec::new()];
+        let mut reference =
+            BatchPartitioner::try_new(hash, datafusion::physical_plan::metrics::Time::new(), 0, 1)
+                .expect("partitioner");
+        reference
+            .partition(
+                batch(&(0..20_000).collect::<Vec<i64>>()),
+                |bucket, piece| {
+                    let values = piece.column(0).as_any().downcast_ref::<Int64Array>();
+                    expected[bucket].extend(values.expect("i64").values().iter().copied());
+                    Ok(())
+                },
+            )
+            .expect("partitions");
+        for (bucket, expected) in expected.into_iter().enumerate() {
+            let (_, receiver) = registry.claim(&read("q4", bucket as u32)).expect("claimed");
+            let batches: Vec<RecordBatch> = serve_bucket(receiver, read("q4", bucket as u32))
+                .try_collect()
+                .await
+                .expect("the bucket ends well");
+            let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+            let whole = expected.len() / SHUFFLE_BATCH_ROWS;
+            assert_eq!(
+                sizes.len(),
+                whole + 1,
+                "bucket {bucket}: batches of {sizes:?}"
+            );
+            assert!(sizes[..whole].iter().all(|n| *n == SHUFFLE_BATCH_ROWS));
+            let mut got: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let values = b.column(0).as_any().downcast_ref::<Int64Array>();
+                    values.expect("i64").values().to_vec()
+                })
+                .collect();
+            got.sort_unstable();
+            let mut expected = expected;
+            expected.sort_unstable();
+            assert_eq!(got, expected, "bucket {bucket}");
+        }
+        let produced = producer.await.expect("joins").expect("produced");
+        assert_eq!(produced.rows, 20_000);
     }
 
     /// A producer holds at most the bucket's capacity for a reader that does not read

@@ -367,6 +367,43 @@ def test_writers_roll_files_at_the_target_size(w):
     assert sum(1 for s in sizes if s >= target * 0.5) >= len(sizes) // 2, sizes
 
 
+def test_writers_keep_small_dictionaries_and_write_many_distinct_values_plain(w):
+    """A column of few distinct values is dictionary-encoded; one of many distinct values
+    stops growing its dictionary at 64 KiB and goes on plain (the Parquet writer's default,
+    1 MiB, cost a third of a CTAS's time and wrote bigger files). Every value reads back."""
+    import pyarrow.parquet as pq
+
+    fetch(w.conn, f"""
+        CREATE TABLE {NS}.dictionaries AS
+        SELECT event_id, CAST(event_id % 5 AS VARCHAR) AS few,
+               md5(CAST(event_id AS VARCHAR)) AS many
+        FROM demo.events""")
+    t = w.load("dictionaries")
+    checked = 0
+    for task in t.scan().plan_files():
+        with t.io.new_input(task.file.file_path).open() as f:
+            meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+            few, many = columns["few"], columns["many"]
+            # five values: a dictionary, and the data pages hold only its small indices
+            assert few.has_dictionary_page and few.total_uncompressed_size < group.num_rows, few
+            if group.num_rows * 32 < 2 * 64 * 1024:
+                continue  # too few values to pass the limit
+            # 32 distinct bytes per row: at most 64 KiB (plus a page header) in the
+            # dictionary, the rest of the values in plain pages after it
+            dictionary_bytes = many.data_page_offset - many.dictionary_page_offset
+            assert many.has_dictionary_page and 0 < dictionary_bytes <= 65 * 1024, many
+            assert many.total_uncompressed_size > group.num_rows * 32, many
+            checked += 1
+    assert checked > 0
+    source = w.data.arrow("events")
+    got = fetch(w.conn, f"SELECT count(*) AS n, count(DISTINCT many) AS d, "
+                        f"count(DISTINCT few) AS f FROM {NS}.dictionaries").to_pylist()[0]
+    assert got == {"n": source.num_rows, "d": source.num_rows, "f": 5}
+
+
 def test_a_statement_runs_when_the_client_executes_it_and_once(w):
     """`cursor.execute("CREATE …")` takes effect without reading the result (DBAPI,
     JDBC and orchestrators expect execute to execute), and a ticket read twice

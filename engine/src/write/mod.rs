@@ -53,6 +53,15 @@ pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
 /// Floe's default target file size (128 MiB).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
+/// The most bytes of dictionary a column chunk builds before the writer falls back to plain
+/// encoding (the Parquet writer's default is 1 MiB). A column of few distinct values (flags,
+/// modes, dates within a partition, small integers) fits in a few KiB either way; a column of
+/// many (keys, prices, free text) no longer interns its first 1 MiB of values, which cost
+/// about 30 % of a CTAS's CPU, and written plain and zstd-compressed it is smaller than an
+/// oversized dictionary plus its indices: CTAS of TPC-H SF1 lineitem by month took 2.5 s for
+/// 149 MB instead of 3.6 s for 179 MB.
+const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+
 /// A session's write settings, carried in its DataFusion `SessionConfig` as an extension.
 #[derive(Debug, Clone, Default)]
 pub struct WriteSettings {
@@ -293,6 +302,7 @@ impl ExecutionPlan for IcebergWriteExec {
             let parquet = ParquetWriterBuilder::new(
                 WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
                     .build(),
                 Arc::clone(&schema),
             );
