@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  QueryRun (one run of a query: its id, its memory share on each executor, the executors)
-//!    │ gather(stage, partition) — called when the coordinator's plan reads a RemoteStageExec
+//!    │ gather(stage, partition) — called when the coordinator's plan runs a RemoteStageExec
 //!    ├─▶ graph: the shuffle stages that gather stage reads, started once, producers first
 //!    │         (RunningStages: where each task runs; the first failure fails every reader)
 //!    └─▶ task: each partition as a signed TaskDefinition on one executor
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow_flight::decode::DecodedPayload;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result};
 use floe_proto::{FileGroup, TaskMetrics};
 use futures::stream::BoxStream;
@@ -45,7 +46,7 @@ pub struct QueryRun {
     memory_limit: u64,
     registry: ExecutorRegistry,
     /// The shuffle stages each gather stage reads, by gather stage id: started once, when the
-    /// first of its partitions runs; dropped (every task ended) with the run.
+    /// first of its partitions is executed; dropped (every task ended) with the run.
     running: Mutex<HashMap<u32, Arc<OnceCell<Arc<RunningStages>>>>>,
     /// Under `EXPLAIN ANALYZE`: a gather task's stream ends only once every producer task it
     /// read has ended (and so reported), so that the printed plan shows every task.
@@ -112,13 +113,23 @@ impl QueryRun {
         let inputs = stage.inputs.clone();
         let run = Arc::clone(self);
         let wait_for_reports = self.wait_for_reports;
-        futures::stream::once(async move {
+        // Started now, not when the stream is first read: a join on the coordinator reads its
+        // build side's gather to the end before it reads the probe side's (TPC-H Q11, Q15,
+        // Q22), and both sides' stages can run on the executors meanwhile. Dropping the stream
+        // unread aborts the start (and the stages started go with the run).
+        let opening = SpawnedTask::spawn(async move {
             let graph = started
                 .get_or_try_init(|| graph::launch(&run, &inputs))
                 .await?
                 .clone();
             task.inputs = graph.inputs_of(&inputs);
             let data = task.open().await?;
+            Ok::<_, DataFusionError>((graph, data))
+        });
+        futures::stream::once(async move {
+            let (graph, data) = opening.join().await.map_err(|e| {
+                DataFusionError::Internal(format!("starting a gather task failed: {e}"))
+            })??;
             let producers = Arc::clone(&graph);
             let reported = futures::stream::once(async move {
                 if wait_for_reports {
