@@ -179,6 +179,8 @@ impl QueryEngine {
             after_join_selection,
             Arc::new(crate::broadcast::BroadcastJoins),
         );
+        // On the final plan: LIKE patterns matched without a regular expression.
+        rules.push(Arc::new(floe_engine::like::LikeParts));
         let memory_limit = self.query_memory_for(settings);
         rules.push(Arc::new(PlanStages::new(
             self.registry.clone(),

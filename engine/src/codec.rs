@@ -14,6 +14,7 @@ use floe_proto::{floe_plan_node, FloePlanNode};
 use iceberg::io::FileIO;
 use prost::Message;
 
+use crate::like::LikePartsExpr;
 use crate::partition_key::PartitionValueExpr;
 use crate::shuffle::ShuffleReaderExec;
 use crate::write::IcebergWriteExec;
@@ -112,7 +113,10 @@ impl PhysicalExtensionCodec for FloeCodec {
         buf: &[u8],
         inputs: &[Arc<dyn PhysicalExpr>],
     ) -> Result<Arc<dyn PhysicalExpr>> {
-        match PartitionValueExpr::decode(buf, inputs) {
+        if let Some(expr) = PartitionValueExpr::decode(buf, inputs) {
+            return Ok(Arc::new(expr?));
+        }
+        match LikePartsExpr::decode(buf, inputs) {
             Some(expr) => Ok(Arc::new(expr?)),
             None => Err(DataFusionError::Plan(
                 "unknown expression extension in a plan fragment".into(),
@@ -121,9 +125,13 @@ impl PhysicalExtensionCodec for FloeCodec {
     }
 
     fn try_encode_expr(&self, node: &Arc<dyn PhysicalExpr>, buf: &mut Vec<u8>) -> Result<()> {
-        match node.as_any().downcast_ref::<PartitionValueExpr>() {
-            Some(value) => {
-                buf.extend(value.encode());
+        if let Some(value) = node.as_any().downcast_ref::<PartitionValueExpr>() {
+            buf.extend(value.encode());
+            return Ok(());
+        }
+        match node.as_any().downcast_ref::<LikePartsExpr>() {
+            Some(like) => {
+                buf.extend(like.encode());
                 Ok(())
             }
             None => Err(DataFusionError::NotImplemented(format!(

@@ -18,6 +18,7 @@
 //!                              channel between Floe's processes, nonces;
 //!                        memory: a query's share of a process's memory;
 //!                        checked: checked integer arithmetic (rule + functions);
+//!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
 //!                        cooperative: joins that yield
 //! ```
 //!
@@ -32,6 +33,7 @@ pub mod cooperative;
 pub mod error;
 pub mod file_cache;
 pub mod ipc;
+pub mod like;
 pub mod memory;
 pub mod partition_key;
 pub mod runtime;
