@@ -11,7 +11,6 @@ use floe_proto::{
     ChallengeRequest, ChallengeResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest,
     RegisterResponse, PROTOCOL_VERSION,
 };
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -25,7 +24,7 @@ pub struct ExecutorInfo {
     /// The key of its registration: every task sent to it is MACed with it.
     pub session_key: Tag,
     /// A lazily connected channel to it.
-    pub channel: Channel,
+    pub channel: floe_engine::runtime::InternalChannel,
     last_seen: Instant,
     last_sequence: u64,
     /// Tasks it reported running at its last heartbeat.

@@ -45,9 +45,9 @@ use floe_proto::{
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::runtime::InternalChannel;
 use crate::runtime::MAX_MESSAGE_SIZE;
 use crate::status::{is_from_executor, ExecutorLost};
 
@@ -391,8 +391,8 @@ impl DisplayAs for ShuffleReaderExec {
 }
 
 /// Channels to other executors, one per endpoint, shared by every task of this process.
-fn channel(endpoint: &str) -> Result<Channel> {
-    static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+fn channel(endpoint: &str) -> Result<InternalChannel> {
+    static CHANNELS: OnceLock<Mutex<HashMap<String, InternalChannel>>> = OnceLock::new();
     let mut channels = CHANNELS
         .get_or_init(Default::default)
         .lock()

@@ -69,6 +69,8 @@ pub struct ExecutorHandle {
     /// Its id.
     pub executor_id: String,
     shutdown: watch::Sender<bool>,
+    /// Keeps the service reachable from this process without a socket.
+    _in_process: floe_engine::runtime::InProcessService,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -128,6 +130,16 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (shutdown, mut stop) = watch::channel(false);
+    let endpoint = format!("http://{}:{}", config.advertise_host, addr.port());
+    // Tasks from a coordinator or executor in this process (`floe standalone`) reach the
+    // service directly, with the same checks as over the network.
+    let in_process = floe_engine::runtime::serve_in_process(
+        &endpoint,
+        tower::Layer::layer(
+            &floe_engine::status::DecodeErrorsAreInvalidArgument,
+            service.clone(),
+        ),
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(floe_engine::status::DecodeErrorsAreInvalidArgument)
@@ -140,7 +152,6 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
                 },
             ),
     );
-    let endpoint = format!("http://{}:{}", config.advertise_host, addr.port());
     // Heartbeats get their own thread and runtime: tasks that keep every worker of the main
     // runtime busy (encoding and compressing Parquet) must not make a busy executor look dead.
     let coordinator_url = config.coordinator_url.clone();
@@ -176,6 +187,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
         addr,
         executor_id,
         shutdown,
+        _in_process: in_process,
         server,
     })
 }

@@ -22,7 +22,6 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 /// Rows of one test batch: 256 KiB of Int64.
@@ -35,7 +34,7 @@ pub struct TestExecutor {
     /// The cluster secret it trusts.
     pub secret: ClusterSecret,
     /// A channel to it, as another executor opens one.
-    pub channel: Channel,
+    pub channel: floe_engine::runtime::InternalChannel,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
 }
 
