@@ -23,7 +23,7 @@ pub struct ExecutorInfo {
     pub endpoint: String,
     /// The key of its registration: every task sent to it is MACed with it.
     pub session_key: Tag,
-    /// A lazily connected channel to it.
+    /// The channel to it (`floe_engine::runtime::internal_channel`).
     pub channel: floe_engine::runtime::InternalChannel,
     last_seen: Instant,
     last_sequence: u64,

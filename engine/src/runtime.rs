@@ -79,8 +79,12 @@ impl std::error::Error for ChannelError {
 }
 
 /// The executors of this process, by the endpoint they advertise.
-fn in_process() -> std::sync::MutexGuard<'static, HashMap<String, InternalChannel>> {
-    static SERVICES: OnceLock<Mutex<HashMap<String, InternalChannel>>> = OnceLock::new();
+/// Each with its stop flag, which also tells one registration from a later one at the same
+/// endpoint.
+type InProcessMap = HashMap<String, (InternalChannel, Arc<AtomicBool>)>;
+
+fn in_process() -> std::sync::MutexGuard<'static, InProcessMap> {
+    static SERVICES: OnceLock<Mutex<InProcessMap>> = OnceLock::new();
     SERVICES
         .get_or_init(Default::default)
         .lock()
@@ -123,7 +127,10 @@ where
             }
         }
     });
-    in_process().insert(endpoint.to_string(), InternalChannel::new(guarded));
+    in_process().insert(
+        endpoint.to_string(),
+        (InternalChannel::new(guarded), Arc::clone(&stopped)),
+    );
     InProcessService {
         endpoint: endpoint.to_string(),
         stopped,
@@ -174,7 +181,14 @@ pub struct InProcessService {
 impl Drop for InProcessService {
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::Release);
-        in_process().remove(&self.endpoint);
+        let mut services = in_process();
+        // Only this registration: another executor may serve the endpoint by now.
+        if services
+            .get(&self.endpoint)
+            .is_some_and(|(_, stopped)| Arc::ptr_eq(stopped, &self.stopped))
+        {
+            services.remove(&self.endpoint);
+        }
     }
 }
 
@@ -193,7 +207,7 @@ impl Drop for InProcessService {
 /// stream's own window (bounded, [`STREAM_WINDOW`]) applies: a stalled stream holds at most
 /// that much and never blocks another.
 pub fn internal_channel(url: &str) -> Result<InternalChannel, tonic::transport::Error> {
-    if let Some(service) = in_process().get(url) {
+    if let Some((service, _)) = in_process().get(url) {
         return Ok(service.clone());
     }
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
