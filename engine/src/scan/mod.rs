@@ -470,6 +470,7 @@ impl ExecutionPlan for IcebergScanExec {
                                         schema: read.schema,
                                         field_ids: read.field_ids,
                                         predicate: read.predicate,
+                                        row_filter: read.row_filter,
                                         deleted: deleted_rows,
                                         rows: piece,
                                         // Equality deletes drop rows after the reader.

@@ -1,7 +1,8 @@
 //! Reading one Iceberg data file with DataFusion's Parquet reader.
 //!
 //! DataFusion's `ParquetSource` brings what a single-node DataFusion scan has: the predicate as a
-//! row filter evaluated while decoding (late materialization), row-group pruning by statistics
+//! row filter evaluated while decoding (late materialization, where the caller asks for it:
+//! [`FileToRead::row_filter`]), row-group pruning by statistics
 //! and bloom filters, page-index pruning, and a row selection handed in from outside. Iceberg
 //! needs three things on top, supplied here:
 //!
@@ -72,6 +73,11 @@ pub struct FileToRead<'a> {
     pub field_ids: Vec<i32>,
     /// Rows matching none of this may be skipped (the exact filter runs above the scan).
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// Whether `predicate` filters rows while decoding (late materialization: its columns are
+    /// decoded first, the others only for the rows that pass) rather than only pruning row
+    /// groups and pages. It pays when few rows pass; otherwise it costs (the predicate's
+    /// columns decoded twice, the others row by selected row).
+    pub row_filter: bool,
     /// Row positions that are deleted.
     pub deleted: Option<&'a RoaringTreemap>,
     /// The rows of the file to read (a piece of it), if not all.
@@ -104,7 +110,7 @@ pub async fn read_file(
     let plan = (file.deleted.is_some() || file.rows.is_some())
         .then(|| access_plan(&metadata, file.deleted, file.rows.clone()));
     let mut source = ParquetSource::new(Arc::clone(&file.schema))
-        .with_pushdown_filters(true)
+        .with_pushdown_filters(file.row_filter)
         .with_reorder_filters(true)
         .with_parquet_file_reader_factory(Arc::new(FileIoReaderFactory {
             reader,

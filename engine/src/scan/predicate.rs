@@ -70,6 +70,27 @@ pub fn predicate_columns(predicate: &Predicate) -> HashSet<String> {
     out
 }
 
+/// Whether one of `predicate`'s conjuncts picks rows by equality with non-string values
+/// (`key = 42`, `id IN (1, 2)`): a lookup that keeps a few rows of a file, where the reader's
+/// row filter pays (see [`super::parquet_read::FileToRead::row_filter`]). An equality on a
+/// string is not taken as one: those are mostly categories (a flag, a mode) that keep a good
+/// share of the rows.
+pub fn is_lookup(predicate: &Predicate) -> bool {
+    let not_text = |d: &Datum| {
+        !matches!(
+            d.literal(),
+            PrimitiveLiteral::String(_) | PrimitiveLiteral::Binary(_)
+        )
+    };
+    let mut conjuncts = Vec::new();
+    split_and(predicate, &mut conjuncts);
+    conjuncts.into_iter().any(|p| match p {
+        Predicate::Binary(e) => e.op() == PredicateOperator::Eq && not_text(e.literal()),
+        Predicate::Set(e) => e.op() == PredicateOperator::In && e.literals().iter().all(not_text),
+        _ => false,
+    })
+}
+
 fn split_and<'a>(predicate: &'a Predicate, out: &mut Vec<&'a Predicate>) {
     match predicate {
         Predicate::And(and) => {
@@ -225,6 +246,30 @@ mod tests {
             .equal_to(Datum::long(1))
             .or(Reference::new("s").starts_with(Datum::string("x")));
         assert!(physical_predicate(&or, &schema).is_none());
+    }
+
+    #[test]
+    fn lookups_by_non_string_equality_are_told_from_ranges_and_categories() {
+        use iceberg::expr::Reference;
+        let key = || Reference::new("o_orderkey").equal_to(Datum::long(42));
+        let date = || Reference::new("d").greater_than_or_equal_to(Datum::date(9000));
+        let mode = || Reference::new("mode").equal_to(Datum::string("AIR"));
+        // A key compared for equality, alone, among other conjuncts or as a set of keys.
+        assert!(is_lookup(&key()));
+        assert!(is_lookup(&date().and(key()).and(mode())));
+        assert!(is_lookup(
+            &Reference::new("id").is_in([Datum::int(1), Datum::int(7)])
+        ));
+        // Ranges, string categories, negations and a key only on one side of an OR are not.
+        assert!(!is_lookup(&date()));
+        assert!(!is_lookup(&mode().and(date())));
+        assert!(!is_lookup(
+            &Reference::new("mode").is_in([Datum::string("AIR"), Datum::string("MAIL")])
+        ));
+        assert!(!is_lookup(
+            &Reference::new("o_orderkey").not_equal_to(Datum::long(42))
+        ));
+        assert!(!is_lookup(&key().or(date())));
     }
 
     #[test]
