@@ -70,23 +70,25 @@ pub fn predicate_columns(predicate: &Predicate) -> HashSet<String> {
     out
 }
 
-/// Whether one of `predicate`'s conjuncts picks rows by equality with non-string values
+/// Whether one of `predicate`'s conjuncts picks rows by equality with a key-like value
 /// (`key = 42`, `id IN (1, 2)`): a lookup that keeps a few rows of a file, where the reader's
 /// row filter pays (see [`super::parquet_read::FileToRead::row_filter`]). An equality on a
-/// string is not taken as one: those are mostly categories (a flag, a mode) that keep a good
-/// share of the rows.
+/// string or a boolean is not taken as one: those are mostly categories (a mode, a flag) that
+/// keep a good share of the rows.
 pub fn is_lookup(predicate: &Predicate) -> bool {
-    let not_text = |d: &Datum| {
+    let key_like = |d: &Datum| {
         !matches!(
             d.literal(),
-            PrimitiveLiteral::String(_) | PrimitiveLiteral::Binary(_)
+            PrimitiveLiteral::String(_)
+                | PrimitiveLiteral::Binary(_)
+                | PrimitiveLiteral::Boolean(_)
         )
     };
     let mut conjuncts = Vec::new();
     split_and(predicate, &mut conjuncts);
     conjuncts.into_iter().any(|p| match p {
-        Predicate::Binary(e) => e.op() == PredicateOperator::Eq && not_text(e.literal()),
-        Predicate::Set(e) => e.op() == PredicateOperator::In && e.literals().iter().all(not_text),
+        Predicate::Binary(e) => e.op() == PredicateOperator::Eq && key_like(e.literal()),
+        Predicate::Set(e) => e.op() == PredicateOperator::In && e.literals().iter().all(key_like),
         _ => false,
     })
 }
@@ -260,8 +262,12 @@ mod tests {
         assert!(is_lookup(
             &Reference::new("id").is_in([Datum::int(1), Datum::int(7)])
         ));
-        // Ranges, string categories, negations and a key only on one side of an OR are not.
+        // Ranges, string and boolean categories, negations and a key only on one side of an
+        // OR are not.
         assert!(!is_lookup(&date()));
+        assert!(!is_lookup(
+            &Reference::new("flag").equal_to(Datum::bool(true))
+        ));
         assert!(!is_lookup(&mode().and(date())));
         assert!(!is_lookup(
             &Reference::new("mode").is_in([Datum::string("AIR"), Datum::string("MAIL")])
