@@ -164,14 +164,14 @@ async fn one_number(cluster: &Cluster, sql: &str) -> i64 {
 async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
     let cluster = Cluster::start(2).await;
     let mut connection = cluster.connect().await;
-    // 20,000 facts in one file, g = k % 100; a dimension of two g values.
+    // 20,000 facts in one file, g = k % 100, with a note; a dimension of two g values.
     let values: Vec<String> = (1..=20_000)
-        .map(|k| format!("({k}, {})", k % 100))
+        .map(|k| format!("({k}, {}, 'note {k}')", k % 100))
         .collect();
     for sql in [
         "CREATE SCHEMA d".to_string(),
         format!(
-            "CREATE TABLE d.facts AS SELECT * FROM (VALUES {}) AS v(k, g)",
+            "CREATE TABLE d.facts AS SELECT * FROM (VALUES {}) AS v(k, g, note)",
             values.join(", ")
         ),
         "CREATE TABLE d.dim AS SELECT * FROM (VALUES (7, 'x'), (42, 'y')) AS v(g, label)"
@@ -184,8 +184,9 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
     }
 
     // The dimension is broadcast; its keys, pushed into the facts scan, let the reader keep
-    // only the 400 facts that join (without them it reads all 20,000), and the answer is right.
-    let join = "SELECT sum(f.k) FROM d.facts f JOIN d.dim s ON f.g = s.g";
+    // only the 400 facts that join (without them it reads all 20,000) and decode their notes
+    // alone, and the answer is right.
+    let join = "SELECT sum(f.k), max(f.note) FROM d.facts f JOIN d.dim s ON f.g = s.g";
     let plan = physical_plan(&cluster, join).await;
     assert!(plan.contains("broadcast to"), "{plan}");
     let expected: i64 = (1..=20_000).filter(|k| k % 100 == 7 || k % 100 == 42).sum();
@@ -194,6 +195,16 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
         rows_read(&cluster, join).await,
         2 + 400,
         "the dimension's 2 rows, and of the facts only the 400 that join"
+    );
+    // Where the scan reads only fixed-width columns, filtering rows while decoding costs more
+    // than it saves (the keys tested on every row, the rest decoded anyway): the reader decodes
+    // whole batches and the join's probe drops the rest. Same answer.
+    let narrow = "SELECT sum(f.k) FROM d.facts f JOIN d.dim s ON f.g = s.g";
+    assert_eq!(one_number(&cluster, narrow).await, expected);
+    assert_eq!(
+        rows_read(&cluster, narrow).await,
+        2 + 20_000,
+        "the dimension's 2 rows, and all the facts"
     );
 
     // A TopK runs in the task plan too (its bound is offered to the scan; parquet-rs evaluates a

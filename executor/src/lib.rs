@@ -109,9 +109,10 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let runtime =
         floe_engine::runtime::runtime_env(config.memory_limit).map_err(std::io::Error::other)?;
     let mut session_config = SessionConfig::new().with_batch_size(config.batch_size);
-    // A hash join's build side, pushed into the scan of its probe side as a row filter (on by
-    // default, as in DataFusion): TPC-H Q19 −30 %, but Q09 +15 % where it keeps one row in
-    // twenty. `FLOE_JOIN_DYNAMIC_FILTERS=off` turns it off, to compare in benchmarks.
+    // A hash join's build side, pushed into the scan of its probe side (on by default, as in
+    // DataFusion; the scan decides whether it also filters rows while decoding — see
+    // `floe_engine::scan`'s tasks): TPC-H Q19 −30 %. `FLOE_JOIN_DYNAMIC_FILTERS=off` turns it
+    // off, to compare in benchmarks.
     session_config
         .options_mut()
         .optimizer
