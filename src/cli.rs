@@ -355,6 +355,10 @@ pub struct StandaloneArgs {
     /// Executors to run in the process.
     #[arg(long, env = "FLOE_EXECUTORS", default_value_t = 2)]
     pub executors: usize,
+    /// Tasks of a stage each executor runs at once (default: the machine's cores shared among
+    /// the executors, at least one each).
+    #[arg(long, env = "FLOE_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub task_slots: Option<u32>,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
     #[command(flatten)]
@@ -447,6 +451,16 @@ pub struct ExecutorArgs {
     /// memory); beyond it sorts, aggregations and joins spill to disk.
     #[arg(long, env = "FLOE_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
+    /// Tasks of a stage this executor runs at once, one thread each (default: the machine's
+    /// cores). The coordinator cuts each stage into as many tasks as its executors have slots;
+    /// give each executor the cores it may use.
+    #[arg(long, env = "FLOE_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub task_slots: Option<u32>,
+}
+
+/// The machine's cores, as the default task slots.
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1024))
 }
 
 /// Parses a byte size: `1048576`, `512MiB`, `4GiB`, `2G`, `100k`.
@@ -501,6 +515,7 @@ fn executor_config(
     secret: ClusterSecret,
     storage: ExecutorStorage,
     memory_limit: usize,
+    task_slots: u32,
 ) -> ExecutorConfig {
     ExecutorConfig {
         coordinator_url: coordinator,
@@ -512,6 +527,7 @@ fn executor_config(
         roots: storage.roots,
         batch_size: 8192,
         memory_limit,
+        task_slots,
     }
 }
 
@@ -552,6 +568,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             let url = format!("http://{}", coordinator.control_addr);
+            let task_slots = args.task_slots.unwrap_or_else(|| {
+                (cores() / u32::try_from(args.executors).unwrap_or(u32::MAX)).max(1)
+            });
             let mut executors = Vec::new();
             for _ in 0..args.executors {
                 executors.push(
@@ -565,6 +584,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                             roots: roots.clone(),
                         },
                         memory_limit,
+                        task_slots,
                     ))
                     .await?,
                 );
@@ -624,6 +644,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 storage,
                 args.memory_limit
                     .unwrap_or_else(|| floe_engine::runtime::default_memory_limit(0.5)),
+                args.task_slots.unwrap_or_else(cores),
             );
             if let Some(ca) = &args.coordinator_ca {
                 let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;

@@ -94,10 +94,8 @@ async fn plans_are_cut_where_data_must_move() {
     cluster.shutdown().await;
 }
 
-/// The `rows_read` figures of every stage's tasks in the EXPLAIN ANALYZE of `sql`, summed, after
-/// checking that every stage lists a report from each of its tasks (EXPLAIN ANALYZE waits for
-/// the producers' reports, which travel apart from the rows).
-async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
+/// The EXPLAIN ANALYZE of `sql`, as text.
+async fn analyzed(cluster: &Cluster, sql: &str) -> String {
     let mut connection = cluster.connect().await;
     let batches = connection
         .run(&format!("EXPLAIN ANALYZE {sql}"))
@@ -115,6 +113,14 @@ async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
             text.push('\n');
         }
     }
+    text
+}
+
+/// The `rows_read` figures of every stage's tasks in the EXPLAIN ANALYZE of `sql`, summed, after
+/// checking that every stage lists a report from each of its tasks (EXPLAIN ANALYZE waits for
+/// the producers' reports, which travel apart from the rows).
+async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
+    let text = analyzed(cluster, sql).await;
     let stages: Vec<&str> = text
         .lines()
         .filter(|line| line.contains("RemoteStageExec:") || line.contains("ShuffleExchangeExec:"))
@@ -226,5 +232,57 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
         .collect();
     assert_eq!(keys, [1, 2, 3]);
 
+    cluster.shutdown().await;
+}
+
+/// The executor of each task on a stage's line of EXPLAIN ANALYZE (`t0@executor-… …; t1@…`).
+fn task_executors(line: &str) -> Vec<String> {
+    line.split('@')
+        .skip(1)
+        .filter(|rest| rest.starts_with("executor-"))
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stages_have_a_task_per_executor_slot() {
+    // One executor with three task slots, one with two: each stage has five tasks, three of
+    // them on the first.
+    let cluster = Cluster::with_slots(&[3, 2]).await;
+    let mut connection = cluster.connect().await;
+    let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
+    for sql in [
+        "CREATE SCHEMA w".to_string(),
+        format!(
+            "CREATE TABLE w.t PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
+            values.join(", ")
+        ),
+    ] {
+        connection
+            .run(&sql)
+            .await
+            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..30.min(sql.len())]));
+    }
+    let sql = "SELECT k % 5, sum(k) FROM w.t GROUP BY k % 5";
+    let text = analyzed(&cluster, sql).await;
+    let stages: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("RemoteStageExec:") || line.contains("ShuffleExchangeExec:"))
+        .collect();
+    assert_eq!(stages.len(), 2, "a shuffle and a gather: {text}");
+    for line in stages {
+        assert!(line.contains("tasks=5"), "{line}");
+        let mut per_executor = std::collections::HashMap::<String, usize>::new();
+        for executor in task_executors(line) {
+            *per_executor.entry(executor).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = per_executor.into_values().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [2, 3], "{line}");
+    }
+    // And the answer is right.
+    let answer = "SELECT sum(k) FROM w.t WHERE g = 3";
+    let expected: i64 = (1..=400).filter(|k| k % 7 == 3).sum();
+    assert_eq!(one_number(&cluster, answer).await, expected);
     cluster.shutdown().await;
 }

@@ -428,11 +428,15 @@ class FloeServer:
         m = self.proc.wait_for(READY_RE, what="FLOE_READY", timeout=120)[0]
         self.uri = f"grpc://{m['host']}:{m['port']}"
         control = f"http://127.0.0.1:{m['cport'] or m['port']}"
+        # The executors share this machine: each gets its share of the cores as task slots (as
+        # `floe standalone` gives its in-process executors), so that Floe runs as many tasks at
+        # once as the single-node peers run threads.
+        slots = max(1, (os.cpu_count() or 1) // self.executors)
         for i in range(self.executors):
             limit = ["--memory-limit", self.executor_memory] if self.executor_memory else []
             ex = FloeProcess(f"floe-executor{i + 1}-{self.starts}",
                              [str(self.binary), "executor", "--coordinator", control, "--port", "0",
-                              "--warehouse", str(self.warehouse), *limit],
+                              "--warehouse", str(self.warehouse), "--task-slots", str(slots), *limit],
                              self.log_dir, env=env)
             self.executor_procs.append(ex)
             ex.wait_for(EXECUTOR_READY_RE, what="FLOE_EXECUTOR_READY", timeout=120)

@@ -29,7 +29,12 @@ pub struct ExecutorInfo {
     last_sequence: u64,
     /// Tasks it reported running at its last heartbeat.
     pub running_tasks: u32,
+    /// How many tasks of a stage it runs at once (what it registered with).
+    pub task_slots: u32,
 }
+
+/// The most task slots one executor may register with.
+pub const MAX_TASK_SLOTS: u32 = 1024;
 
 /// How long a challenge may be answered.
 const CHALLENGE_TTL: Duration = Duration::from_secs(30);
@@ -174,6 +179,7 @@ impl ControlPlane for ExecutorRegistry {
             &req.executor_id,
             &req.flight_endpoint,
             req.protocol_version,
+            req.task_slots,
         );
         if !auth::verify(&expected, &req.proof) {
             warn!(executor_id = %req.executor_id, "registration with a wrong proof refused");
@@ -183,6 +189,12 @@ impl ControlPlane for ExecutorRegistry {
             return Err(Status::invalid_argument(
                 "required field 'executor_id' is empty",
             ));
+        }
+        if !(1..=MAX_TASK_SLOTS).contains(&req.task_slots) {
+            return Err(Status::invalid_argument(format!(
+                "task_slots {} is not between 1 and {MAX_TASK_SLOTS}",
+                req.task_slots
+            )));
         }
         if !(req.flight_endpoint.starts_with("http://")
             || req.flight_endpoint.starts_with("https://"))
@@ -212,9 +224,10 @@ impl ControlPlane for ExecutorRegistry {
             last_seen: Instant::now(),
             last_sequence: 0,
             running_tasks: 0,
+            task_slots: req.task_slots,
         };
         self.lock().insert(req.executor_id.clone(), info);
-        info!(executor_id = %req.executor_id, endpoint = %req.flight_endpoint, "executor registered");
+        info!(executor_id = %req.executor_id, endpoint = %req.flight_endpoint, task_slots = req.task_slots, "executor registered");
         println!(
             "FLOE_EXECUTOR_REGISTERED id={} endpoint={}",
             req.executor_id, req.flight_endpoint
@@ -282,6 +295,17 @@ mod tests {
     }
 
     fn request(nonce: &[u8], version: u32, secret: &ClusterSecret) -> Request<RegisterRequest> {
+        with_slots(nonce, version, secret, 3, 3)
+    }
+
+    /// A registration that says `sent` task slots and proves `signed`.
+    fn with_slots(
+        nonce: &[u8],
+        version: u32,
+        secret: &ClusterSecret,
+        signed: u32,
+        sent: u32,
+    ) -> Request<RegisterRequest> {
         let executor_nonce = [9u8; auth::LEN];
         let endpoint = "http://127.0.0.1:1";
         Request::new(RegisterRequest {
@@ -291,8 +315,9 @@ mod tests {
             coordinator_nonce: nonce.to_vec(),
             executor_nonce: executor_nonce.to_vec(),
             proof: secret
-                .register_proof(nonce, &executor_nonce, "e1", endpoint, version)
+                .register_proof(nonce, &executor_nonce, "e1", endpoint, version, signed)
                 .to_vec(),
+            task_slots: sent,
         })
     }
 
@@ -326,6 +351,29 @@ mod tests {
             .await
             .expect_err("unknown challenge");
         assert_eq!(err.code(), Code::Unauthenticated);
+        // Task slots are part of the proof: a registration altered on the way is refused, and
+        // one without any (or with more than a machine has) says why.
+        let nonce = challenge(&registry).await;
+        let err = registry
+            .register(with_slots(&nonce, PROTOCOL_VERSION, &secret(), 3, 300))
+            .await
+            .expect_err("slots altered");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        for slots in [0, MAX_TASK_SLOTS + 1] {
+            let nonce = challenge(&registry).await;
+            let err = registry
+                .register(with_slots(
+                    &nonce,
+                    PROTOCOL_VERSION,
+                    &secret(),
+                    slots,
+                    slots,
+                ))
+                .await
+                .expect_err("slots out of range");
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(err.message().contains("task_slots"), "{err:?}");
+        }
         assert!(registry.live().is_empty());
 
         let nonce = challenge(&registry).await;
@@ -341,6 +389,7 @@ mod tests {
         );
         let live = registry.live();
         assert_eq!(live.len(), 1);
+        assert_eq!(live[0].task_slots, 3);
         assert_eq!(
             live[0].session_key,
             secret().session_key(&nonce, &[9u8; auth::LEN], "e1")

@@ -40,6 +40,10 @@ pub const DEFAULT_SCHEMA: &str = "default";
 /// The session time zone when a connection set none.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
 
+/// The most tasks one stage is cut into, however many slots the executors have: a shuffle
+/// moves data between every producer task and every consumer task.
+const MAX_TASKS: usize = 256;
+
 /// Plans queries against the catalog for the cluster's executors.
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
@@ -146,13 +150,19 @@ impl QueryEngine {
         settings: &Settings,
         explain_analyze: Arc<AtomicBool>,
     ) -> Result<SessionContext> {
-        let executors = self.registry.live().len().max(1);
+        // As many tasks per stage as the executors have slots (a task runs on one thread).
+        let slots: usize = self
+            .registry
+            .live()
+            .iter()
+            .map(|e| e.task_slots as usize)
+            .sum();
         let schema = settings.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG_NAME, schema)
             .with_create_default_catalog_and_schema(false)
-            .with_target_partitions((executors * 2).clamp(2, 64))
+            .with_target_partitions(slots.clamp(2, MAX_TASKS))
             .with_round_robin_repartition(false)
             .with_extension(Arc::new(WriteSettings {
                 target_file_size: settings.target_file_size,

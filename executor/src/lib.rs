@@ -60,6 +60,9 @@ pub struct ExecutorConfig {
     /// Memory the executor's operators may hold; sorts, aggregations and joins spill to local
     /// disk beyond it, and a query that still cannot fit fails with `ResourceExhausted`.
     pub memory_limit: usize,
+    /// How many tasks of a stage it runs at once, told to the coordinator at registration (each
+    /// task runs on one thread): the cores it may use.
+    pub task_slots: u32,
 }
 
 /// A running executor.
@@ -157,6 +160,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     // runtime busy (encoding and compressing Parquet) must not make a busy executor look dead.
     let coordinator_url = config.coordinator_url.clone();
     let coordinator_ca = config.coordinator_ca.clone();
+    let task_slots = config.task_slots;
     let mut stop_heartbeats = shutdown.subscribe();
     std::thread::Builder::new()
         .name("floe-heartbeat".into())
@@ -177,6 +181,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
                         coordinator_url,
                         coordinator_ca,
                         endpoint,
+                        task_slots,
                         state,
                         Duration::from_secs(1),
                     ) => {}

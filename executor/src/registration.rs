@@ -18,6 +18,7 @@ pub async fn run(
     coordinator_url: String,
     coordinator_ca: Option<tonic::transport::Certificate>,
     endpoint: String,
+    task_slots: u32,
     state: Arc<ExecutorState>,
     retry: Duration,
 ) {
@@ -27,6 +28,7 @@ pub async fn run(
             &coordinator_url,
             coordinator_ca.as_ref(),
             &endpoint,
+            task_slots,
             &state,
             &mut announced,
         )
@@ -43,6 +45,7 @@ async fn register_and_heartbeat(
     coordinator_url: &str,
     coordinator_ca: Option<&tonic::transport::Certificate>,
     endpoint: &str,
+    task_slots: u32,
     state: &Arc<ExecutorState>,
     announced: &mut bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -70,6 +73,7 @@ async fn register_and_heartbeat(
         id,
         endpoint,
         PROTOCOL_VERSION,
+        task_slots,
     );
     let response = client
         .register(RegisterRequest {
@@ -79,6 +83,7 @@ async fn register_and_heartbeat(
             coordinator_nonce: challenge.coordinator_nonce.clone(),
             executor_nonce: executor_nonce.to_vec(),
             proof: proof.to_vec(),
+            task_slots,
         })
         .await?
         .into_inner();

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             &register.executor_id,
             &register.flight_endpoint,
             register.protocol_version,
+            register.task_slots,
         );
         let _ = auth::verify(&proof, &register.proof);
     }

@@ -72,7 +72,8 @@ impl ClusterSecret {
         Self(bytes.to_vec())
     }
 
-    /// The executor's proof that it knows the secret, for one challenge.
+    /// The executor's proof that it knows the secret, for one challenge, over what it says of
+    /// itself.
     pub fn register_proof(
         &self,
         coordinator_nonce: &[u8],
@@ -80,6 +81,7 @@ impl ClusterSecret {
         executor_id: &str,
         endpoint: &str,
         protocol_version: u32,
+        task_slots: u32,
     ) -> Tag {
         mac(
             &self.0,
@@ -90,6 +92,7 @@ impl ClusterSecret {
                 executor_id.as_bytes(),
                 endpoint.as_bytes(),
                 &protocol_version.to_be_bytes(),
+                &task_slots.to_be_bytes(),
             ],
         )
     }
@@ -187,12 +190,16 @@ mod tests {
     fn proofs_depend_on_every_part_and_the_secret() {
         let s = ClusterSecret::new("0123456789abcdef").expect("long enough");
         let other = ClusterSecret::new("0123456789abcdeX").expect("long enough");
-        let p = s.register_proof(b"nc", b"ne", "e1", "http://h:1", 3);
-        assert_eq!(p, s.register_proof(b"nc", b"ne", "e1", "http://h:1", 3));
-        assert_ne!(p, other.register_proof(b"nc", b"ne", "e1", "http://h:1", 3));
-        assert_ne!(p, s.register_proof(b"nc", b"ne", "e2", "http://h:1", 3));
-        assert_ne!(p, s.register_proof(b"nc", b"ne", "e1", "http://h:2", 3));
-        assert_ne!(p, s.register_proof(b"nc", b"nf", "e1", "http://h:1", 3));
+        let p = s.register_proof(b"nc", b"ne", "e1", "http://h:1", 3, 2);
+        assert_eq!(p, s.register_proof(b"nc", b"ne", "e1", "http://h:1", 3, 2));
+        assert_ne!(
+            p,
+            other.register_proof(b"nc", b"ne", "e1", "http://h:1", 3, 2)
+        );
+        assert_ne!(p, s.register_proof(b"nc", b"ne", "e2", "http://h:1", 3, 2));
+        assert_ne!(p, s.register_proof(b"nc", b"ne", "e1", "http://h:2", 3, 2));
+        assert_ne!(p, s.register_proof(b"nc", b"nf", "e1", "http://h:1", 3, 2));
+        assert_ne!(p, s.register_proof(b"nc", b"ne", "e1", "http://h:1", 3, 3));
         // Length prefixes: moving a byte from one part to the next changes the MAC.
         assert_ne!(
             s.session_key(b"ab", b"c", "e"),

@@ -42,8 +42,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A coordinator and `executors` executors, every executor registered.
+    /// A coordinator and `executors` executors of two task slots each, every executor
+    /// registered.
     pub async fn start(executors: usize) -> Cluster {
+        Cluster::with_slots(&vec![2; executors]).await
+    }
+
+    /// A coordinator and one executor per entry of `slots`, with that many task slots.
+    pub async fn with_slots(slots: &[u32]) -> Cluster {
+        let executors = slots.len();
         let warehouse = tempfile::tempdir().expect("a temporary warehouse folder");
         let dir = warehouse.path().canonicalize().expect("warehouse path");
         let settings = CatalogSettings::local(&dir);
@@ -71,7 +78,7 @@ impl Cluster {
         .await
         .expect("the coordinator starts");
         let mut started = Vec::new();
-        for _ in 0..executors {
+        for &task_slots in slots {
             started.push(
                 floe_executor::start(ExecutorConfig {
                     coordinator_url: format!("http://{}", coordinator.control_addr),
@@ -83,6 +90,7 @@ impl Cluster {
                     roots: roots.clone(),
                     batch_size: 8192,
                     memory_limit: memory,
+                    task_slots,
                 })
                 .await
                 .expect("an executor starts"),

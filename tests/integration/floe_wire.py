@@ -16,7 +16,7 @@ from typing import Optional
 
 import grpc
 
-PROTOCOL_VERSION = 3  # floe-proto's PROTOCOL_VERSION
+PROTOCOL_VERSION = 4  # floe-proto's PROTOCOL_VERSION
 
 
 # ------------------------------------------------------------ protobuf by hand
@@ -88,9 +88,10 @@ def mac(key: bytes, label: str, parts: list[bytes]) -> bytes:
 
 
 def register_proof(secret: bytes, cn: bytes, en: bytes, executor_id: str, endpoint: str,
-                   version: int = PROTOCOL_VERSION) -> bytes:
+                   version: int = PROTOCOL_VERSION, task_slots: int = 1) -> bytes:
     return mac(secret, "floe/register",
-               [cn, en, executor_id.encode(), endpoint.encode(), version.to_bytes(4, "big")])
+               [cn, en, executor_id.encode(), endpoint.encode(), version.to_bytes(4, "big"),
+                task_slots.to_bytes(4, "big")])
 
 
 def coordinator_proof(secret: bytes, cn: bytes, en: bytes, executor_id: str) -> bytes:
@@ -202,11 +203,13 @@ class ControlPlane:
         return self._call("Challenge", pb_uint(1, version) if version else b"")[1][0]
 
     def register(self, executor_id: str, endpoint: str, cn: bytes, en: bytes, proof: bytes,
-                 version: int = PROTOCOL_VERSION) -> dict[int, list]:
+                 version: int = PROTOCOL_VERSION, task_slots: int = 1) -> dict[int, list]:
         msg = pb_bytes(1, executor_id) + pb_bytes(2, endpoint)
         if version:
             msg += pb_uint(3, version)
         msg += pb_bytes(5, cn) + pb_bytes(6, en) + pb_bytes(7, proof)
+        if task_slots:
+            msg += pb_uint(8, task_slots)
         return self._call("Register", msg)
 
     def admit(self, secret: bytes, executor_id: str, endpoint: str) -> bytes:

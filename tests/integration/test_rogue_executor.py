@@ -174,7 +174,8 @@ class FakeCoordinator:
         f = w.pb_decode(request)
         executor_id, endpoint = f[1][0].decode(), f[2][0].decode()
         cn, en, proof = f[5][0], f[6][0], f[7][0]
-        valid = proof == w.register_proof(self.secret, cn, en, executor_id, endpoint)
+        slots = f.get(8, [0])[0]
+        valid = proof == w.register_proof(self.secret, cn, en, executor_id, endpoint, task_slots=slots)
         if cn not in self.nonces or not (valid or self.accept_any):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "no")
         self.nonces.discard(cn)

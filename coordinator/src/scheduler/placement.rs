@@ -1,7 +1,9 @@
 //! Placement and loss: which executor runs a task, and what a failure says about the executor.
 //!
-//! Task `p` of a stage goes to live executor `p mod n` (file groups are already balanced by
-//! bytes). A task that cannot reach its executor is sent to the next one, and the unreachable
+//! Task `p` of a stage goes to the `p`-th executor slot in turn: the first slot of every live
+//! executor, then the second of those that have two, and so on, so each executor gets tasks in
+//! proportion to the slots it registered with (file groups are already balanced by bytes). A
+//! task that cannot reach its executor is sent to the next one, and the unreachable
 //! executor is dropped from the registry; one that turns the task away is kept. An error in a
 //! running task that says an executor was lost drops that executor too, so that a query run
 //! again (`retry`) goes elsewhere.
@@ -29,8 +31,9 @@ impl Task {
             )));
         }
         let mut last_error = None;
+        let first = first_choice(&live, self.partition);
         for attempt in 0..live.len() {
-            let executor = &live[(self.partition + attempt) % live.len()];
+            let executor = &live[(first + attempt) % live.len()];
             match self.try_on(executor).await {
                 Ok(stream) => {
                     let id = executor.id.clone();
@@ -63,6 +66,24 @@ impl Task {
                 .map(|s| s.message().to_string())
                 .unwrap_or_default()
         ))))
+    }
+}
+
+/// Which of `live` task `partition` goes to first: the executors' slots taken in turn (the
+/// first slot of each, then the second of those with two, …).
+fn first_choice(live: &[ExecutorInfo], partition: usize) -> usize {
+    let most = live.iter().map(|e| e.task_slots).max().unwrap_or(1);
+    let rotation: Vec<usize> = (0..most)
+        .flat_map(|slot| {
+            live.iter()
+                .enumerate()
+                .filter(move |(_, e)| e.task_slots > slot)
+                .map(|(i, _)| i)
+        })
+        .collect();
+    match rotation.len() {
+        0 => partition % live.len().max(1),
+        n => rotation[partition % n],
     }
 }
 
