@@ -569,7 +569,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await?;
             let url = format!("http://{}", coordinator.control_addr);
             let task_slots = args.task_slots.unwrap_or_else(|| {
-                (cores() / u32::try_from(args.executors).unwrap_or(u32::MAX)).max(1)
+                let executors = u32::try_from(args.executors.max(1)).unwrap_or(u32::MAX);
+                (cores() / executors).max(1)
             });
             let mut executors = Vec::new();
             for _ in 0..args.executors {
