@@ -471,6 +471,7 @@ impl ExecutionPlan for IcebergScanExec {
                                         field_ids: read.field_ids,
                                         predicate: read.predicate,
                                         row_filter: read.row_filter,
+                                        batch_filter: read.batch_filter,
                                         deleted: deleted_rows,
                                         rows: piece,
                                         // Equality deletes drop rows after the reader.

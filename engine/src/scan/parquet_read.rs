@@ -78,6 +78,9 @@ pub struct FileToRead<'a> {
     /// groups and pages. It pays when few rows pass; otherwise it costs (the predicate's
     /// columns decoded twice, the others row by selected row).
     pub row_filter: bool,
+    /// Evaluated on each decoded batch, keeping the rows that pass (a filter over whole batches
+    /// where `row_filter` is off; exact, unlike `predicate`'s pruning). Not with `limit`.
+    pub batch_filter: Option<Arc<dyn PhysicalExpr>>,
     /// Row positions that are deleted.
     pub deleted: Option<&'a RoaringTreemap>,
     /// The rows of the file to read (a piece of it), if not all.
@@ -143,9 +146,33 @@ pub async fn read_file(
         .open(partitioned)?
         .await
         .map_err(|e| data_error(&doing, &e))?;
-    Ok(rows
-        .map(move |batch| batch.map_err(|e| data_error(&doing, &e)))
-        .boxed())
+    let rows = rows.map(move |batch| batch.map_err(|e| data_error(&doing, &e)));
+    Ok(match file.batch_filter.filter(|_| file.limit.is_none()) {
+        Some(filter) => rows
+            .filter_map(move |batch| {
+                futures::future::ready(match batch.and_then(|b| keep_passing(&b, &filter)) {
+                    Ok(b) if b.num_rows() == 0 => None,
+                    other => Some(other),
+                })
+            })
+            .boxed(),
+        None => rows.boxed(),
+    })
+}
+
+/// The rows of `batch` for which `filter` is true.
+fn keep_passing(batch: &RecordBatch, filter: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
+    let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "scan filter {filter} is not boolean: {}",
+                mask.data_type()
+            ))
+        })?;
+    Ok(arrow::compute::filter_record_batch(batch, mask)?)
 }
 
 /// A read error as lost data naming the file, unless it says storage refused or was unreachable.

@@ -65,12 +65,25 @@ impl IcebergScanExec {
                 .predicate
                 .as_ref()
                 .is_some_and(self::predicate::is_lookup);
-        // Columns a row filter reads are decoded as string/binary views: it evaluates them
-        // for every row, and a view only points into the page's bytes (no copy per value);
-        // the rows that pass are cast back to the plan's type on the way out.
-        let mut filtered = match &self.predicate {
-            Some(p) if views && row_filter => self::predicate::predicate_columns(p),
-            _ => Default::default(),
+        // Without a row filter, a predicate that tests a string or binary column keeps its
+        // rows right after decoding, before they leave the scan (TPC-H Q12's ship modes).
+        let tested = self
+            .predicate
+            .as_ref()
+            .map(self::predicate::predicate_columns)
+            .unwrap_or_default();
+        let filter_batches = views
+            && !row_filter
+            && fields
+                .iter()
+                .any(|f| is_variable_width(f.data_type()) && tested.contains(f.name()));
+        // Columns the predicate tests row by row (a row filter, or the batch filter) are
+        // decoded as string/binary views: a view only points into the page's bytes (no copy
+        // per value); the rows that pass are cast back to the plan's type on the way out.
+        let mut filtered = if views && (row_filter || filter_batches) {
+            tested
+        } else {
+            Default::default()
         };
         // A dynamic filter compares a column as the plan types it.
         for c in &dynamic_columns {
@@ -84,10 +97,12 @@ impl IcebergScanExec {
             })
             .collect::<Vec<_>>();
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let predicate = self
+        let scan_predicate = self
             .predicate
             .as_ref()
-            .and_then(|p| self::predicate::physical_predicate(p, &schema))
+            .and_then(|p| self::predicate::physical_predicate(p, &schema));
+        let batch_filter = scan_predicate.clone().filter(|_| filter_batches);
+        let predicate = scan_predicate
             .into_iter()
             .chain(self.dynamic_filters.iter().cloned())
             .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
@@ -96,6 +111,7 @@ impl IcebergScanExec {
             field_ids: field_ids.to_vec(),
             predicate,
             row_filter,
+            batch_filter,
         })
     }
 
@@ -238,6 +254,9 @@ pub(super) struct DataFusionRead {
     pub(super) predicate: Option<Arc<dyn PhysicalExpr>>,
     /// Whether the reader filters rows with it while decoding (it always prunes with it).
     pub(super) row_filter: bool,
+    /// The scan's own predicate (no dynamic filter), to keep the rows of each decoded batch
+    /// that pass it before they leave the scan, if it does that.
+    pub(super) batch_filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// Which reader reads data files: DataFusion's Parquet reader (`datafusion`, the default) or
