@@ -213,6 +213,16 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
         "the dimension's 2 rows, and all the facts"
     );
 
+    // A key among 20,000 is looked up (the reader filters rows while decoding); two values of
+    // a column of a hundred are a category (2 % of its range), read as one.
+    let lookup = physical_plan(&cluster, "SELECT note FROM d.facts WHERE k = 7").await;
+    assert!(lookup.contains("(a lookup by key)"), "{lookup}");
+    let category = physical_plan(&cluster, "SELECT note FROM d.facts WHERE g IN (7, 42)").await;
+    assert!(
+        category.contains("predicate=") && !category.contains("(a lookup by key)"),
+        "{category}"
+    );
+
     // A filter on a string column keeps its rows as the scan decodes each batch (the notes
     // decoded as views, only the kept ones copied): one row leaves the scan, and it is right.
     let by_note = "SELECT sum(k) FROM d.facts WHERE note = 'note 777'";

@@ -617,6 +617,18 @@ impl TableProvider for IcebergTableProvider {
             target,
         );
 
+        // A lookup by key (the reader then filters rows while decoding): an equality or IN list
+        // whose values are few next to the column's range in the manifests (any, unknown).
+        let keys_lookup = predicate.as_ref().is_some_and(|p| {
+            floe_engine::scan::predicate::is_lookup(p, |column| {
+                let i = output_schema.index_of(column).ok()?;
+                let stats = column_statistics.get(i)?;
+                floe_engine::scan::predicate::values_between(
+                    stats.min_value.get_value()?,
+                    stats.max_value.get_value()?,
+                )
+            })
+        });
         let node = IcebergScanNode {
             table: self.name.clone(),
             schema_json: serde_json::to_string(iceberg_schema.as_ref())
@@ -635,6 +647,7 @@ impl TableProvider for IcebergTableProvider {
                 .read_snapshot()
                 .map(|s| s.snapshot_id())
                 .unwrap_or_default(),
+            keys_lookup,
         };
         Ok(Arc::new(
             IcebergScanExec::try_new(node, self.table.file_io().clone())?

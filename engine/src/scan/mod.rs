@@ -228,6 +228,9 @@ impl DisplayAs for IcebergScanExec {
         }
         if let Some(p) = &self.predicate {
             write!(f, ", predicate={p}")?;
+            if self.node.keys_lookup {
+                write!(f, " (a lookup by key)")?;
+            }
         }
         Ok(())
     }

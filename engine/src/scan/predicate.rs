@@ -74,8 +74,9 @@ pub fn predicate_columns(predicate: &Predicate) -> HashSet<String> {
 /// (`key = 42`, `id IN (1, 2)`): a lookup that keeps a few rows of a file, where the reader's
 /// row filter pays (see [`super::parquet_read::FileToRead::row_filter`]). An equality on a
 /// string or a boolean is not taken as one: those are mostly categories (a mode, a flag) that
-/// keep a good share of the rows.
-pub fn is_lookup(predicate: &Predicate) -> bool {
+/// keep a good share of the rows. Nor is one whose values cover more than 1 % of the column's
+/// range where `values_in_range` knows it (`size IN (1, 5, 9)` over sizes 1 to 50: 6 %).
+pub fn is_lookup(predicate: &Predicate, values_in_range: impl Fn(&str) -> Option<u128>) -> bool {
     let key_like = |d: &Datum| {
         !matches!(
             d.literal(),
@@ -86,11 +87,40 @@ pub fn is_lookup(predicate: &Predicate) -> bool {
     };
     let mut conjuncts = Vec::new();
     split_and(predicate, &mut conjuncts);
+    let few = |column: &str, values: usize| {
+        values_in_range(column).is_none_or(|range| (values as u128).saturating_mul(100) <= range)
+    };
     conjuncts.into_iter().any(|p| match p {
-        Predicate::Binary(e) => e.op() == PredicateOperator::Eq && key_like(e.literal()),
-        Predicate::Set(e) => e.op() == PredicateOperator::In && e.literals().iter().all(key_like),
+        Predicate::Binary(e) => {
+            e.op() == PredicateOperator::Eq && key_like(e.literal()) && few(e.term().name(), 1)
+        }
+        Predicate::Set(e) => {
+            e.op() == PredicateOperator::In
+                && e.literals().iter().all(key_like)
+                && few(e.term().name(), e.literals().len())
+        }
         _ => false,
     })
+}
+
+/// How many values lie between `min` and `max` of an integer or date column (`None`: not one).
+pub fn values_between(min: &ScalarValue, max: &ScalarValue) -> Option<u128> {
+    let int = |v: &ScalarValue| -> Option<i128> {
+        Some(match v {
+            ScalarValue::Int8(Some(x)) => i128::from(*x),
+            ScalarValue::Int16(Some(x)) => i128::from(*x),
+            ScalarValue::Int32(Some(x)) => i128::from(*x),
+            ScalarValue::Int64(Some(x)) => i128::from(*x),
+            ScalarValue::UInt8(Some(x)) => i128::from(*x),
+            ScalarValue::UInt16(Some(x)) => i128::from(*x),
+            ScalarValue::UInt32(Some(x)) => i128::from(*x),
+            ScalarValue::UInt64(Some(x)) => i128::from(*x),
+            ScalarValue::Date32(Some(x)) => i128::from(*x),
+            _ => return None,
+        })
+    };
+    let (lo, hi) = (int(min)?, int(max)?);
+    Some(u128::try_from(hi.checked_sub(lo)?).ok()?.saturating_add(1))
 }
 
 fn split_and<'a>(predicate: &'a Predicate, out: &mut Vec<&'a Predicate>) {
@@ -253,29 +283,59 @@ mod tests {
     #[test]
     fn lookups_by_non_string_equality_are_told_from_ranges_and_categories() {
         use iceberg::expr::Reference;
+        let unknown = |_: &str| None;
         let key = || Reference::new("o_orderkey").equal_to(Datum::long(42));
         let date = || Reference::new("d").greater_than_or_equal_to(Datum::date(9000));
         let mode = || Reference::new("mode").equal_to(Datum::string("AIR"));
         // A key compared for equality, alone, among other conjuncts or as a set of keys.
-        assert!(is_lookup(&key()));
-        assert!(is_lookup(&date().and(key()).and(mode())));
+        assert!(is_lookup(&key(), unknown));
+        assert!(is_lookup(&date().and(key()).and(mode()), unknown));
         assert!(is_lookup(
-            &Reference::new("id").is_in([Datum::int(1), Datum::int(7)])
+            &Reference::new("id").is_in([Datum::int(1), Datum::int(7)]),
+            unknown
         ));
         // Ranges, string and boolean categories, negations and a key only on one side of an
         // OR are not.
-        assert!(!is_lookup(&date()));
+        assert!(!is_lookup(&date(), unknown));
         assert!(!is_lookup(
-            &Reference::new("flag").equal_to(Datum::bool(true))
+            &Reference::new("flag").equal_to(Datum::bool(true)),
+            unknown
         ));
-        assert!(!is_lookup(&mode().and(date())));
+        assert!(!is_lookup(&mode().and(date()), unknown));
         assert!(!is_lookup(
-            &Reference::new("mode").is_in([Datum::string("AIR"), Datum::string("MAIL")])
+            &Reference::new("mode").is_in([Datum::string("AIR"), Datum::string("MAIL")]),
+            unknown
         ));
         assert!(!is_lookup(
-            &Reference::new("o_orderkey").not_equal_to(Datum::long(42))
+            &Reference::new("o_orderkey").not_equal_to(Datum::long(42)),
+            unknown
         ));
-        assert!(!is_lookup(&key().or(date())));
+        assert!(!is_lookup(&key().or(date()), unknown));
+        // Where the manifests give the column's range: a key among millions is a lookup, a
+        // size among fifty is a category.
+        let ranges = |column: &str| match column {
+            "o_orderkey" => Some(6_000_000),
+            "p_size" => Some(50),
+            _ => None,
+        };
+        assert!(is_lookup(&key(), ranges));
+        let sizes = [Datum::int(1), Datum::int(5), Datum::int(9)];
+        assert!(!is_lookup(&Reference::new("p_size").is_in(sizes), ranges));
+        assert!(!is_lookup(
+            &Reference::new("p_size").equal_to(Datum::int(7)),
+            ranges
+        ));
+        assert_eq!(
+            values_between(&ScalarValue::Int32(Some(1)), &ScalarValue::Int32(Some(50))),
+            Some(50)
+        );
+        assert_eq!(
+            values_between(
+                &ScalarValue::Utf8(Some("a".into())),
+                &ScalarValue::Utf8(None)
+            ),
+            None
+        );
     }
 
     #[test]

@@ -60,11 +60,7 @@ impl IcebergScanExec {
         let reads_wide = fields
             .iter()
             .any(|f| is_variable_width(f.data_type()) && !dynamic_columns.contains(f.name()));
-        let row_filter = (!self.dynamic_filters.is_empty() && reads_wide)
-            || self
-                .predicate
-                .as_ref()
-                .is_some_and(self::predicate::is_lookup);
+        let row_filter = (!self.dynamic_filters.is_empty() && reads_wide) || self.node.keys_lookup;
         // Without a row filter, a predicate that tests a string or binary column keeps its
         // rows right after decoding, before they leave the scan (TPC-H Q12's ship modes).
         let tested = self
