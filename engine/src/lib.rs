@@ -3,7 +3,8 @@
 //! ```text
 //!  plan nodes            scan: IcebergScanExec — one task's data files, each read with
 //!                              DataFusion's Parquet reader (parquet_read: columns by field id,
-//!                              the predicate as a row filter), deletes applied as it reads
+//!                              the predicate pruning, and as a row or batch filter where it
+//!                              pays — tasks), deletes applied as it reads
 //!                              (deletes, equality_deletes, apply_deletes)
 //!                        write: IcebergWriteExec — Parquet data files + their descriptions
 //!                        shuffle: ShuffleReaderExec and the bounded buckets producers fill
