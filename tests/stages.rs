@@ -306,3 +306,39 @@ async fn stages_have_a_task_per_executor_slot() {
     assert_eq!(one_number(&cluster, answer).await, expected);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_run_twice_as_many_tasks_as_slots() {
+    // Two executors of one slot each: a query's stages have two tasks, a write's four (its
+    // tasks wait on their files being written).
+    let cluster = Cluster::with_slots(&[1, 1]).await;
+    let mut connection = cluster.connect().await;
+    let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
+    for sql in [
+        "CREATE SCHEMA x".to_string(),
+        format!(
+            "CREATE TABLE x.src PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
+            values.join(", ")
+        ),
+        "CREATE TABLE x.dst AS SELECT * FROM x.src WHERE k < 0".to_string(),
+    ] {
+        connection
+            .run(&sql)
+            .await
+            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..30.min(sql.len())]));
+    }
+    let query = physical_plan(&cluster, "SELECT k, g FROM x.src").await;
+    assert!(query.contains("tasks=2"), "{query}");
+    let write = physical_plan(&cluster, "INSERT INTO x.dst SELECT k, g FROM x.src").await;
+    assert!(write.contains("tasks=4"), "{write}");
+    // And the write writes every row once.
+    connection
+        .run("INSERT INTO x.dst SELECT k, g FROM x.src")
+        .await
+        .expect("insert");
+    assert_eq!(
+        one_number(&cluster, "SELECT sum(k) FROM x.dst").await,
+        (1..=400).sum::<i64>()
+    );
+    cluster.shutdown().await;
+}

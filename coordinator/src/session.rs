@@ -346,6 +346,16 @@ impl QueryEngine {
                 statement_kind(&statement)
             )));
         }
+        if is_insert(&statement) {
+            // A write's tasks wait on their files being written: twice as many as the slots
+            // keep the cores busy meanwhile (CTAS of TPC-H SF1 lineitem by month on a local
+            // disk: 4.3–4.6 s with one task per slot, 3.95 s with two).
+            let config = ctx.state_ref();
+            let mut state = config.write();
+            let options = state.config_mut().options_mut();
+            options.execution.target_partitions =
+                (options.execution.target_partitions * 2).min(MAX_TASKS);
+        }
         for reference in state.resolve_table_references(&statement)? {
             let is_table_function = reference.schema().is_none()
                 && state.table_functions().contains_key(reference.table());
