@@ -373,11 +373,16 @@ def test_writers_keep_small_dictionaries_and_write_many_distinct_values_plain(w)
     1 MiB, cost a third of a CTAS's time and wrote bigger files). Every value reads back."""
     import pyarrow.parquet as pq
 
+    # Eight rows per event, so that every writer task (up to 16) gets enough rows to
+    # pass the dictionary limit whatever the cluster's task count.
     fetch(w.conn, f"""
         CREATE TABLE {NS}.dictionaries AS
         SELECT event_id, CAST(event_id % 5 AS VARCHAR) AS few,
-               md5(CAST(event_id AS VARCHAR)) AS many
-        FROM demo.events""")
+               md5(CAST(event_id AS VARCHAR) || '/' || CAST(copy AS VARCHAR)) AS many
+        FROM demo.events
+        CROSS JOIN (SELECT 0 AS copy UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3
+                    UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6
+                    UNION ALL SELECT 7) AS copies""")
     t = w.load("dictionaries")
     checked = 0
     for task in t.scan().plan_files():
@@ -401,7 +406,7 @@ def test_writers_keep_small_dictionaries_and_write_many_distinct_values_plain(w)
     source = w.data.arrow("events")
     got = fetch(w.conn, f"SELECT count(*) AS n, count(DISTINCT many) AS d, "
                         f"count(DISTINCT few) AS f FROM {NS}.dictionaries").to_pylist()[0]
-    assert got == {"n": source.num_rows, "d": source.num_rows, "f": 5}
+    assert got == {"n": 8 * source.num_rows, "d": 8 * source.num_rows, "f": 5}
 
 
 def test_a_statement_runs_when_the_client_executes_it_and_once(w):
