@@ -6,6 +6,7 @@ mod common;
 
 use arrow::array::{Array, StringArray};
 use common::Cluster;
+use std::sync::Arc;
 
 /// The physical plan of `sql`, as EXPLAIN prints it.
 async fn physical_plan(cluster: &Cluster, sql: &str) -> String {
@@ -340,5 +341,77 @@ async fn writes_run_twice_as_many_tasks_as_slots() {
         one_number(&cluster, "SELECT sum(k) FROM x.dst").await,
         (1..=400).sum::<i64>()
     );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_is_unchanged() {
+    // Clients such as ADBC's DB-API prepare every statement they execute: the plan made to
+    // answer the prepare runs at the first execution, unless a table it reads changed since.
+    let cluster = Cluster::start(1).await;
+    let mut connection = cluster.connect().await;
+    for sql in [
+        "CREATE SCHEMA x",
+        "CREATE TABLE x.t AS SELECT * FROM (VALUES (1), (2), (3)) AS v(k)",
+    ] {
+        connection
+            .run(sql)
+            .await
+            .unwrap_or_else(|s| panic!("{sql}: {s:?}"));
+    }
+    let count = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("a count")
+            .value(0)
+    };
+    let sql = "SELECT count(*) FROM x.t WHERE k > $1";
+    let above = |k: i64| {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("$1", arrow::datatypes::DataType::Int64, false),
+        ]));
+        arrow::array::RecordBatch::try_new(
+            schema,
+            vec![Arc::new(arrow::array::Int64Array::from(vec![k]))],
+        )
+        .expect("a parameter row")
+    };
+
+    // Prepared and executed twice: planned for the prepare (that plan runs first), and once
+    // more for the second execution.
+    let before = cluster.statements_planned();
+    let handle = connection.prepare(sql).await.expect("prepared");
+    let first = connection
+        .execute_prepared(sql, handle.clone(), Some(above(1)))
+        .await
+        .expect("first execution");
+    assert_eq!(count(first), 2);
+    assert_eq!(
+        cluster.statements_planned() - before,
+        1,
+        "planned once for prepare and run"
+    );
+    let second = connection
+        .execute_prepared(sql, handle, Some(above(0)))
+        .await
+        .expect("second execution");
+    assert_eq!(count(second), 3);
+    assert_eq!(cluster.statements_planned() - before, 2);
+
+    // The table changes between the prepare and the execution: planned anew, the change read.
+    let handle = connection.prepare(sql).await.expect("prepared");
+    connection
+        .run("INSERT INTO x.t VALUES (4)")
+        .await
+        .expect("insert");
+    let before = cluster.statements_planned();
+    let after_insert = connection
+        .execute_prepared(sql, handle, Some(above(1)))
+        .await
+        .expect("execution after the insert");
+    assert_eq!(count(after_insert), 3);
+    assert_eq!(cluster.statements_planned() - before, 1, "planned anew");
     cluster.shutdown().await;
 }

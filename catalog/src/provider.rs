@@ -341,6 +341,15 @@ impl IcebergTableProvider {
         })
     }
 
+    /// Whether the table read is still the catalog's current version of it (its metadata file
+    /// unchanged): a plan made earlier can then run as made. Not if the table cannot be loaded.
+    pub async fn is_current(&self) -> bool {
+        match self.catalog.load_table(self.table.identifier()).await {
+            Ok(now) => now.metadata_location() == self.table.metadata_location(),
+            Err(_) => false,
+        }
+    }
+
     /// The same table read at `point`, with the schema of that snapshot.
     pub fn at(mut self, point: &TimeTravel) -> Result<Self> {
         let metadata = self.table.metadata();

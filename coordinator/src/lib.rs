@@ -112,12 +112,18 @@ pub struct CoordinatorHandle {
     pub tls: bool,
     /// Its executors.
     pub registry: ExecutorRegistry,
+    engine: session::QueryEngine,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     reaper: tokio::task::JoinHandle<()>,
 }
 
 impl CoordinatorHandle {
+    /// How many statements it has planned.
+    pub fn statements_planned(&self) -> u64 {
+        self.engine.statements_planned()
+    }
+
     /// Stops serving.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -192,7 +198,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         config.token_ttl,
     ));
     let flight = FlightServiceServer::new(
-        flight_sql::FloeFlightSql::new(engine)
+        flight_sql::FloeFlightSql::new(engine.clone())
             .with_result_idle_timeout(config.result_idle_timeout)
             .with_admission(config.admission),
     )
@@ -241,6 +247,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<CoordinatorHandle, Start
         control_addr,
         tls: config.tls.is_some(),
         registry,
+        engine,
         shutdown,
         server,
         reaper,

@@ -2,6 +2,11 @@
 //! per execution, not once to learn its schema and again to run it. A plan waits
 //! [`PLANNED_TTL`] for its ticket; a ticket read later, read again, or by another caller plans
 //! the query afresh.
+//!
+//! A query planned to answer CreatePreparedStatement is kept the same way, for the statement's
+//! first execution: clients such as ADBC's DB-API prepare every statement they execute, so the
+//! plan made to learn its schema is the one that runs (if its tables are unchanged since, see
+//! `FloeFlightSql::plan_to_run`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +24,8 @@ const MAX_PLANNED: usize = 256;
 /// A query planned for a run: who planned it, its query id, its plan.
 struct Entry {
     at: Instant,
+    /// Planned to prepare a statement (taken by its first execution, not by a ticket).
+    prepared: bool,
     caller: Principal,
     query_id: String,
     planned: Planned,
@@ -51,6 +58,22 @@ impl PlannedRuns {
 
     /// Keeps run `run_id`'s plan, dropping expired plans and (beyond the bound) the oldest.
     pub fn put(&self, run_id: &str, caller: &Principal, query_id: &str, planned: Planned) {
+        self.keep(run_id, false, caller, query_id, planned);
+    }
+
+    /// Keeps the plan made to prepare a statement, under `id`, for its first execution.
+    pub fn put_prepared(&self, id: &str, caller: &Principal, query_id: &str, planned: Planned) {
+        self.keep(id, true, caller, query_id, planned);
+    }
+
+    fn keep(
+        &self,
+        run_id: &str,
+        prepared: bool,
+        caller: &Principal,
+        query_id: &str,
+        planned: Planned,
+    ) {
         let mut inner = self.lock();
         while let Some(oldest) = inner.order.front().cloned() {
             let expired = inner
@@ -67,6 +90,7 @@ impl PlannedRuns {
             run_id.to_string(),
             Entry {
                 at: Instant::now(),
+                prepared,
                 caller: caller.clone(),
                 query_id: query_id.to_string(),
                 planned,
@@ -78,14 +102,28 @@ impl PlannedRuns {
     /// Run `run_id`'s plan and query id, taken (a second read plans again), if it is still
     /// kept and `caller` is who planned it.
     pub fn take(&self, run_id: &str, caller: &Principal) -> Option<(String, Planned)> {
+        self.take_if(run_id, false, caller)
+    }
+
+    /// The plan made to prepare statement `id` and its query id, taken (later executions plan
+    /// anew), if it is still kept and `caller` made it.
+    pub fn take_prepared(&self, id: &str, caller: &Principal) -> Option<(String, Planned)> {
+        self.take_if(id, true, caller)
+    }
+
+    fn take_if(
+        &self,
+        run_id: &str,
+        prepared: bool,
+        caller: &Principal,
+    ) -> Option<(String, Planned)> {
         if run_id.is_empty() {
             return None;
         }
         let mut inner = self.lock();
-        let fresh = inner
-            .entries
-            .get(run_id)
-            .is_some_and(|e| e.at.elapsed() < PLANNED_TTL && &e.caller == caller);
+        let fresh = inner.entries.get(run_id).is_some_and(|e| {
+            e.at.elapsed() < PLANNED_TTL && e.prepared == prepared && &e.caller == caller
+        });
         if !fresh {
             return None;
         }
@@ -134,5 +172,20 @@ mod tests {
             .take(&format!("r{}", MAX_PLANNED + 2), &alice)
             .is_some());
         assert!(runs.lock().entries.len() <= MAX_PLANNED);
+    }
+
+    #[test]
+    fn a_prepared_plan_is_taken_once_by_its_execution_not_by_a_ticket() {
+        let runs = PlannedRuns::default();
+        let alice = Principal::anonymous();
+        runs.put_prepared("p1", &alice, "q1", planned());
+        assert!(runs.take("p1", &alice).is_none(), "not a run's ticket");
+        assert_eq!(
+            runs.take_prepared("p1", &alice).map(|(q, _)| q).as_deref(),
+            Some("q1")
+        );
+        assert!(runs.take_prepared("p1", &alice).is_none(), "taken once");
+        runs.put("r1", &alice, "q2", planned());
+        assert!(runs.take_prepared("r1", &alice).is_none(), "a run's plan");
     }
 }

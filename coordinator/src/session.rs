@@ -1,9 +1,10 @@
 //! Turning SQL into a distributed physical plan: one DataFusion session per query over the
 //! Iceberg catalog, with the stage-cutting rule last among the physical optimizers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionStateBuilder;
@@ -13,7 +14,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use floe_catalog::provider::{catalog_provider, catalog_provider_for};
+use floe_catalog::provider::{catalog_provider, catalog_provider_for, IcebergTableProvider};
 use floe_catalog::CATALOG_NAME;
 use iceberg::Catalog;
 
@@ -60,6 +61,8 @@ pub struct QueryEngine {
     query_pools: floe_engine::memory::QueryPools,
     /// Where tables' files may be: the warehouse and every `--storage-root`.
     storage_roots: Vec<String>,
+    /// Statements planned so far.
+    statements_planned: Arc<AtomicU64>,
 }
 
 /// The memory limit of a runtime's pool, in bytes (`u64::MAX` if it has none).
@@ -96,7 +99,14 @@ impl QueryEngine {
             query_pools: Default::default(),
             storage_roots: vec![],
             runtime,
+            statements_planned: Default::default(),
         }
+    }
+
+    /// How many statements this engine has planned (a prepared statement's first execution
+    /// runs the plan made to prepare it; see [`crate::planned`]).
+    pub fn statements_planned(&self) -> u64 {
+        self.statements_planned.load(Ordering::Relaxed)
     }
 
     /// The storage roots tables may be registered from.
@@ -263,6 +273,7 @@ impl QueryEngine {
         caller: &Principal,
     ) -> Result<Planned> {
         crate::limits::check_statement(sql)?;
+        self.statements_planned.fetch_add(1, Ordering::Relaxed);
         let engine = self.clone();
         let query_id = query_id.to_string();
         let sql = sql.to_string();
@@ -603,6 +614,54 @@ impl Planned {
                 _ => false,
             },
         }
+    }
+
+    /// With `params` bound to its `$1, $2, …` (a statement planned without them, e.g. to
+    /// prepare it).
+    pub fn with_params(self, params: Vec<ScalarValue>) -> Result<Planned> {
+        match self {
+            Planned::Query(mut q) if !params.is_empty() => {
+                q.plan = q.plan.with_param_values(ParamValues::from(params))?;
+                Ok(Planned::Query(q))
+            }
+            Planned::Command(..) | Planned::Settings(_) if !params.is_empty() => Err(
+                CoordinatorError::InvalidArgument("this statement takes no parameters".into()),
+            ),
+            other => Ok(other),
+        }
+    }
+
+    /// Whether every table it reads is still the catalog's current version, so that a plan
+    /// made earlier (to prepare the statement) may run as made. A plan reading anything but
+    /// Iceberg tables (listings, metadata tables, table functions) counts as changed.
+    pub async fn tables_unchanged(&self) -> bool {
+        let Planned::Query(query) = self else {
+            return false;
+        };
+        let mut providers = Vec::new();
+        let mut others = false;
+        let visited = query.plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                match datafusion::datasource::source_as_provider(&scan.source) {
+                    Ok(provider) if provider.as_any().is::<IcebergTableProvider>() => {
+                        providers.push(provider)
+                    }
+                    _ => others = true,
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if visited.is_err() || others {
+            return false;
+        }
+        let checks = providers.iter().filter_map(|provider| {
+            let table = provider.as_any().downcast_ref::<IcebergTableProvider>()?;
+            Some(table.is_current())
+        });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .all(|current| current)
     }
 
     /// The types of its `$n` parameters.

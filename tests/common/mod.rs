@@ -125,6 +125,11 @@ impl Cluster {
         }
     }
 
+    /// How many statements the coordinator has planned.
+    pub fn statements_planned(&self) -> u64 {
+        self.coordinator.statements_planned()
+    }
+
     /// Stops the executors, then the coordinator.
     pub async fn shutdown(self) {
         for executor in self.executors {
@@ -161,6 +166,12 @@ impl Connection {
         sql: &str,
         parameters: Option<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, Status> {
+        let handle = self.prepare(sql).await?;
+        self.execute_prepared(sql, handle, parameters).await
+    }
+
+    /// Prepares `sql` (CreatePreparedStatement): the statement's handle.
+    pub async fn prepare(&mut self, sql: &str) -> Result<prost::bytes::Bytes, Status> {
         let work = async {
             let request = ActionCreatePreparedStatementRequest {
                 query: sql.to_string(),
@@ -178,7 +189,20 @@ impl Connection {
                 .ok()
                 .and_then(|any| any.unpack().ok().flatten())
                 .ok_or_else(|| Status::internal("not an ActionCreatePreparedStatementResult"))?;
-            let mut handle = prepared.prepared_statement_handle;
+            Ok(prepared.prepared_statement_handle)
+        };
+        bounded(sql, work).await
+    }
+
+    /// Executes the prepared statement `handle` (of `sql`): DoPut of `parameters`, one row,
+    /// when there are any; GetFlightInfo of the handle the DoPut answered; DoGet.
+    pub async fn execute_prepared(
+        &mut self,
+        sql: &str,
+        mut handle: prost::bytes::Bytes,
+        parameters: Option<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        let work = async {
             if let Some(parameters) = parameters {
                 let command = CommandPreparedStatementQuery {
                     prepared_statement_handle: handle.clone(),

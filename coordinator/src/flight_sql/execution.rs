@@ -12,6 +12,15 @@ impl FloeFlightSql {
         caller: &Principal,
     ) -> Result<(Vec<ScalarValue>, String, Planned), Status> {
         let params = decode_parameters(&handle.parameters)?;
+        // The plan made to prepare the statement, if this is its first execution and the
+        // tables it reads have not changed since.
+        if let Some((query_id, planned)) = self.planned.take_prepared(&handle.prepared_plan, caller)
+        {
+            if planned.tables_unchanged().await {
+                let planned = planned.with_params(params.clone())?;
+                return Ok((params, query_id, planned));
+            }
+        }
         let query_id = uuid::Uuid::new_v4().to_string();
         let planned = self
             .engine
@@ -33,6 +42,7 @@ impl FloeFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         handle.run_id = uuid::Uuid::new_v4().to_string();
         let (params, query_id, planned) = self.plan_to_run(&handle, caller).await?;
+        handle.prepared_plan.clear();
         let schema = planned.schema().as_ref().clone();
         if planned.is_write() {
             let batches = self

@@ -149,6 +149,7 @@ impl FlightSqlService for FloeFlightSql {
             parameters: vec![],
             run_id: String::new(),
             stored_result: false,
+            prepared_plan: String::new(),
         };
         let caller = Principal::of(&request)?;
         let slot = SettingsSlot::of(&request);
@@ -192,9 +193,10 @@ impl FlightSqlService for FloeFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = Principal::of(&request)?;
+        let query_id = uuid::Uuid::new_v4().to_string();
         let planned = self
             .engine
-            .plan("prepare", &query.query, vec![], &caller)
+            .plan(&query_id, &query.query, vec![], &caller)
             .await?;
         let dataset_schema = planned.schema().as_ref().clone();
         let mut parameters: Vec<(String, Option<DataType>)> = planned
@@ -213,11 +215,20 @@ impl FlightSqlService for FloeFlightSql {
                 .map(|(name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
                 .collect::<Vec<_>>(),
         );
+        // A query's plan is kept for the execution that usually follows at once.
+        let prepared_plan = if planned.is_write() {
+            String::new()
+        } else {
+            let id = uuid::Uuid::new_v4().to_string();
+            self.planned.put_prepared(&id, &caller, &query_id, planned);
+            id
+        };
         let handle = StatementHandle {
             sql: query.query,
             parameters: vec![],
             run_id: String::new(),
             stored_result: false,
+            prepared_plan,
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode_to_vec().into(),
@@ -262,6 +273,7 @@ impl FlightSqlService for FloeFlightSql {
             parameters: vec![],
             run_id: String::new(),
             stored_result: false,
+            prepared_plan: String::new(),
         };
         self.update(handle, &caller, &slot).await
     }
