@@ -34,6 +34,7 @@ pub mod ddl;
 pub mod error;
 pub mod filter_estimates;
 pub mod flight_sql;
+mod insert_source;
 pub mod limits;
 mod metadata;
 pub mod not_in;

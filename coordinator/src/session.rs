@@ -374,6 +374,8 @@ impl QueryEngine {
                 check_table_exists(&ctx, &reference, &state)?;
             }
         }
+        let statement = crate::insert_source::plan_apart(&ctx, statement).await?;
+        let state = ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
