@@ -45,13 +45,15 @@ fn count(plan: &str, node: &str) -> usize {
 async fn plans_are_cut_where_data_must_move() {
     let cluster = Cluster::start(2).await;
     let mut connection = cluster.connect().await;
-    for sql in [
-        "CREATE SCHEMA s",
-        "CREATE TABLE s.big PARTITIONED BY (k) AS SELECT * FROM (VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 30), (4, 'c', 40)) AS v(k, g, x)",
-        "CREATE TABLE s.small AS SELECT * FROM (VALUES ('a', 'A'), ('b', 'B')) AS v(g, label)",
-    ] {
-        connection.run(sql).await.unwrap_or_else(|s| panic!("{sql}: {s:?}"));
-    }
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA s",
+            "CREATE TABLE s.big PARTITIONED BY (k) AS SELECT * FROM (VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 30), (4, 'c', 40)) AS v(k, g, x)",
+            "CREATE TABLE s.small AS SELECT * FROM (VALUES ('a', 'A'), ('b', 'B')) AS v(g, label)",
+        ],
+    )
+    .await;
 
     // A scan and a filter run in the executors' tasks; one gather brings the rows back.
     let plan = physical_plan(&cluster, "SELECT x FROM s.big WHERE x > 15").await;
@@ -152,6 +154,20 @@ async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
     read.iter().sum()
 }
 
+/// Runs each statement on `connection`, failing the test (naming the statement) on an error.
+async fn run_each<S: AsRef<str>>(
+    connection: &mut common::Connection,
+    statements: impl IntoIterator<Item = S>,
+) {
+    for sql in statements {
+        let sql = sql.as_ref();
+        if let Err(status) = connection.run(sql).await {
+            let start: String = sql.chars().take(60).collect();
+            panic!("{start}: {status:?}");
+        }
+    }
+}
+
 /// One Int64 cell of a one-row answer.
 async fn one_number(cluster: &Cluster, sql: &str) -> i64 {
     let mut connection = cluster.connect().await;
@@ -175,20 +191,19 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
     let values: Vec<String> = (1..=20_000)
         .map(|k| format!("({k}, {}, 'note {k}')", k % 100))
         .collect();
-    for sql in [
-        "CREATE SCHEMA d".to_string(),
-        format!(
-            "CREATE TABLE d.facts AS SELECT * FROM (VALUES {}) AS v(k, g, note)",
-            values.join(", ")
-        ),
-        "CREATE TABLE d.dim AS SELECT * FROM (VALUES (7, 'x'), (42, 'y')) AS v(g, label)"
-            .to_string(),
-    ] {
-        connection
-            .run(&sql)
-            .await
-            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..60.min(sql.len())]));
-    }
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA d".to_string(),
+            format!(
+                "CREATE TABLE d.facts AS SELECT * FROM (VALUES {}) AS v(k, g, note)",
+                values.join(", ")
+            ),
+            "CREATE TABLE d.dim AS SELECT * FROM (VALUES (7, 'x'), (42, 'y')) AS v(g, label)"
+                .to_string(),
+        ],
+    )
+    .await;
 
     // The dimension is broadcast; its keys, pushed into the facts scan, let the reader keep
     // only the 400 facts that join (without them it reads all 20,000) and decode their notes
@@ -272,18 +287,17 @@ async fn stages_have_a_task_per_executor_slot() {
     let cluster = Cluster::with_slots(&[3, 2]).await;
     let mut connection = cluster.connect().await;
     let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
-    for sql in [
-        "CREATE SCHEMA w".to_string(),
-        format!(
-            "CREATE TABLE w.t PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
-            values.join(", ")
-        ),
-    ] {
-        connection
-            .run(&sql)
-            .await
-            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..30.min(sql.len())]));
-    }
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA w".to_string(),
+            format!(
+                "CREATE TABLE w.t PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
+                values.join(", ")
+            ),
+        ],
+    )
+    .await;
     let sql = "SELECT k % 5, sum(k) FROM w.t GROUP BY k % 5";
     let text = analyzed(&cluster, sql).await;
     let stages: Vec<&str> = text
@@ -315,19 +329,18 @@ async fn writes_run_twice_as_many_tasks_as_slots() {
     let cluster = Cluster::with_slots(&[1, 1]).await;
     let mut connection = cluster.connect().await;
     let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
-    for sql in [
-        "CREATE SCHEMA x".to_string(),
-        format!(
-            "CREATE TABLE x.src PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
-            values.join(", ")
-        ),
-        "CREATE TABLE x.dst AS SELECT * FROM x.src WHERE k < 0".to_string(),
-    ] {
-        connection
-            .run(&sql)
-            .await
-            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..30.min(sql.len())]));
-    }
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA x".to_string(),
+            format!(
+                "CREATE TABLE x.src PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
+                values.join(", ")
+            ),
+            "CREATE TABLE x.dst AS SELECT * FROM x.src WHERE k < 0".to_string(),
+        ],
+    )
+    .await;
     let query = physical_plan(&cluster, "SELECT k, g FROM x.src").await;
     assert!(query.contains("tasks=2"), "{query}");
     let write = physical_plan(&cluster, "INSERT INTO x.dst SELECT k, g FROM x.src").await;
@@ -350,15 +363,14 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
     // answer the prepare runs at the first execution, unless a table it reads changed since.
     let cluster = Cluster::start(1).await;
     let mut connection = cluster.connect().await;
-    for sql in [
-        "CREATE SCHEMA x",
-        "CREATE TABLE x.t AS SELECT * FROM (VALUES (1), (2), (3)) AS v(k)",
-    ] {
-        connection
-            .run(sql)
-            .await
-            .unwrap_or_else(|s| panic!("{sql}: {s:?}"));
-    }
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA x",
+            "CREATE TABLE x.t AS SELECT * FROM (VALUES (1), (2), (3)) AS v(k)",
+        ],
+    )
+    .await;
     let count = |batches: Vec<arrow::array::RecordBatch>| {
         batches[0]
             .column(0)
