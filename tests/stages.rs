@@ -168,6 +168,15 @@ async fn run_each<S: AsRef<str>>(
     }
 }
 
+/// `CREATE TABLE table` of keys k = 1..=400 partitioned by g = k % 7.
+fn keys_in_seven_groups(table: &str) -> String {
+    let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
+    format!(
+        "CREATE TABLE {table} PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
+        values.join(", ")
+    )
+}
+
 /// One Int64 cell of a one-row answer.
 async fn one_number(cluster: &Cluster, sql: &str) -> i64 {
     let mut connection = cluster.connect().await;
@@ -286,16 +295,9 @@ async fn stages_have_a_task_per_executor_slot() {
     // them on the first.
     let cluster = Cluster::with_slots(&[3, 2]).await;
     let mut connection = cluster.connect().await;
-    let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
     run_each(
         &mut connection,
-        [
-            "CREATE SCHEMA w".to_string(),
-            format!(
-                "CREATE TABLE w.t PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
-                values.join(", ")
-            ),
-        ],
+        ["CREATE SCHEMA w".to_string(), keys_in_seven_groups("w.t")],
     )
     .await;
     let sql = "SELECT k % 5, sum(k) FROM w.t GROUP BY k % 5";
@@ -328,15 +330,11 @@ async fn writes_run_twice_as_many_tasks_as_slots() {
     // tasks wait on their files being written).
     let cluster = Cluster::with_slots(&[1, 1]).await;
     let mut connection = cluster.connect().await;
-    let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
     run_each(
         &mut connection,
         [
             "CREATE SCHEMA x".to_string(),
-            format!(
-                "CREATE TABLE x.src PARTITIONED BY (g) AS SELECT * FROM (VALUES {}) AS v(k, g)",
-                values.join(", ")
-            ),
+            keys_in_seven_groups("x.src"),
             "CREATE TABLE x.dst AS SELECT * FROM x.src WHERE k < 0".to_string(),
         ],
     )
