@@ -178,8 +178,14 @@ mod tests {
     fn a_prepared_plan_is_taken_once_by_its_execution_not_by_a_ticket() {
         let runs = PlannedRuns::default();
         let alice = Principal::anonymous();
+        let mut bob = Principal::anonymous();
+        bob.user = "bob".into();
         runs.put_prepared("p1", &alice, "q1", planned());
         assert!(runs.take("p1", &alice).is_none(), "not a run's ticket");
+        assert!(
+            runs.take_prepared("p1", &bob).is_none(),
+            "another caller's handle plans afresh"
+        );
         assert_eq!(
             runs.take_prepared("p1", &alice).map(|(q, _)| q).as_deref(),
             Some("q1")
