@@ -12,7 +12,9 @@ Floe runs as `floe standalone --executors 2`. Each table's statement is prepared
 cursor keeps it while the SQL text is unchanged) and executed with a fresh key each time: one
 DoPut (the parameter), one GetFlightInfo and one DoGet per execution, the whole result fetched.
 Keys are drawn with a fixed seed, after 20 warm-up executions; every answer is checked against
-the orders Parquet file. The peer is DuckDB in-process, the same prepared statement over the
+the orders Parquet file. The orders statement then runs the same way through pyarrow.flight
+without ADBC, timing each RPC, to tell the server's time from the client driver's. The peer is
+DuckDB in-process, the same prepared statement over the
 generator's orders Parquet file. Prints p50/p99 and Floe/DuckDB ratios; writes
 benches/results/point-sf<SF>-<UTC time>.json.
 """
@@ -94,6 +96,50 @@ def time_point(cursor, sql: str, keys: list[int], expected: dict) -> list[float]
     return times
 
 
+def time_raw_flight(uri: str, sql: str, keys: list[int], expected: dict) -> dict:
+    """The same prepared point query through pyarrow.flight, no ADBC: p50 of each RPC of an
+    execution (DoPut of the parameter, GetFlightInfo, DoGet), to tell the server's time from the
+    client driver's."""
+    import pyarrow as pa
+    import pyarrow.flight as flight
+    from floe_wire import _any, pb_bytes, pb_decode
+
+    client = flight.connect(uri)
+    try:
+        request = _any("arrow.flight.protocol.sql.ActionCreatePreparedStatementRequest",
+                       pb_bytes(1, sql.replace("?", "$1")))
+        answer = list(client.do_action(flight.Action("CreatePreparedStatement", request)))[0]
+        handle = pb_decode(pb_decode(answer.body.to_pybytes())[2][0])[1][0]
+        parts: dict[str, list[float]] = {"do_put": [], "get_flight_info": [], "do_get": []}
+        for i, key in enumerate(keys):
+            command = _any("arrow.flight.protocol.sql.CommandPreparedStatementQuery", pb_bytes(1, handle))
+            t0 = time.perf_counter()
+            parameters = pa.record_batch([pa.array([key], pa.int64())], names=["$1"])
+            writer, reader = client.do_put(flight.FlightDescriptor.for_command(command), parameters.schema)
+            writer.write_batch(parameters)
+            writer.done_writing()
+            put = reader.read()
+            writer.close()
+            bound = pb_decode(put.to_pybytes())[1][0] if put is not None else handle
+            t1 = time.perf_counter()
+            command = _any("arrow.flight.protocol.sql.CommandPreparedStatementQuery", pb_bytes(1, bound))
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+            t2 = time.perf_counter()
+            rows = client.do_get(info.endpoints[0].ticket).read_all().to_pylist()
+            t3 = time.perf_counter()
+            got = tuple(rows[0][c] for c in COLUMNS) if len(rows) == 1 else rows
+            if got != expected.get(key):
+                raise SystemExit(f"raw Flight: wrong answer for o_orderkey = {key}: {got!r}")
+            if i >= WARMUP:
+                parts["do_put"].append(t1 - t0)
+                parts["get_flight_info"].append(t2 - t1)
+                parts["do_get"].append(t3 - t2)
+        total = [sum(p) for p in zip(*parts.values())]
+        return {**{k: summary(v) for k, v in parts.items()}, "total": summary(total)}
+    finally:
+        client.close()
+
+
 def time_select_one(cursor, runs: int) -> list[float]:
     times = []
     for i in range(runs + WARMUP):
@@ -144,6 +190,8 @@ def main(argv=None) -> int:
                     results[f"floe_point_{name}"] = summary(time_point(cur, POINT.format(table=table), keys, expected))
             with conn.cursor() as cur:
                 results["floe_select_1"] = summary(time_select_one(cur, args.runs))
+        results["floe_point_orders_raw_flight"] = time_raw_flight(
+            server.uri, POINT.format(table="tpch.orders"), keys, expected)
     finally:
         server.stop()
 
@@ -181,6 +229,10 @@ def main(argv=None) -> int:
         r = results[name]
         ratio = f"   {r['p50_ms'] / duck:5.2f}x DuckDB" if name.startswith("floe_point") else ""
         print(f"  {label:36s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms{ratio}")
+    raw = results["floe_point_orders_raw_flight"]
+    print(f"  Floe point, orders, raw Flight RPCs (pyarrow.flight, no ADBC): p50 DoPut "
+          f"{raw['do_put']['p50_ms']:.2f} + GetFlightInfo {raw['get_flight_info']['p50_ms']:.2f} + "
+          f"DoGet {raw['do_get']['p50_ms']:.2f} ms; total p50 {raw['total']['p50_ms']:.2f} ms")
     out = HERE.parent / "results" / f"point-sf{sf}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"sf": sf, "results": results, "binary": str(binary),
