@@ -144,12 +144,17 @@ mod tests {
         Planned::Settings(Settings::default())
     }
 
+    /// Two callers: anonymous, and a user named bob.
+    fn alice_and_bob() -> (Principal, Principal) {
+        let mut bob = Principal::anonymous();
+        bob.user = "bob".into();
+        (Principal::anonymous(), bob)
+    }
+
     #[test]
     fn a_plan_is_taken_once_by_whoever_planned_it_and_bounded() {
         let runs = PlannedRuns::default();
-        let alice = Principal::anonymous();
-        let mut bob = Principal::anonymous();
-        bob.user = "bob".into();
+        let (alice, bob) = alice_and_bob();
         runs.put("r1", &alice, "q1", planned());
         assert!(
             runs.take("r1", &bob).is_none(),
@@ -177,9 +182,7 @@ mod tests {
     #[test]
     fn a_prepared_plan_is_taken_once_by_its_execution_not_by_a_ticket() {
         let runs = PlannedRuns::default();
-        let alice = Principal::anonymous();
-        let mut bob = Principal::anonymous();
-        bob.user = "bob".into();
+        let (alice, bob) = alice_and_bob();
         runs.put_prepared("p1", &alice, "q1", planned());
         assert!(runs.take("p1", &alice).is_none(), "not a run's ticket");
         assert!(
