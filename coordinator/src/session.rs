@@ -228,6 +228,9 @@ impl QueryEngine {
             .with_analyzer_rule(Arc::new(
                 floe_engine::checked::CheckedIntegerArithmetic::default(),
             ))
+            .with_analyzer_rule(Arc::new(
+                floe_engine::one_row::ScalarSubqueriesReturnOneRow::default(),
+            ))
             .build();
         Ok(SessionContext::new_with_state(state))
     }

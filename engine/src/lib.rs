@@ -19,6 +19,7 @@
 //!                              channel between Floe's processes, nonces;
 //!                        memory: a query's share of a process's memory;
 //!                        checked: checked integer arithmetic (rule + functions);
+//!                        one_row: a scalar subquery returns at most one row (rule + function);
 //!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
 //!                        cooperative: joins that yield
 //! ```
@@ -36,6 +37,7 @@ pub mod file_cache;
 pub mod ipc;
 pub mod like;
 pub mod memory;
+pub mod one_row;
 pub mod partition_key;
 pub mod runtime;
 pub mod scan;
