@@ -32,6 +32,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::ObjectType;
 use floe_catalog::commit::count_schema;
 use floe_catalog::commit::Committer;
+use floe_engine::checked::CheckedIntegerArithmetic;
+use floe_engine::one_row::ScalarSubqueriesReturnOneRow;
 use floe_engine::write::WriteSettings;
 use futures::TryStreamExt;
 
@@ -225,12 +227,8 @@ impl QueryEngine {
             .with_default_features()
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)
-            .with_analyzer_rule(Arc::new(
-                floe_engine::checked::CheckedIntegerArithmetic::default(),
-            ))
-            .with_analyzer_rule(Arc::new(
-                floe_engine::one_row::ScalarSubqueriesReturnOneRow::default(),
-            ))
+            .with_analyzer_rule(Arc::new(CheckedIntegerArithmetic::default()))
+            .with_analyzer_rule(Arc::new(ScalarSubqueriesReturnOneRow::default()))
             .build();
         Ok(SessionContext::new_with_state(state))
     }
