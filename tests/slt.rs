@@ -7,7 +7,8 @@
 //! sends it; a cell is printed by Arrow's formatter (`NULL`, `(empty)` for an empty string); an
 //! error reads `<gRPC code>: <message>` so a file pins the status (`statement error NotFound: …`);
 //! EXPLAIN prints one row per plan line, with the warehouse folder shown as `<warehouse>` and
-//! snapshot ids as `<snapshot>`, encoded plan sizes as `plan_bytes=<n>`.
+//! snapshot ids as `<snapshot>`, encoded plan sizes as `plan_bytes=<n>`, runtime filter ids as
+//! `filter=<id>`.
 //!
 //! A record whose SQL starts with `-- prepared` or `-- params: <values>` runs as a prepared
 //! statement (with those values bound); `connection <name>` runs the next record on another
@@ -89,6 +90,8 @@ impl FlightDb {
         let snapshot = regex_lite_replace(&cell, "snapshot=", "<snapshot>");
         // A plan's encoded size varies with the snapshot id's varint length.
         let snapshot = regex_lite_replace(&snapshot, "plan_bytes=", "<n>");
+        // Runtime filter ids are random, in hex.
+        let snapshot = regex_lite_replace(&snapshot, "filter=", "<id>");
         if snapshot.is_empty() {
             "(empty)".to_string()
         } else {
@@ -136,7 +139,7 @@ impl FlightDb {
     }
 }
 
-/// `text` with the digits after every `key` replaced by `with`.
+/// `text` with the (hex) digits after every `key` replaced by `with`.
 fn regex_lite_replace(text: &str, key: &str, with: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -144,7 +147,7 @@ fn regex_lite_replace(text: &str, key: &str, with: &str) -> String {
         out.push_str(&rest[..at + key.len()]);
         rest = &rest[at + key.len()..];
         let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '-')
+            .find(|c: char| !c.is_ascii_hexdigit() && c != '-')
             .unwrap_or(rest.len());
         if digits > 0 {
             out.push_str(with);

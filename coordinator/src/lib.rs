@@ -43,6 +43,7 @@ pub mod planned;
 pub mod registry;
 pub mod remote;
 pub mod results;
+pub mod runtime_filters;
 pub mod scheduler;
 pub mod session;
 pub mod settings;

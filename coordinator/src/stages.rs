@@ -16,6 +16,7 @@
 //! Every shuffle is pipelined through bounded in-memory buckets (see `floe_engine::shuffle`).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
 use floe_engine::shuffle::ShuffleReaderExec;
 use floe_engine::write::IcebergWriteExec;
 use floe_engine::IcebergScanExec;
@@ -49,6 +51,7 @@ use tracing::warn;
 use crate::broadcast::probe_driven;
 use crate::registry::ExecutorRegistry;
 use crate::remote::RemoteStageExec;
+use crate::runtime_filters::with_runtime_filter;
 use crate::scheduler::{format_reports, GatherStage, QueryRun, ShuffleStage};
 
 /// Where a shuffle stage's output is read: on the coordinator it shows the producer stage as
@@ -151,6 +154,9 @@ struct Cutter {
     /// restart at 1 in every cut) never name another plan's running stages.
     run: Arc<QueryRun>,
     next_stage: u32,
+    /// The shuffle stages each runtime filter is applied in (see `crate::runtime_filters`),
+    /// by filter id: cut before the join whose build side publishes the keys.
+    filter_targets: HashMap<u64, Vec<u32>>,
 }
 
 impl PlanStages {
@@ -175,6 +181,10 @@ impl Cutter {
         &mut self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
+        let plan = match with_runtime_filter(&plan, &runs_on_executors)? {
+            Some(filtered) => filtered,
+            None => plan,
+        };
         let any = plan.as_any();
         if any.is::<IcebergScanExec>() {
             return Ok((plan, Placement::Executors(vec![])));
@@ -334,8 +344,15 @@ impl Cutter {
         output: ShuffleOutput,
         tasks: usize,
     ) -> Result<Arc<ShuffleStage>> {
+        let plan = with_filter_targets(plan, &self.filter_targets)?;
         let (encoded, files) = encode_fragment(&plan)?;
         self.next_stage += 1;
+        for filter in runtime_filters_in(&plan) {
+            self.filter_targets
+                .entry(filter)
+                .or_default()
+                .push(self.next_stage);
+        }
         Ok(Arc::new(ShuffleStage {
             stage_id: self.next_stage,
             plan,
@@ -381,6 +398,7 @@ impl Cutter {
         let Placement::Executors(inputs) = placement else {
             return Ok(plan);
         };
+        let plan = with_filter_targets(plan, &self.filter_targets)?;
         match encode_fragment(&plan) {
             Ok((encoded, files)) => {
                 self.next_stage += 1;
@@ -407,6 +425,33 @@ impl Cutter {
 
 fn partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
     plan.properties().output_partitioning().partition_count()
+}
+
+/// A fragment whose runtime filter sources know the stages their keys go to (cut before them).
+fn with_filter_targets(
+    fragment: Arc<dyn ExecutionPlan>,
+    filter_targets: &HashMap<u64, Vec<u32>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = fragment.transform_down(|node| {
+        if node.as_any().is::<ShuffleExchangeExec>() {
+            return Ok(Transformed::new(
+                node,
+                false,
+                datafusion::common::tree_node::TreeNodeRecursion::Jump,
+            ));
+        }
+        let Some(source) = node.as_any().downcast_ref::<RuntimeFilterSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let targets = filter_targets
+            .get(&source.node().filter_id)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Transformed::yes(
+            Arc::new(source.with_targets(targets)) as Arc<dyn ExecutionPlan>
+        ))
+    })?;
+    Ok(plan.data)
 }
 
 /// The fragment as executors receive it: shuffle exchanges become readers, the scan's files
@@ -438,6 +483,54 @@ fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<Fi
     Ok((floe_engine::codec::encode_plan(plan.data)?, files))
 }
 
+/// The runtime filters applied in a stage's own fragment (not in the stages it reads).
+fn runtime_filters_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<u64> {
+    let any = plan.as_any();
+    if any.is::<ShuffleExchangeExec>() {
+        return Vec::new();
+    }
+    let mut filters: Vec<u64> = any
+        .downcast_ref::<RuntimeFilterExec>()
+        .map(|f| f.node().filter_id)
+        .into_iter()
+        .collect();
+    for child in plan.children() {
+        filters.extend(runtime_filters_in(child));
+    }
+    filters
+}
+
+/// Whether [`Cutter::place`] puts `plan` on executors (the same walk, without cutting).
+fn runs_on_executors(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let any = plan.as_any();
+    if any.is::<IcebergScanExec>() {
+        return true;
+    }
+    let children = plan.children();
+    if is_broadcast_join(plan.as_ref()) {
+        let [build, probe] = children.as_slice() else {
+            return false;
+        };
+        let build_input = match build
+            .as_any()
+            .downcast_ref::<CoalescePartitionsExec>()
+            .filter(|c| c.fetch().is_none())
+        {
+            Some(c) => c.input(),
+            None => build,
+        };
+        return runs_on_executors(build_input) && runs_on_executors(probe);
+    }
+    if children.is_empty() {
+        return false;
+    }
+    let all = children.iter().all(|c| runs_on_executors(c));
+    let is_hash_shuffle = any
+        .downcast_ref::<RepartitionExec>()
+        .is_some_and(|r| matches!(r.partitioning(), Partitioning::Hash(..)) && !r.preserve_order());
+    all && (is_hash_shuffle || is_partition_local(plan.as_ref()))
+}
+
 /// Joins that read all of their build (left) side in every partition and emit only rows driven
 /// by the probe side, so every probe task can join against its own copy of the build side.
 fn is_broadcast_join(plan: &dyn ExecutionPlan) -> bool {
@@ -462,6 +555,8 @@ fn is_partition_local(plan: &dyn ExecutionPlan) -> bool {
         || any.is::<BoundedWindowAggExec>()
         || any.is::<WindowAggExec>()
         || any.is::<IcebergWriteExec>()
+        || any.is::<RuntimeFilterExec>()
+        || any.is::<RuntimeFilterSourceExec>()
     {
         return true;
     }
@@ -502,6 +597,7 @@ impl PhysicalOptimizerRule for PlanStages {
         let mut cutter = Cutter {
             run: Arc::new(run),
             next_stage: 0,
+            filter_targets: HashMap::new(),
         };
         let (plan, placement) = cutter.place(plan)?;
         // The coordinator's own share yields too (executors wrap their fragments' joins).

@@ -16,6 +16,7 @@ use prost::Message;
 
 use crate::like::LikePartsExpr;
 use crate::partition_key::PartitionValueExpr;
+use crate::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
 use crate::shuffle::ShuffleReaderExec;
 use crate::write::IcebergWriteExec;
 use crate::IcebergScanExec;
@@ -71,6 +72,21 @@ impl PhysicalExtensionCodec for FloeCodec {
                     "IcebergWriteNode takes one input".into(),
                 )),
             },
+            Some(floe_plan_node::Node::RuntimeFilter(filter)) => match inputs {
+                [input] => Ok(Arc::new(RuntimeFilterExec::new(Arc::clone(input), filter))),
+                _ => Err(DataFusionError::Plan(
+                    "RuntimeFilterNode takes one input".into(),
+                )),
+            },
+            Some(floe_plan_node::Node::RuntimeFilterSource(source)) => match inputs {
+                [input] => Ok(Arc::new(RuntimeFilterSourceExec::new(
+                    Arc::clone(input),
+                    source,
+                ))),
+                _ => Err(DataFusionError::Plan(
+                    "RuntimeFilterSourceNode takes one input".into(),
+                )),
+            },
             None => Err(DataFusionError::Plan(
                 "required protobuf field 'FloePlanNode.node' is missing".into(),
             )),
@@ -99,6 +115,19 @@ impl PhysicalExtensionCodec for FloeCodec {
                 node: Some(floe_plan_node::Node::ShuffleReader(reader.node().clone())),
             };
             msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;
+            return Ok(());
+        }
+        let any = node.as_any();
+        let runtime_filter = if let Some(filter) = any.downcast_ref::<RuntimeFilterExec>() {
+            Some(floe_plan_node::Node::RuntimeFilter(filter.node().clone()))
+        } else {
+            any.downcast_ref::<RuntimeFilterSourceExec>()
+                .map(|source| floe_plan_node::Node::RuntimeFilterSource(source.node().clone()))
+        };
+        if let Some(node) = runtime_filter {
+            FloePlanNode { node: Some(node) }
+                .encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;
             return Ok(());
         }

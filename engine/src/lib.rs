@@ -40,6 +40,7 @@ pub mod memory;
 pub mod one_row;
 pub mod partition_key;
 pub mod runtime;
+pub mod runtime_filter;
 pub mod scan;
 pub mod shuffle;
 pub mod status;

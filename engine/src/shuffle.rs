@@ -391,7 +391,7 @@ impl DisplayAs for ShuffleReaderExec {
 }
 
 /// Channels to other executors, one per endpoint, shared by every task of this process.
-fn channel(endpoint: &str) -> Result<InternalChannel> {
+pub(crate) fn channel(endpoint: &str) -> Result<InternalChannel> {
     static CHANNELS: OnceLock<Mutex<HashMap<String, InternalChannel>>> = OnceLock::new();
     let mut channels = CHANNELS
         .get_or_init(Default::default)

@@ -33,8 +33,8 @@ use floe_engine::{IcebergScanExec, StorageSettings};
 use floe_proto::auth::{self, ClusterSecret, Tag};
 use floe_proto::floe_ticket::Kind;
 use floe_proto::{
-    FileGroup, FloeTicket, ShuffleOutput, ShuffleRead, Signed, StageInput, TaskDefinition,
-    TaskMetrics, PROTOCOL_VERSION,
+    FileGroup, FloeTicket, RuntimeFilterKeys, ShuffleOutput, ShuffleRead, Signed, StageInput,
+    TaskDefinition, TaskMetrics, PROTOCOL_VERSION,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
@@ -43,6 +43,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info_span;
 
 use floe_engine::codec::decode_plan;
+use floe_engine::runtime_filter::{self, RuntimeFilterExec, RuntimeFilterSourceExec};
 use floe_engine::shuffle::{self, ShuffleReaderExec, ShuffleRegistry};
 use floe_engine::status::{mark_from_executor, status_from_datafusion};
 
@@ -407,6 +408,23 @@ impl ExecutorFlightService {
     }
 }
 
+impl ExecutorFlightService {
+    /// Takes a consumer task's join keys for this executor's producers of the same query (see
+    /// `floe_engine::runtime_filter`); answers with an empty stream.
+    fn take_runtime_filter(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
+        let expected = auth::runtime_filter_mac(&self.state.shuffle_key, &signed.body);
+        if !auth::verify(&expected, &signed.mac) {
+            return Err(Status::permission_denied(
+                "runtime filter is not from an executor of this cluster (its MAC does not match)",
+            ));
+        }
+        let keys = RuntimeFilterKeys::decode(signed.body.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("not RuntimeFilterKeys: {e}")))?;
+        runtime_filter::receive(keys)?;
+        Ok(futures::stream::empty().boxed())
+    }
+}
+
 /// What a task reports when it ends.
 struct TaskReport {
     executor_id: String,
@@ -491,7 +509,26 @@ fn with_task_inputs(
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let plan = plan.transform_up(|node| {
-        let Some(reader) = node.as_any().downcast_ref::<ShuffleReaderExec>() else {
+        let any = node.as_any();
+        if let Some(filter) = any.downcast_ref::<RuntimeFilterExec>() {
+            return Ok(Transformed::yes(
+                Arc::new(filter.bound(query_id)) as Arc<dyn ExecutionPlan>
+            ));
+        }
+        if let Some(source) = any.downcast_ref::<RuntimeFilterSourceExec>() {
+            let mut endpoints = Vec::new();
+            for target in &source.node().targets {
+                let Some(input) = inputs.iter().find(|i| i.stage_id == *target) else {
+                    return Err(datafusion::common::DataFusionError::Plan(format!(
+                        "task filters stage {target} but was not told where its tasks run"
+                    )));
+                };
+                endpoints.extend(input.tasks.iter().map(|t| t.endpoint.clone()));
+            }
+            let bound = source.bound(query_id, partition as u32, endpoints, shuffle_key);
+            return Ok(Transformed::yes(Arc::new(bound) as Arc<dyn ExecutionPlan>));
+        }
+        let Some(reader) = any.downcast_ref::<ShuffleReaderExec>() else {
             return Ok(Transformed::no(node));
         };
         let Some(input) = inputs.iter().find(|i| i.stage_id == reader.stage_id()) else {
@@ -602,6 +639,7 @@ impl FlightService for ExecutorFlightService {
         let result = match ticket.map(|t| t.kind) {
             Ok(Some(Kind::Task(task))) => self.run_task(task),
             Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read),
+            Ok(Some(Kind::RuntimeFilter(keys))) => self.take_runtime_filter(keys),
             Ok(None) => Err(Status::invalid_argument("empty FloeTicket")),
             Err(e) => Err(e),
         };

@@ -147,6 +147,11 @@ pub fn shuffle_read_mac(shuffle_key: &Tag, body: &[u8]) -> Tag {
     mac(shuffle_key, "floe/shuffle-read", &[body])
 }
 
+/// The MAC of a runtime filter's keys under the cluster's shuffle key.
+pub fn runtime_filter_mac(shuffle_key: &Tag, body: &[u8]) -> Tag {
+    mac(shuffle_key, "floe/runtime-filter", &[body])
+}
+
 /// The MAC of a heartbeat under the executor's session key.
 pub fn heartbeat_mac(session_key: &Tag, executor_id: &str, running: u32, sequence: u64) -> Tag {
     mac(

@@ -15,7 +15,7 @@
 pub mod auth;
 
 /// Version of the coordinator↔executor protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Generated messages and services of package `floe.v1`.
 #[allow(clippy::all, missing_docs)]

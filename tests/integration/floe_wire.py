@@ -16,7 +16,7 @@ from typing import Optional
 
 import grpc
 
-PROTOCOL_VERSION = 4  # floe-proto's PROTOCOL_VERSION
+PROTOCOL_VERSION = 5  # floe-proto's PROTOCOL_VERSION
 
 
 # ------------------------------------------------------------ protobuf by hand

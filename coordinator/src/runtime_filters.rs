@@ -1,0 +1,396 @@
+//! Where runtime filters go: from the build side of a partitioned join to the producers of its
+//! probe side (how they run: `floe_engine::runtime_filter`).
+//!
+//! A join qualifies when a probe row without a match adds nothing to its output (inner, left,
+//! left semi, left anti, left mark and right semi joins; not null-aware ones, nor joins where
+//! NULL keys match), its keys on both sides are columns, and both inputs run on executors (so
+//! the join's tasks know where the probe side's producers run). The filter is pushed from the
+//! probe input down through projections, filters and inner joins — to both sides of an inner
+//! join on the same key — and placed under each hash shuffle it reaches: the producers then
+//! drop rows before they cross the network. TPC-H Q18's semi join with the 57 orders of
+//! `HAVING sum(l_quantity) > 300` thus filters both the orders and the 6 M lineitems that its
+//! probe side shuffles.
+
+use std::sync::Arc;
+
+use datafusion::common::{JoinType, NullEquality, Result};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
+use floe_proto::{RuntimeFilterNode, RuntimeFilterSourceNode};
+
+/// `join` with a runtime filter from its build side to its probe side's shuffles, if it
+/// qualifies (see the module documentation) and the filter reaches at least one shuffle.
+/// `on_executors` says whether a subtree runs on executors.
+pub fn with_runtime_filter(
+    join: &Arc<dyn ExecutionPlan>,
+    on_executors: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(hash_join) = join.as_any().downcast_ref::<HashJoinExec>() else {
+        return Ok(None);
+    };
+    let qualifies = *hash_join.partition_mode() == PartitionMode::Partitioned
+        && unmatched_probe_rows_vanish(hash_join.join_type())
+        && !hash_join.null_aware
+        && hash_join.null_equality() == NullEquality::NullEqualsNothing
+        && !hash_join.left().as_any().is::<RuntimeFilterSourceExec>();
+    if !qualifies {
+        return Ok(None);
+    }
+    let mut build_keys = Vec::new();
+    let mut probe_keys = Vec::new();
+    for (left, right) in hash_join.on() {
+        let (Some(l), Some(r)) = (column_index(left), column_index(right)) else {
+            return Ok(None);
+        };
+        build_keys.push(l as u32);
+        probe_keys.push(r);
+    }
+    if !on_executors(hash_join.left()) || !on_executors(hash_join.right()) {
+        return Ok(None);
+    }
+    let filter = RuntimeFilterNode {
+        filter_id: random_id(),
+        columns: Vec::new(),
+        sources: hash_join
+            .left()
+            .properties()
+            .output_partitioning()
+            .partition_count() as u32,
+    };
+    let Some(probe) = push(hash_join.right(), &probe_keys, &filter)? else {
+        return Ok(None);
+    };
+    let build = Arc::new(RuntimeFilterSourceExec::new(
+        Arc::clone(hash_join.left()),
+        RuntimeFilterSourceNode {
+            filter_id: filter.filter_id,
+            columns: build_keys,
+            targets: Vec::new(),
+        },
+    ));
+    Ok(Some(
+        Arc::clone(join).with_new_children(vec![build, probe])?,
+    ))
+}
+
+/// A filter id no other filter of the query has (random: a retried query gets new ones).
+fn random_id() -> u64 {
+    let nonce = floe_engine::runtime::random_nonce();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&nonce[..8]);
+    u64::from_le_bytes(id)
+}
+
+/// Joins whose output has no row made of a probe (right) row that matched nothing.
+fn unmatched_probe_rows_vanish(join_type: &JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Inner
+            | JoinType::Left
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::LeftMark
+            | JoinType::RightSemi
+    )
+}
+
+fn column_index(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> Option<usize> {
+    expr.as_any().downcast_ref::<Column>().map(Column::index)
+}
+
+/// `plan` with the filter on its output columns `keys` placed under every hash shuffle it
+/// reaches; `None` if it reaches none.
+fn push(
+    plan: &Arc<dyn ExecutionPlan>,
+    keys: &[usize],
+    filter: &RuntimeFilterNode,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let any = plan.as_any();
+    if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
+        if !matches!(repartition.partitioning(), Partitioning::Hash(..))
+            || repartition.preserve_order()
+        {
+            return Ok(None);
+        }
+        let node = RuntimeFilterNode {
+            columns: keys.iter().map(|&k| k as u32).collect(),
+            ..filter.clone()
+        };
+        let filtered = Arc::new(RuntimeFilterExec::new(
+            Arc::clone(repartition.input()),
+            node,
+        ));
+        return Ok(Some(Arc::clone(plan).with_new_children(vec![filtered])?));
+    }
+    if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
+        let exprs = projection.expr();
+        let Some(inner) = keys
+            .iter()
+            .map(|&k| exprs.get(k).and_then(|e| column_index(&e.expr)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        return rebuilt(plan, projection.input(), &inner, filter);
+    }
+    if let Some(filter_exec) = any.downcast_ref::<FilterExec>() {
+        let inner = match filter_exec.projection() {
+            Some(p) => match keys.iter().map(|&k| p.get(k).copied()).collect() {
+                Some(inner) => inner,
+                None => return Ok(None),
+            },
+            None => keys.to_vec(),
+        };
+        return rebuilt(plan, filter_exec.input(), &inner, filter);
+    }
+    if let Some(coop) = any.downcast_ref::<CooperativeExec>() {
+        return rebuilt(plan, coop.input(), keys, filter);
+    }
+    if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+        return through_inner_join(plan, join, keys, filter);
+    }
+    Ok(None)
+}
+
+/// `plan` with its single input replaced by the input with the filter pushed in.
+fn rebuilt(
+    plan: &Arc<dyn ExecutionPlan>,
+    input: &Arc<dyn ExecutionPlan>,
+    keys: &[usize],
+    filter: &RuntimeFilterNode,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    match push(input, keys, filter)? {
+        Some(input) => Ok(Some(Arc::clone(plan).with_new_children(vec![input])?)),
+        None => Ok(None),
+    }
+}
+
+/// An inner join's output row holds equal keys from both sides: a filter on one side's join
+/// keys applies to the other side's too.
+fn through_inner_join(
+    plan: &Arc<dyn ExecutionPlan>,
+    join: &HashJoinExec,
+    keys: &[usize],
+    filter: &RuntimeFilterNode,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if *join.join_type() != JoinType::Inner {
+        return Ok(None);
+    }
+    let left_len = join.left().schema().fields().len();
+    let Some(joined) = keys
+        .iter()
+        .map(|&k| match &join.projection {
+            Some(p) => p.get(k).copied(),
+            None => Some(k),
+        })
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return Ok(None);
+    };
+    let on_left: Vec<Option<usize>> = join.on().iter().map(|(l, _)| column_index(l)).collect();
+    let on_right: Vec<Option<usize>> = join.on().iter().map(|(_, r)| column_index(r)).collect();
+    // The keys on one side, and (where each is a join key) the matching keys on the other.
+    let (left_keys, right_keys) = if joined.iter().all(|&j| j < left_len) {
+        let other = joined
+            .iter()
+            .map(|&j| {
+                on_left
+                    .iter()
+                    .position(|l| *l == Some(j))
+                    .and_then(|i| on_right[i])
+            })
+            .collect::<Option<Vec<usize>>>();
+        (Some(joined), other)
+    } else if joined.iter().all(|&j| j >= left_len) {
+        let own: Vec<usize> = joined.iter().map(|&j| j - left_len).collect();
+        let other = own
+            .iter()
+            .map(|&j| {
+                on_right
+                    .iter()
+                    .position(|r| *r == Some(j))
+                    .and_then(|i| on_left[i])
+            })
+            .collect::<Option<Vec<usize>>>();
+        (other, Some(own))
+    } else {
+        return Ok(None);
+    };
+    let left = match &left_keys {
+        Some(k) => push(join.left(), k, filter)?,
+        None => None,
+    };
+    let right = match &right_keys {
+        Some(k) => push(join.right(), k, filter)?,
+        None => None,
+    };
+    if left.is_none() && right.is_none() {
+        return Ok(None);
+    }
+    let children = vec![
+        left.unwrap_or_else(|| Arc::clone(join.left())),
+        right.unwrap_or_else(|| Arc::clone(join.right())),
+    ];
+    Ok(Some(Arc::clone(plan).with_new_children(children)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::Statistics;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_plan::test::exec::StatisticsExec;
+
+    /// A shuffled input of Int64 columns `names`, hashed on its first.
+    fn shuffled(names: &[&str]) -> Arc<dyn ExecutionPlan> {
+        let schema = Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(*n, DataType::Int64, true))
+                .collect::<Vec<_>>(),
+        );
+        let leaf = Arc::new(StatisticsExec::new(
+            Statistics::new_unknown(&schema),
+            schema.clone(),
+        ));
+        let key = col(names[0], &schema).expect("a column");
+        Arc::new(
+            RepartitionExec::try_new(leaf, Partitioning::Hash(vec![key], 2))
+                .expect("a valid test plan"),
+        )
+    }
+
+    fn join(
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        keys: (&str, &str),
+        join_type: JoinType,
+        projection: Option<Vec<usize>>,
+        null_aware: bool,
+    ) -> Arc<dyn ExecutionPlan> {
+        let on = vec![(
+            col(keys.0, &left.schema()).expect("a left key"),
+            col(keys.1, &right.schema()).expect("a right key"),
+        )];
+        Arc::new(
+            HashJoinExec::try_new(
+                left,
+                right,
+                on,
+                None,
+                &join_type,
+                projection,
+                PartitionMode::Partitioned,
+                NullEquality::NullEqualsNothing,
+                null_aware,
+            )
+            .expect("a valid test plan"),
+        )
+    }
+
+    /// The runtime filters placed in `plan`: (filter id, key columns, input's column names).
+    fn filters(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(u64, Vec<u32>, Vec<String>)>) {
+        if let Some(f) = plan.as_any().downcast_ref::<RuntimeFilterExec>() {
+            let names = plan.children()[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            out.push((f.node().filter_id, f.node().columns.clone(), names));
+        }
+        for child in plan.children() {
+            filters(child, out);
+        }
+    }
+
+    #[test]
+    fn a_semi_joins_keys_reach_both_shuffles_under_the_inner_join_of_its_probe_side() {
+        // TPC-H Q18: the orders of `HAVING sum(l_quantity) > 300` semi-joined with
+        // orders ⋈ lineitem on the order key.
+        let inner = join(
+            shuffled(&["o_custkey", "o_orderkey"]),
+            shuffled(&["l_orderkey", "l_quantity"]),
+            ("o_orderkey", "l_orderkey"),
+            JoinType::Inner,
+            Some(vec![1, 3]),
+            false,
+        );
+        let semi = join(
+            shuffled(&["k"]),
+            inner,
+            ("k", "o_orderkey"),
+            JoinType::RightSemi,
+            None,
+            false,
+        );
+        let filtered = with_runtime_filter(&semi, &|_| true)
+            .expect("planned")
+            .expect("a filter");
+        let source = filtered.children()[0]
+            .as_any()
+            .downcast_ref::<RuntimeFilterSourceExec>()
+            .expect("the build side publishes its keys");
+        assert_eq!(source.node().columns, [0]);
+        let mut placed = Vec::new();
+        filters(&filtered, &mut placed);
+        let id = source.node().filter_id;
+        assert_eq!(
+            placed,
+            [
+                (id, vec![1], vec!["o_custkey".into(), "o_orderkey".into()]),
+                (id, vec![0], vec!["l_orderkey".into(), "l_quantity".into()]),
+            ]
+        );
+        // Each filter sits under its shuffle (the producers run it), waiting for both tasks.
+        let under_shuffles = filtered.children()[1].children().iter().all(|shuffle| {
+            shuffle.as_any().is::<RepartitionExec>()
+                && shuffle.children()[0].as_any().is::<RuntimeFilterExec>()
+        });
+        assert!(under_shuffles, "{filtered:?}");
+        // Already filtered: not twice.
+        assert!(with_runtime_filter(&filtered, &|_| true)
+            .expect("planned")
+            .is_none());
+    }
+
+    #[test]
+    fn joins_that_keep_unmatched_probe_rows_or_run_elsewhere_get_no_filter() {
+        let plain = |join_type, null_aware| {
+            join(
+                shuffled(&["k"]),
+                shuffled(&["fk"]),
+                ("k", "fk"),
+                join_type,
+                None,
+                null_aware,
+            )
+        };
+        for join_type in [JoinType::Right, JoinType::Full, JoinType::RightAnti] {
+            let plan = plain(join_type, false);
+            assert!(with_runtime_filter(&plan, &|_| true)
+                .expect("planned")
+                .is_none());
+        }
+        // NOT IN (null-aware): a NULL key on the build side changes every answer.
+        let not_in = plain(JoinType::LeftAnti, true);
+        assert!(with_runtime_filter(&not_in, &|_| true)
+            .expect("planned")
+            .is_none());
+        // Inputs on the coordinator: its tasks would not know the producers.
+        let anti = plain(JoinType::LeftAnti, false);
+        assert!(with_runtime_filter(&anti, &|_| false)
+            .expect("planned")
+            .is_none());
+        assert!(with_runtime_filter(&anti, &|_| true)
+            .expect("planned")
+            .is_some());
+    }
+}
