@@ -1,13 +1,13 @@
 //! Whatever bytes arrive as a DoGet ticket, a control-plane request or a statement handle:
-//! decoding and MAC checking never panic, nor does decoding the Arrow IPC parameters a handle
+//! decoding and MAC checking never panic (nor taking runtime filter keys in), nor does decoding the Arrow IPC parameters a handle
 //! carries.
 #![no_main]
 
 use floe_coordinator::flight_sql::handles::decode_parameters;
 use floe_proto::auth::{self, ClusterSecret};
 use floe_proto::{
-    floe_ticket::Kind, FloeTicket, HeartbeatRequest, RegisterRequest, ShuffleRead, StatementHandle,
-    TaskDefinition,
+    floe_ticket::Kind, FloeTicket, HeartbeatRequest, RegisterRequest, RuntimeFilterKeys,
+    ShuffleRead, StatementHandle, TaskDefinition,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -31,6 +31,17 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::ShuffleRead(signed)) => {
                 let _ = auth::verify(&auth::shuffle_read_mac(&shuffle, &signed.body), &signed.mac);
                 let _ = ShuffleRead::decode(signed.body.as_slice());
+            }
+            Some(Kind::RuntimeFilter(signed)) => {
+                let _ = auth::verify(
+                    &auth::runtime_filter_mac(&shuffle, &signed.body),
+                    &signed.mac,
+                );
+                if let Ok(keys) = RuntimeFilterKeys::decode(signed.body.as_slice()) {
+                    // What an executor does with keys whose MAC matched: decode their IPC
+                    // stream (bounded) into its registry.
+                    let _ = floe_engine::runtime_filter::receive(keys);
+                }
             }
             None => {}
         }

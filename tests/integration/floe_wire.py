@@ -147,6 +147,19 @@ def shuffle_read(protocol_version: int = PROTOCOL_VERSION, query_id: str = "q-1"
     )
 
 
+def runtime_filter_keys(protocol_version: int = PROTOCOL_VERSION, query_id: str = "q-1",
+                        overflow: bool = True) -> bytes:
+    """floe.v1.RuntimeFilterKeys (keys, if any, would be an Arrow IPC stream)."""
+    return (
+        pb_uint(1, protocol_version)
+        + pb_bytes(2, query_id)
+        + pb_uint(3, 7)
+        + pb_uint(4, 0)
+        + pb_uint(5, int(overflow))
+        + pb_bytes(7, os.urandom(32))
+    )
+
+
 def signed(body: bytes, tag: bytes) -> bytes:
     """floe.v1.Signed."""
     return pb_bytes(1, body) + pb_bytes(2, tag)
@@ -160,6 +173,11 @@ def task_ticket(body: bytes, tag: bytes) -> bytes:
 def shuffle_ticket(body: bytes, tag: bytes) -> bytes:
     """FloeTicket { shuffle_read: Signed }."""
     return pb_bytes(2, signed(body, tag))
+
+
+def runtime_filter_ticket(body: bytes, tag: bytes) -> bytes:
+    """FloeTicket { runtime_filter: Signed }."""
+    return pb_bytes(3, signed(body, tag))
 
 
 # ------------------------------------------------------------ Flight SQL messages

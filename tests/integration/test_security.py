@@ -41,7 +41,8 @@ from compare import fetch, rows, scalar
 SECRET = "floe-security-canary-7f3a91"
 
 
-from floe_wire import (PROTOCOL_VERSION, ControlPlane, forged_statement_ticket, shuffle_read,
+from floe_wire import (PROTOCOL_VERSION, ControlPlane, forged_statement_ticket, runtime_filter_keys,
+                       runtime_filter_ticket, shuffle_read,
                        shuffle_ticket, statement_command, task_definition, task_ticket)
 
 
@@ -281,6 +282,24 @@ def test_executor_serves_shuffle_buckets_only_to_cluster_members(target, tag):
         try:
             with pytest.raises(pa.ArrowException) as info:
                 client.do_get(flight.Ticket(shuffle_ticket(shuffle_read(), tag))).read_all()
+            e = info.value
+            assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
+            assert "MAC does not match" in str(e), str(e)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("tag", [b"", b"\x00" * 32], ids=["empty", "zeros"])
+def test_executor_takes_runtime_filter_keys_only_from_cluster_members(target, tag):
+    """A join's keys for another executor's shuffle producers (which drop the rows whose
+    keys are not among them) are MACed with a key only holders of the cluster secret can
+    derive: an outsider can neither make producers drop rows nor fill an executor's memory."""
+    for ep in _executor_endpoints(target):
+        client = flight.connect(ep)
+        try:
+            with pytest.raises(pa.ArrowException) as info:
+                ticket = runtime_filter_ticket(runtime_filter_keys(), tag)
+                client.do_get(flight.Ticket(ticket)).read_all()
             e = info.value
             assert isinstance(e, flight.FlightUnauthorizedError), f"{ep}: {type(e).__name__}: {e}"
             assert "MAC does not match" in str(e), str(e)

@@ -1,0 +1,214 @@
+//! The producers' side: rows kept when their keys are among the join's build-side keys.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, InListExpr};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use floe_proto::RuntimeFilterNode;
+use futures::TryStreamExt;
+use tracing::warn;
+
+use super::{FilterRegistry, WAIT};
+
+/// Keeps the rows whose key columns hold a value of the join's build side (see the module
+/// documentation). Unbound (on the coordinator) it passes its input through.
+#[derive(Debug)]
+pub struct RuntimeFilterExec {
+    input: Arc<dyn ExecutionPlan>,
+    node: RuntimeFilterNode,
+    /// The query whose keys it waits for: set when a task binds it.
+    query_id: Option<String>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl RuntimeFilterExec {
+    /// A filter on `input`'s key `columns`, with keys from `node.sources` consumer tasks.
+    pub fn new(input: Arc<dyn ExecutionPlan>, node: RuntimeFilterNode) -> Self {
+        Self {
+            input,
+            node,
+            query_id: None,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// Its wire form.
+    pub fn node(&self) -> &RuntimeFilterNode {
+        &self.node
+    }
+
+    /// The same filter in a task of query `query_id`.
+    pub fn bound(&self, query_id: &str) -> Self {
+        let mut filter = Self::new(Arc::clone(&self.input), self.node.clone());
+        filter.query_id = Some(query_id.to_string());
+        filter
+    }
+}
+
+/// `column IN (keys)` for every key column, and-ed; `false` for a build side without rows (no
+/// key column at all).
+pub(super) fn key_predicate(
+    schema: &SchemaRef,
+    columns: &[u32],
+    keys: Vec<ArrayRef>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    if keys.is_empty() {
+        return Ok(lit(false));
+    }
+    if columns.len() != keys.len() {
+        return Err(DataFusionError::Internal(format!(
+            "a runtime filter on {} columns got {} key columns",
+            columns.len(),
+            keys.len()
+        )));
+    }
+    let mut predicate: Option<Arc<dyn PhysicalExpr>> = None;
+    for (&index, keys) in columns.iter().zip(keys) {
+        if keys.is_empty() {
+            return Ok(lit(false));
+        }
+        let index = index as usize;
+        let field = schema.fields().get(index).ok_or_else(|| {
+            DataFusionError::Internal(format!("runtime filter column {index} is out of range"))
+        })?;
+        if field.data_type() != keys.data_type() {
+            return Err(DataFusionError::Internal(format!(
+                "runtime filter keys of type {} for column {} of type {}",
+                keys.data_type(),
+                field.name(),
+                field.data_type()
+            )));
+        }
+        let column = Arc::new(Column::new(field.name(), index)) as Arc<dyn PhysicalExpr>;
+        let in_list =
+            Arc::new(InListExpr::try_new_from_array(column, keys, false)?) as Arc<dyn PhysicalExpr>;
+        predicate = Some(match predicate {
+            None => in_list,
+            Some(p) => Arc::new(BinaryExpr::new(p, Operator::And, in_list)),
+        });
+    }
+    Ok(predicate.unwrap_or_else(|| lit(true)))
+}
+
+pub(super) fn keep(batch: RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
+    let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a runtime filter is not boolean".into()))?;
+    Ok(filter_record_batch(&batch, mask)?)
+}
+
+impl DisplayAs for RuntimeFilterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let schema = self.input.schema();
+        let keys: Vec<String> = self
+            .node
+            .columns
+            .iter()
+            .map(|&c| match schema.fields().get(c as usize) {
+                Some(field) => format!("{}@{c}", field.name()),
+                None => format!("?@{c}"),
+            })
+            .collect();
+        write!(
+            f,
+            "RuntimeFilterExec: filter={:08x}, keys=[{}], from {} task(s) of the join",
+            self.node.filter_id as u32,
+            keys.join(", "),
+            self.node.sources
+        )
+    }
+}
+
+impl ExecutionPlan for RuntimeFilterExec {
+    fn name(&self) -> &str {
+        "RuntimeFilterExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("RuntimeFilterExec takes one input".into()))?;
+        let mut filter = Self::new(input, self.node.clone());
+        filter.query_id = self.query_id.clone();
+        Ok(Arc::new(filter))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let Some(query_id) = self.query_id.clone() else {
+            return Ok(input);
+        };
+        let schema = input.schema();
+        let node = self.node.clone();
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let filtered = async move {
+            let keys = FilterRegistry::process()
+                .wait(&query_id, node.filter_id, node.sources, WAIT)
+                .await;
+            let predicate = match keys.map(|k| key_predicate(&input.schema(), &node.columns, k)) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    warn!(
+                        "runtime filter {:08x} not applied: {e}",
+                        node.filter_id as u32
+                    );
+                    None
+                }
+                None => None,
+            };
+            Ok::<_, DataFusionError>(input.and_then(move |batch| {
+                let kept = match &predicate {
+                    Some(p) => keep(batch, p),
+                    None => Ok(batch),
+                };
+                if let Ok(b) = &kept {
+                    output_rows.add(b.num_rows());
+                }
+                futures::future::ready(kept)
+            }))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::once(filtered).try_flatten(),
+        )))
+    }
+}

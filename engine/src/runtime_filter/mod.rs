@@ -1,0 +1,163 @@
+//! Runtime filters across stages: the keys of a partitioned join's build side, sent to the
+//! producers of its probe side, so that rows which cannot join are dropped before they are
+//! shuffled (Trino's dynamic filtering, between tasks of different stages).
+//!
+//! ```text
+//!  consumer task j (the join's stage)           producer task i (a probe-side stage)
+//!   HashJoinExec                                  RepartitionExec (the shuffle's split)
+//!    ├─ RuntimeFilterSourceExec ──keys of j──▶     RuntimeFilterExec: waits for every j's keys
+//!    │   └─ build side (read first)                 └─ probe side's input (scan, joins, …)
+//!    └─ probe side ◀──────── shuffle ───────────
+//! ```
+//!
+//! A hash join reads its whole build side before it reads a probe row, and the build side
+//! never depends on the probe side (they are different subtrees), so a producer waiting for
+//! the keys waits for work that is already running: no cycle. The wait is bounded
+//! ([`WAIT`]); a build side of more than [`MAX_KEYS`] rows per task publishes "too many" at
+//! once, and without the keys the producer keeps every row — the join itself stays exact
+//! either way. Keys travel from executor to executor like shuffle data, MACed with the
+//! cluster's shuffle key, and wait in this process's [`FilterRegistry`].
+//!
+//! `filter`: the producers' side; `source`: the join's side; `wire`: keys between executors.
+
+mod filter;
+mod source;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::ArrayRef;
+use arrow::compute::concat;
+use tokio::sync::watch;
+
+pub use filter::RuntimeFilterExec;
+pub use source::RuntimeFilterSourceExec;
+pub use wire::receive;
+
+/// The most build-side rows one consumer task publishes as keys; past it, "too many".
+pub const MAX_KEYS: usize = 16_384;
+
+/// The most bytes of keys one consumer task sends (long strings): past it, "too many".
+const MAX_KEY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long a producer waits for every consumer's keys before it keeps every row.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long published keys stay for producers that have not come for them yet.
+const ENTRY_TTL: Duration = Duration::from_secs(120);
+
+/// The most filters kept at once in one process (the oldest go first).
+const MAX_ENTRIES: usize = 4096;
+
+/// What one consumer task published.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// The build side's key columns, as the task saw them (nulls included: they match nothing).
+    Keys(Vec<ArrayRef>),
+    /// More rows than [`MAX_KEYS`]: no filter.
+    TooMany,
+}
+
+type Parts = HashMap<u32, Published>;
+
+struct Entry {
+    created: Instant,
+    parts: watch::Sender<Parts>,
+}
+
+/// The keys published to this process, by query and filter, until their producers read them.
+#[derive(Default)]
+pub struct FilterRegistry {
+    entries: Mutex<HashMap<(String, u64), Entry>>,
+}
+
+impl FilterRegistry {
+    /// The registry every executor of this process shares.
+    pub fn process() -> Arc<Self> {
+        static REGISTRY: OnceLock<Arc<FilterRegistry>> = OnceLock::new();
+        Arc::clone(REGISTRY.get_or_init(Arc::default))
+    }
+
+    fn parts(&self, query_id: &str, filter_id: u64) -> watch::Sender<Parts> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (query_id.to_string(), filter_id);
+        if let Some(entry) = entries.get(&key) {
+            return entry.parts.clone();
+        }
+        entries.retain(|_, e| e.created.elapsed() < ENTRY_TTL);
+        if entries.len() >= MAX_ENTRIES {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, e)| e.created)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        let (parts, _) = watch::channel(Parts::new());
+        entries.insert(
+            key,
+            Entry {
+                created: Instant::now(),
+                parts: parts.clone(),
+            },
+        );
+        parts
+    }
+
+    /// Records what consumer task `partition` published.
+    pub fn publish(&self, query_id: &str, filter_id: u64, partition: u32, published: Published) {
+        self.parts(query_id, filter_id).send_modify(|parts| {
+            parts.insert(partition, published);
+        });
+    }
+
+    /// The keys of all `sources` consumer tasks, each column's concatenated; `None` when one
+    /// had too many, or not all came within `bound`.
+    pub async fn wait(
+        &self,
+        query_id: &str,
+        filter_id: u64,
+        sources: u32,
+        bound: Duration,
+    ) -> Option<Vec<ArrayRef>> {
+        let mut parts = self.parts(query_id, filter_id).subscribe();
+        let ready = |p: &Parts| {
+            p.values().any(|v| matches!(v, Published::TooMany)) || p.len() >= sources as usize
+        };
+        let parts = tokio::time::timeout(bound, parts.wait_for(ready))
+            .await
+            .ok()?
+            .ok()?
+            .clone();
+        // A task whose build side had no row publishes no column: it adds no key.
+        let mut columns: Vec<Vec<ArrayRef>> = Vec::new();
+        for part in parts.values() {
+            let Published::Keys(keys) = part else {
+                return None;
+            };
+            if keys.is_empty() {
+                continue;
+            }
+            if columns.len() < keys.len() {
+                columns.resize_with(keys.len(), Vec::new);
+            }
+            for (column, key) in columns.iter_mut().zip(keys) {
+                column.push(Arc::clone(key));
+            }
+        }
+        columns
+            .iter()
+            .map(|arrays| {
+                let arrays: Vec<&dyn arrow::array::Array> =
+                    arrays.iter().map(|a| a.as_ref()).collect();
+                concat(&arrays).ok()
+            })
+            .collect()
+    }
+}

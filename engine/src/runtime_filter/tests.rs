@@ -1,0 +1,132 @@
+//! The registry, the filter's predicate and the keys' wire form.
+
+use super::filter::{keep, key_predicate};
+use super::wire::encode_keys;
+use super::*;
+use arrow::array::Int64Array;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+
+fn keys(values: &[Option<i64>]) -> Vec<ArrayRef> {
+    vec![Arc::new(Int64Array::from(values.to_vec())) as ArrayRef]
+}
+
+fn values(columns: &[ArrayRef]) -> Vec<Option<i64>> {
+    let column = columns[0]
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("Int64 keys");
+    let mut v: Vec<Option<i64>> = column.iter().collect();
+    v.sort_unstable();
+    v
+}
+
+const SHORT: Duration = Duration::from_millis(50);
+
+#[tokio::test]
+async fn a_filter_is_the_union_of_every_tasks_keys() {
+    let registry = FilterRegistry::default();
+    registry.publish("q", 1, 0, Published::Keys(keys(&[Some(3), Some(1)])));
+    // One of two tasks: not yet a filter.
+    assert!(registry.wait("q", 1, 2, SHORT).await.is_none());
+    registry.publish("q", 1, 1, Published::Keys(keys(&[Some(2), None])));
+    let union = registry
+        .wait("q", 1, 2, SHORT)
+        .await
+        .expect("both published");
+    assert_eq!(values(&union), [None, Some(1), Some(2), Some(3)]);
+    // A task whose build side had no row adds no key, whatever order the tasks come in.
+    for order in [[0u32, 1], [1, 0]] {
+        let registry = FilterRegistry::default();
+        for task in order {
+            let published = match task {
+                0 => Published::Keys(Vec::new()),
+                _ => Published::Keys(keys(&[Some(9)])),
+            };
+            registry.publish("q", 1, task, published);
+        }
+        let union = registry
+            .wait("q", 1, 2, SHORT)
+            .await
+            .expect("both published");
+        assert_eq!(values(&union), [Some(9)]);
+    }
+    // Another query's, or another filter's, keys are not these.
+    assert!(registry.wait("other", 1, 2, SHORT).await.is_none());
+    assert!(registry.wait("q", 2, 2, SHORT).await.is_none());
+}
+
+#[tokio::test]
+async fn a_task_with_too_many_keys_releases_the_waiters_at_once() {
+    let registry = Arc::new(FilterRegistry::default());
+    let waiting = {
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move { registry.wait("q", 7, 3, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    registry.publish("q", 7, 1, Published::TooMany);
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("released long before the bound")
+        .expect("the waiter ran");
+    assert!(waited.is_none());
+}
+
+#[tokio::test]
+async fn build_sides_without_rows_keep_no_row() {
+    let registry = FilterRegistry::default();
+    registry.publish("q", 1, 0, Published::Keys(Vec::new()));
+    registry.publish("q", 1, 1, Published::Keys(Vec::new()));
+    let none = registry
+        .wait("q", 1, 2, SHORT)
+        .await
+        .expect("both published");
+    assert!(none.is_empty());
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+    let predicate = key_predicate(&schema, &[0], none).expect("a predicate");
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
+    )
+    .expect("a batch");
+    assert_eq!(keep(batch, &predicate).expect("filtered").num_rows(), 0);
+}
+
+#[test]
+fn rows_are_kept_when_their_key_is_one_of_the_keys_and_null_keys_never() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Int64, true),
+        Field::new("k", DataType::Int64, true),
+    ]));
+    let predicate =
+        key_predicate(&schema, &[1], keys(&[Some(2), Some(4), None])).expect("a predicate");
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![10, 20, 30, 40, 50])),
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(2),
+                None,
+                Some(4),
+                Some(5),
+            ])),
+        ],
+    )
+    .expect("a batch");
+    let kept = keep(batch, &predicate).expect("filtered");
+    let x = kept
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("Int64");
+    assert_eq!(x.values().to_vec(), [20, 40]);
+}
+
+#[test]
+fn keys_survive_the_wire() {
+    let columns = keys(&[Some(5), None, Some(-1)]);
+    let bytes = encode_keys(&columns).expect("encoded");
+    let (_, batches) = crate::ipc::decode_ipc_stream(&bytes).expect("decoded");
+    assert_eq!(values(batches[0].columns()), [None, Some(-1), Some(5)]);
+}
