@@ -121,13 +121,14 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         "SELECT d.id FROM r.dim d WHERE NOT EXISTS (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
     assert_eq!(numbers(&cluster, not_exists).await, [Some(3), Some(4)]);
 
-    // A semi join on a key of each of 100,000 rows: more keys than a filter takes (16,384 per
+    // A semi join on a key of each of 400,000 rows: more keys than a filter takes (65,536 per
     // task of the join), so the producers keep every row, at once (not after the wait's bound)
     // — and the answer is right.
     connection
         .run(
-            "CREATE TABLE r.many PARTITIONED BY (p) AS SELECT f.k * 10 + v.x AS k, f.p \
-             FROM r.facts f CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS v(x)",
+            "CREATE TABLE r.many PARTITIONED BY (p) AS SELECT f.k * 20 + v.x AS k, f.p \
+             FROM r.facts f CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), \
+             (9), (10), (11), (12), (13), (14), (15), (16), (17), (18), (19)) AS v(x)",
         )
         .await
         .expect("CREATE TABLE r.many");
@@ -136,7 +137,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     let plan = explain(&cluster, &format!("EXPLAIN {every}")).await;
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
     let started = std::time::Instant::now();
-    assert_eq!(numbers(&cluster, every).await, [Some(100_000)]);
+    assert_eq!(numbers(&cluster, every).await, [Some(400_000)]);
     assert!(
         started.elapsed() < floe_engine::runtime_filter::WAIT,
         "the producers waited for keys that were too many"

@@ -56,6 +56,38 @@ impl RuntimeFilterExec {
     }
 }
 
+/// Rows a filter is tested on before it is judged.
+const JUDGED_AFTER: usize = 65_536;
+
+/// The share of rows a filter must drop to be kept on.
+const MIN_DROPPED: f64 = 0.1;
+
+/// Whether a filter pays: one that keeps nearly every row of the first [`JUDGED_AFTER`] costs a
+/// hash lookup per row for nothing, and is dropped (the join stays exact either way).
+#[derive(Debug, Default)]
+pub(super) struct Worth {
+    seen: usize,
+    kept: usize,
+    dropped: bool,
+}
+
+impl Worth {
+    pub(super) fn keeps_testing(&self) -> bool {
+        !self.dropped
+    }
+
+    pub(super) fn saw(&mut self, rows: usize, kept: usize) {
+        if self.dropped || self.seen >= JUDGED_AFTER {
+            return;
+        }
+        self.seen += rows;
+        self.kept += kept;
+        if self.seen >= JUDGED_AFTER {
+            self.dropped = (self.kept as f64) > (self.seen as f64) * (1.0 - MIN_DROPPED);
+        }
+    }
+}
+
 /// `column IN (keys)` for every key column, and-ed; `false` for a build side without rows (no
 /// key column at all).
 pub(super) fn key_predicate(
@@ -195,12 +227,15 @@ impl ExecutionPlan for RuntimeFilterExec {
                 }
                 None => None,
             };
+            let mut worth = Worth::default();
             Ok::<_, DataFusionError>(input.and_then(move |batch| {
+                let rows = batch.num_rows();
                 let kept = match &predicate {
-                    Some(p) => keep(batch, p),
-                    None => Ok(batch),
+                    Some(p) if worth.keeps_testing() => keep(batch, p),
+                    _ => Ok(batch),
                 };
                 if let Ok(b) = &kept {
+                    worth.saw(rows, b.num_rows());
                     output_rows.add(b.num_rows());
                 }
                 futures::future::ready(kept)

@@ -40,7 +40,7 @@ pub use source::RuntimeFilterSourceExec;
 pub use wire::receive;
 
 /// The most build-side rows one consumer task publishes as keys; past it, "too many".
-pub const MAX_KEYS: usize = 16_384;
+pub const MAX_KEYS: usize = 65_536;
 
 /// The most bytes of keys one consumer task sends (long strings): past it, "too many".
 const MAX_KEY_BYTES: usize = 8 * 1024 * 1024;

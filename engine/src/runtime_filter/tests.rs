@@ -130,3 +130,20 @@ fn keys_survive_the_wire() {
     let (_, batches) = crate::ipc::decode_ipc_stream(&bytes).expect("decoded");
     assert_eq!(values(batches[0].columns()), [None, Some(-1), Some(5)]);
 }
+
+#[test]
+fn a_filter_that_drops_almost_nothing_is_given_up_after_its_trial() {
+    let mut worth = super::filter::Worth::default();
+    // 60,000 rows in, 59,000 kept: still on trial.
+    worth.saw(60_000, 59_000);
+    assert!(worth.keeps_testing());
+    // Past 65,536 rows, 98 % kept: dropped.
+    worth.saw(10_000, 9_900);
+    assert!(!worth.keeps_testing());
+    // One that drops half stays on.
+    let mut useful = super::filter::Worth::default();
+    useful.saw(70_000, 35_000);
+    assert!(useful.keeps_testing());
+    useful.saw(70_000, 70_000);
+    assert!(useful.keeps_testing(), "judged once, on its first rows");
+}
