@@ -105,8 +105,10 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     }
 
     // EXISTS: a left semi join, partitioned (its output is the dimension's rows, so it cannot
-    // run over a broadcast). The dimension's keys go to the facts' producers.
-    let exists = "SELECT d.id FROM r.dim d WHERE EXISTS (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
+    // run over a broadcast). The dimension's keys go to the facts' producers (which shuffle
+    // more than the key: the condition's k).
+    let exists = "SELECT d.id FROM r.dim d WHERE EXISTS \
+                  (SELECT 1 FROM r.facts f WHERE f.g = d.g AND f.k <> d.id)";
     let plan = explain(&cluster, &format!("EXPLAIN {exists}")).await;
     assert!(plan.contains("RuntimeFilterSourceExec"), "{plan}");
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
@@ -117,8 +119,8 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
 
     // NOT EXISTS: a left anti join; a probe row that matches no key adds nothing either. The
     // dimension rows without facts (g 1000 and NULL) are the answer.
-    let not_exists =
-        "SELECT d.id FROM r.dim d WHERE NOT EXISTS (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
+    let not_exists = "SELECT d.id FROM r.dim d WHERE NOT EXISTS \
+                      (SELECT 1 FROM r.facts f WHERE f.g = d.g AND f.k <> d.id)";
     assert_eq!(numbers(&cluster, not_exists).await, [Some(3), Some(4)]);
 
     // A semi join on a key of each of 400,000 rows: more keys than a filter takes (65,536 per
@@ -133,7 +135,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         .await
         .expect("CREATE TABLE r.many");
     let every = "SELECT count(*) FROM r.many a WHERE EXISTS \
-                 (SELECT 1 FROM r.many b WHERE b.k = a.k)";
+                 (SELECT 1 FROM r.many b WHERE b.k = a.k AND b.p <> a.p + 1)";
     let plan = explain(&cluster, &format!("EXPLAIN {every}")).await;
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
     let started = std::time::Instant::now();
@@ -145,7 +147,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
 
     // A join on a key whose build side has no row: the producers drop every row.
     let none = "SELECT d.id FROM r.dim d WHERE d.g > 5000 AND EXISTS \
-                (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
+                (SELECT 1 FROM r.facts f WHERE f.g = d.g AND f.k <> d.id)";
     assert_eq!(numbers(&cluster, none).await, []);
 
     cluster.shutdown().await;
