@@ -4,17 +4,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use floe_catalog::provider::{catalog_provider, catalog_provider_for, IcebergTableProvider};
+use floe_catalog::provider::{catalog_provider, catalog_provider_for};
 use floe_catalog::CATALOG_NAME;
 use iceberg::Catalog;
 
@@ -24,12 +21,15 @@ use crate::error::{CoordinatorError, Result};
 use crate::registry::ExecutorRegistry;
 use crate::settings::Settings;
 use crate::stages::PlanStages;
+use crate::statement_kind::{
+    is_ddl, is_explain_analyze, is_insert, is_query, is_query_or_insert, statement_kind,
+};
+
+pub use crate::planned_statement::{sum_counts, Planned, PlannedQuery};
 use arrow::array::{RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::sqlparser::ast::ObjectType;
 use floe_catalog::commit::count_schema;
 use floe_catalog::commit::Committer;
 use floe_engine::checked::CheckedIntegerArithmetic;
@@ -73,14 +73,6 @@ fn runtime_limit(runtime: &RuntimeEnv) -> u64 {
         datafusion::execution::memory_pool::MemoryLimit::Finite(n) => n as u64,
         _ => u64::MAX,
     }
-}
-
-/// A planned query: its session and logical plan.
-pub struct PlannedQuery {
-    /// The session the query runs in.
-    pub ctx: SessionContext,
-    /// Its logical plan, parameters bound.
-    pub plan: LogicalPlan,
 }
 
 impl QueryEngine {
@@ -583,196 +575,6 @@ fn into_datafusion(e: CoordinatorError) -> DataFusionError {
         CoordinatorError::DataFusion(e) => e,
         other => DataFusionError::External(Box::new(tonic::Status::from(other))),
     }
-}
-
-/// A planned statement.
-pub enum Planned {
-    /// A query or an INSERT: a DataFusion plan.
-    Query(Box<PlannedQuery>),
-    /// DDL (and CREATE TABLE … AS SELECT), run against the catalog in the caller's session.
-    Command(Command, Settings),
-    /// USE or SET: the caller's new settings (the statement's effect is the new token).
-    Settings(Settings),
-}
-
-impl Planned {
-    /// The schema of what the statement returns.
-    pub fn schema(&self) -> SchemaRef {
-        match self {
-            Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
-            Planned::Command(..) | Planned::Settings(_) => count_schema(),
-        }
-    }
-
-    /// Whether running it changes tables or the catalog (INSERT, CTAS, DDL, and EXPLAIN
-    /// ANALYZE of an INSERT): such a statement runs once, when the client executes it.
-    pub fn is_write(&self) -> bool {
-        match self {
-            Planned::Command(..) | Planned::Settings(_) => true,
-            Planned::Query(q) => match &q.plan {
-                LogicalPlan::Dml(_) => true,
-                LogicalPlan::Analyze(analyze) => {
-                    matches!(analyze.input.as_ref(), LogicalPlan::Dml(_))
-                }
-                _ => false,
-            },
-        }
-    }
-
-    /// With `params` bound to its `$1, $2, …` (a statement planned without them, e.g. to
-    /// prepare it).
-    pub fn with_params(self, params: Vec<ScalarValue>) -> Result<Planned> {
-        match self {
-            Planned::Query(mut q) if !params.is_empty() => {
-                q.plan = q.plan.with_param_values(ParamValues::from(params))?;
-                Ok(Planned::Query(q))
-            }
-            Planned::Command(..) | Planned::Settings(_) if !params.is_empty() => Err(
-                CoordinatorError::InvalidArgument("this statement takes no parameters".into()),
-            ),
-            other => Ok(other),
-        }
-    }
-
-    /// Whether every table it reads is still the catalog's current version, so that a plan
-    /// made earlier (to prepare the statement) may run as made. A plan reading anything but
-    /// Iceberg tables (listings, metadata tables, table functions) counts as changed.
-    pub async fn tables_unchanged(&self) -> bool {
-        let Planned::Query(query) = self else {
-            return false;
-        };
-        let mut providers = Vec::new();
-        let mut others = false;
-        let visited = query.plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                match datafusion::datasource::source_as_provider(&scan.source) {
-                    Ok(provider) if provider.as_any().is::<IcebergTableProvider>() => {
-                        providers.push(provider)
-                    }
-                    _ => others = true,
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        if visited.is_err() || others {
-            return false;
-        }
-        let checks = providers.iter().filter_map(|provider| {
-            let table = provider.as_any().downcast_ref::<IcebergTableProvider>()?;
-            Some(table.is_current())
-        });
-        futures::future::join_all(checks)
-            .await
-            .into_iter()
-            .all(|current| current)
-    }
-
-    /// The types of its `$n` parameters.
-    pub fn parameter_types(
-        &self,
-    ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
-        match self {
-            Planned::Query(q) => q.plan.get_parameter_types(),
-            Planned::Command(..) | Planned::Settings(_) => Ok(Default::default()),
-        }
-    }
-}
-
-/// The rows a write statement's count batches add up to.
-pub fn sum_counts(batches: &[RecordBatch]) -> u64 {
-    batches
-        .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
-        .flat_map(|a| a.iter().flatten())
-        .sum()
-}
-
-/// `EXPLAIN ANALYZE …`, in either parser's form.
-fn is_explain_analyze(statement: &DfStatement) -> bool {
-    match statement {
-        DfStatement::Explain(explain) => explain.analyze,
-        DfStatement::Statement(s) => {
-            matches!(s.as_ref(), SqlStatement::Explain { analyze: true, .. })
-        }
-        _ => false,
-    }
-}
-
-fn is_insert(statement: &DfStatement) -> bool {
-    match statement {
-        DfStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Insert(_) => true,
-            SqlStatement::Explain { statement, .. } => {
-                is_insert(&DfStatement::Statement(statement.clone()))
-            }
-            _ => false,
-        },
-        DfStatement::Explain(explain) => is_insert(&explain.statement),
-        _ => false,
-    }
-}
-
-/// A query or an INSERT (perhaps under EXPLAIN), whose tables are all among its references.
-fn is_query_or_insert(statement: &DfStatement) -> bool {
-    match statement {
-        DfStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Query(_) | SqlStatement::Insert(_) => true,
-            SqlStatement::Explain { statement, .. } => {
-                is_query_or_insert(&DfStatement::Statement(statement.clone()))
-            }
-            _ => false,
-        },
-        DfStatement::Explain(explain) => is_query_or_insert(&explain.statement),
-        _ => false,
-    }
-}
-
-/// Statements Floe runs against its catalog itself.
-fn is_ddl(statement: &DfStatement) -> bool {
-    let DfStatement::Statement(s) = statement else {
-        return false;
-    };
-    match s.as_ref() {
-        SqlStatement::CreateSchema { .. }
-        | SqlStatement::CreateTable(_)
-        | SqlStatement::AlterTable(_)
-        | SqlStatement::Call(_) => true,
-        SqlStatement::Drop { object_type, .. } => matches!(
-            object_type,
-            ObjectType::Schema | ObjectType::Database | ObjectType::Table
-        ),
-        _ => false,
-    }
-}
-
-/// Queries, INSERT, EXPLAIN of them, SHOW and DESCRIBE: the statements DataFusion plans.
-fn is_query(statement: &DfStatement) -> bool {
-    match statement {
-        DfStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Query(_)
-            | SqlStatement::Insert(_)
-            | SqlStatement::ShowTables { .. }
-            | SqlStatement::ShowColumns { .. }
-            | SqlStatement::ExplainTable { .. } => true,
-            SqlStatement::Explain { statement, .. } => {
-                is_query(&DfStatement::Statement(statement.clone()))
-            }
-            _ => false,
-        },
-        DfStatement::Explain(explain) => is_query(&explain.statement),
-        DfStatement::CreateExternalTable(_) | DfStatement::CopyTo(_) | DfStatement::Reset(_) => {
-            false
-        }
-    }
-}
-
-/// The statement's leading keywords, for error messages.
-fn statement_kind(statement: &DfStatement) -> String {
-    let text = statement.to_string();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn check_table_exists(

@@ -1,0 +1,128 @@
+//! A statement as planned: a DataFusion plan, a catalog command or new settings; what it
+//! returns, whether it writes, its parameters, and whether a plan made earlier may still run.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use floe_catalog::commit::count_schema;
+use floe_catalog::provider::IcebergTableProvider;
+
+use crate::ddl::Command;
+use crate::error::{CoordinatorError, Result};
+use crate::settings::Settings;
+
+/// A planned query: its session and logical plan.
+pub struct PlannedQuery {
+    /// The session the query runs in.
+    pub ctx: SessionContext,
+    /// Its logical plan, parameters bound.
+    pub plan: LogicalPlan,
+}
+
+/// A planned statement.
+pub enum Planned {
+    /// A query or an INSERT: a DataFusion plan.
+    Query(Box<PlannedQuery>),
+    /// DDL (and CREATE TABLE … AS SELECT), run against the catalog in the caller's session.
+    Command(Command, Settings),
+    /// USE or SET: the caller's new settings (the statement's effect is the new token).
+    Settings(Settings),
+}
+
+impl Planned {
+    /// The schema of what the statement returns.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
+            Planned::Command(..) | Planned::Settings(_) => count_schema(),
+        }
+    }
+
+    /// Whether running it changes tables or the catalog (INSERT, CTAS, DDL, and EXPLAIN
+    /// ANALYZE of an INSERT): such a statement runs once, when the client executes it.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Planned::Command(..) | Planned::Settings(_) => true,
+            Planned::Query(q) => match &q.plan {
+                LogicalPlan::Dml(_) => true,
+                LogicalPlan::Analyze(analyze) => {
+                    matches!(analyze.input.as_ref(), LogicalPlan::Dml(_))
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// With `params` bound to its `$1, $2, …` (a statement planned without them, e.g. to
+    /// prepare it).
+    pub fn with_params(self, params: Vec<ScalarValue>) -> Result<Planned> {
+        match self {
+            Planned::Query(mut q) if !params.is_empty() => {
+                q.plan = q.plan.with_param_values(ParamValues::from(params))?;
+                Ok(Planned::Query(q))
+            }
+            Planned::Command(..) | Planned::Settings(_) if !params.is_empty() => Err(
+                CoordinatorError::InvalidArgument("this statement takes no parameters".into()),
+            ),
+            other => Ok(other),
+        }
+    }
+
+    /// Whether every table it reads is still the catalog's current version, so that a plan
+    /// made earlier (to prepare the statement) may run as made. A plan reading anything but
+    /// Iceberg tables (listings, metadata tables, table functions) counts as changed.
+    pub async fn tables_unchanged(&self) -> bool {
+        let Planned::Query(query) = self else {
+            return false;
+        };
+        let mut providers = Vec::new();
+        let mut others = false;
+        let visited = query.plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                match datafusion::datasource::source_as_provider(&scan.source) {
+                    Ok(provider) if provider.as_any().is::<IcebergTableProvider>() => {
+                        providers.push(provider)
+                    }
+                    _ => others = true,
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if visited.is_err() || others {
+            return false;
+        }
+        let checks = providers.iter().filter_map(|provider| {
+            let table = provider.as_any().downcast_ref::<IcebergTableProvider>()?;
+            Some(table.is_current())
+        });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .all(|current| current)
+    }
+
+    /// The types of its `$n` parameters.
+    pub fn parameter_types(
+        &self,
+    ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
+        match self {
+            Planned::Query(q) => q.plan.get_parameter_types(),
+            Planned::Command(..) | Planned::Settings(_) => Ok(Default::default()),
+        }
+    }
+}
+
+/// The rows a write statement's count batches add up to.
+pub fn sum_counts(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .sum()
+}
