@@ -19,7 +19,7 @@ use floe_proto::RuntimeFilterNode;
 use futures::TryStreamExt;
 use tracing::warn;
 
-use super::{FilterRegistry, WAIT};
+use super::{key_names, FilterRegistry, WAIT};
 
 /// Keeps the rows whose key columns hold a value of the join's build side (see the module
 /// documentation). Unbound (on the coordinator) it passes its input through.
@@ -144,16 +144,7 @@ pub(super) fn keep(batch: RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> Res
 
 impl DisplayAs for RuntimeFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let schema = self.input.schema();
-        let keys: Vec<String> = self
-            .node
-            .columns
-            .iter()
-            .map(|&c| match schema.fields().get(c as usize) {
-                Some(field) => format!("{}@{c}", field.name()),
-                None => format!("?@{c}"),
-            })
-            .collect();
+        let keys = key_names(&self.input.schema(), &self.node.columns);
         write!(
             f,
             "RuntimeFilterExec: filter={:08x}, keys=[{}], from {} task(s) of the join",

@@ -42,6 +42,10 @@ pub use wire::receive;
 /// The most build-side rows one consumer task publishes as keys; past it, "too many".
 pub const MAX_KEYS: usize = 65_536;
 
+/// The most keys of all a join's tasks one filter takes (so many tasks of a big cluster, each
+/// under [`MAX_KEYS`], do not make every producer hold a huge hash set): past it, no filter.
+pub const MAX_FILTER_KEYS: usize = 1 << 20;
+
 /// The most bytes of keys one consumer task sends (long strings): past it, "too many".
 const MAX_KEY_BYTES: usize = 8 * 1024 * 1024;
 
@@ -64,6 +68,17 @@ pub enum Published {
 }
 
 type Parts = HashMap<u32, Published>;
+
+/// `name@index` of each key column of `schema`, for EXPLAIN.
+fn key_names(schema: &arrow::datatypes::Schema, columns: &[u32]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|&c| match schema.fields().get(c as usize) {
+            Some(field) => format!("{}@{c}", field.name()),
+            None => format!("?@{c}"),
+        })
+        .collect()
+}
 
 struct Entry {
     created: Instant,
@@ -135,29 +150,39 @@ impl FilterRegistry {
             .ok()?
             .ok()?
             .clone();
-        // A task whose build side had no row publishes no column: it adds no key.
-        let mut columns: Vec<Vec<ArrayRef>> = Vec::new();
-        for part in parts.values() {
-            let Published::Keys(keys) = part else {
-                return None;
-            };
-            if keys.is_empty() {
-                continue;
-            }
-            if columns.len() < keys.len() {
-                columns.resize_with(keys.len(), Vec::new);
-            }
-            for (column, key) in columns.iter_mut().zip(keys) {
-                column.push(Arc::clone(key));
-            }
-        }
-        columns
-            .iter()
-            .map(|arrays| {
-                let arrays: Vec<&dyn arrow::array::Array> =
-                    arrays.iter().map(|a| a.as_ref()).collect();
-                concat(&arrays).ok()
-            })
-            .collect()
+        union(&parts, MAX_FILTER_KEYS)
     }
+}
+
+/// Every task's keys, each column's concatenated; `None` when one had too many, or all together
+/// more than `max` (a filter's hash set is held by every producer task).
+fn union(parts: &Parts, max: usize) -> Option<Vec<ArrayRef>> {
+    // A task whose build side had no row publishes no column: it adds no key.
+    let mut columns: Vec<Vec<ArrayRef>> = Vec::new();
+    let mut rows = 0usize;
+    for part in parts.values() {
+        let Published::Keys(keys) = part else {
+            return None;
+        };
+        let Some(first) = keys.first() else {
+            continue;
+        };
+        rows += first.len();
+        if rows > max {
+            return None;
+        }
+        if columns.len() < keys.len() {
+            columns.resize_with(keys.len(), Vec::new);
+        }
+        for (column, key) in columns.iter_mut().zip(keys) {
+            column.push(Arc::clone(key));
+        }
+    }
+    columns
+        .iter()
+        .map(|arrays| {
+            let arrays: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            concat(&arrays).ok()
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 use super::wire::publish;
-use super::{Published, MAX_KEYS};
+use super::{key_names, Published, MAX_KEYS};
 
 /// Where a source's keys go, set when a task binds it.
 #[derive(Debug, Clone)]
@@ -84,16 +84,7 @@ impl RuntimeFilterSourceExec {
 
 impl DisplayAs for RuntimeFilterSourceExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let schema = self.input.schema();
-        let keys: Vec<String> = self
-            .node
-            .columns
-            .iter()
-            .map(|&c| match schema.fields().get(c as usize) {
-                Some(field) => format!("{}@{c}", field.name()),
-                None => format!("?@{c}"),
-            })
-            .collect();
+        let keys = key_names(&self.input.schema(), &self.node.columns);
         let targets: Vec<String> = self.node.targets.iter().map(u32::to_string).collect();
         write!(
             f,

@@ -147,3 +147,15 @@ fn a_filter_that_drops_almost_nothing_is_given_up_after_its_trial() {
     useful.saw(70_000, 70_000);
     assert!(useful.keeps_testing(), "judged once, on its first rows");
 }
+
+#[test]
+fn too_many_keys_in_all_make_no_filter() {
+    let mut parts = Parts::new();
+    parts.insert(0, Published::Keys(keys(&[Some(1), Some(2)])));
+    parts.insert(1, Published::Keys(keys(&[Some(3), Some(4)])));
+    assert_eq!(
+        values(&union(&parts, 4).expect("four keys")),
+        [Some(1), Some(2), Some(3), Some(4)]
+    );
+    assert!(union(&parts, 3).is_none());
+}
