@@ -4,32 +4,8 @@
 
 mod common;
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array};
 use common::Cluster;
-
-/// The text of `EXPLAIN [ANALYZE] sql`: every row's last column.
-async fn explain(cluster: &Cluster, sql: &str) -> String {
-    let mut connection = cluster.connect().await;
-    let batches = connection
-        .run(sql)
-        .await
-        .unwrap_or_else(|s| panic!("{sql}: {s:?}"));
-    let mut text = String::new();
-    for batch in &batches {
-        let plans = batch
-            .column(batch.num_columns() - 1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("plan text");
-        for row in 0..batch.num_rows() {
-            if !plans.is_null(row) {
-                text.push_str(plans.value(row));
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
 
 /// Every Int64 cell of the first column of `sql`'s answer, sorted (NULLs as `None`, first).
 async fn numbers(cluster: &Cluster, sql: &str) -> Vec<Option<i64>> {
@@ -109,12 +85,12 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     // more than the key: the condition's k).
     let exists = "SELECT d.id FROM r.dim d WHERE EXISTS \
                   (SELECT 1 FROM r.facts f WHERE f.g = d.g AND f.k <> d.id)";
-    let plan = explain(&cluster, &format!("EXPLAIN {exists}")).await;
+    let plan = common::plan_text(&cluster, &format!("EXPLAIN {exists}")).await;
     assert!(plan.contains("RuntimeFilterSourceExec"), "{plan}");
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
     assert_eq!(numbers(&cluster, exists).await, [Some(1), Some(2)]);
     // Of the 20,000 facts only the 400 of g 7 and 42 were shuffled.
-    let analyzed = explain(&cluster, &format!("EXPLAIN ANALYZE {exists}")).await;
+    let analyzed = common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {exists}")).await;
     assert_eq!(rows_shuffled_of(&analyzed, 20_000), 400, "{analyzed}");
 
     // NOT EXISTS: a left anti join; a probe row that matches no key adds nothing either. The
@@ -136,7 +112,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         .expect("CREATE TABLE r.many");
     let every = "SELECT count(*) FROM r.many a WHERE EXISTS \
                  (SELECT 1 FROM r.many b WHERE b.k = a.k AND b.p <> a.p + 1)";
-    let plan = explain(&cluster, &format!("EXPLAIN {every}")).await;
+    let plan = common::plan_text(&cluster, &format!("EXPLAIN {every}")).await;
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
     let started = std::time::Instant::now();
     assert_eq!(numbers(&cluster, every).await, [Some(400_000)]);

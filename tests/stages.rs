@@ -99,24 +99,7 @@ async fn plans_are_cut_where_data_must_move() {
 
 /// The EXPLAIN ANALYZE of `sql`, as text.
 async fn analyzed(cluster: &Cluster, sql: &str) -> String {
-    let mut connection = cluster.connect().await;
-    let batches = connection
-        .run(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap_or_else(|s| panic!("EXPLAIN ANALYZE {sql}: {s:?}"));
-    let mut text = String::new();
-    for batch in &batches {
-        let plans = batch
-            .column(batch.num_columns() - 1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("plan");
-        for row in 0..batch.num_rows() {
-            text.push_str(plans.value(row));
-            text.push('\n');
-        }
-    }
-    text
+    common::plan_text(cluster, &format!("EXPLAIN ANALYZE {sql}")).await
 }
 
 /// The `rows_read` figures of every stage's tasks in the EXPLAIN ANALYZE of `sql`, summed, after

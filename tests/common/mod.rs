@@ -291,3 +291,29 @@ async fn bounded<T>(
         .await
         .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("test timeout: {sql}"))))
 }
+
+/// The text of an `EXPLAIN [ANALYZE]` statement's answer: every row's last column, one line
+/// each (the plan's lines).
+pub async fn plan_text(cluster: &Cluster, sql: &str) -> String {
+    use arrow::array::{Array, StringArray};
+    let mut connection = cluster.connect().await;
+    let batches = connection
+        .run(sql)
+        .await
+        .unwrap_or_else(|s| panic!("{sql}: {s:?}"));
+    let mut text = String::new();
+    for batch in &batches {
+        let plans = batch
+            .column(batch.num_columns() - 1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("plan text");
+        for row in 0..batch.num_rows() {
+            if !plans.is_null(row) {
+                text.push_str(plans.value(row));
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
