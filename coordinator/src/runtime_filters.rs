@@ -205,28 +205,11 @@ fn through_inner_join(
     let on_right: Vec<Option<usize>> = join.on().iter().map(|(_, r)| column_index(r)).collect();
     // The keys on one side, and (where each is a join key) the matching keys on the other.
     let (left_keys, right_keys) = if joined.iter().all(|&j| j < left_len) {
-        let other = joined
-            .iter()
-            .map(|&j| {
-                on_left
-                    .iter()
-                    .position(|l| *l == Some(j))
-                    .and_then(|i| on_right[i])
-            })
-            .collect::<Option<Vec<usize>>>();
+        let other = matching(&joined, &on_left, &on_right);
         (Some(joined), other)
     } else if joined.iter().all(|&j| j >= left_len) {
         let own: Vec<usize> = joined.iter().map(|&j| j - left_len).collect();
-        let other = own
-            .iter()
-            .map(|&j| {
-                on_right
-                    .iter()
-                    .position(|r| *r == Some(j))
-                    .and_then(|i| on_left[i])
-            })
-            .collect::<Option<Vec<usize>>>();
-        (other, Some(own))
+        (matching(&own, &on_right, &on_left), Some(own))
     } else {
         return Ok(None);
     };
@@ -246,6 +229,23 @@ fn through_inner_join(
         right.unwrap_or_else(|| Arc::clone(join.right())),
     ];
     Ok(Some(Arc::clone(plan).with_new_children(children)?))
+}
+
+/// The other side's join key for each of `keys` (columns of one side): where `keys[i]` is this
+/// side's `on` column, the other side's; `None` if one is not a join key.
+fn matching(
+    keys: &[usize],
+    this_side: &[Option<usize>],
+    other_side: &[Option<usize>],
+) -> Option<Vec<usize>> {
+    keys.iter()
+        .map(|&k| {
+            this_side
+                .iter()
+                .position(|c| *c == Some(k))
+                .and_then(|i| other_side[i])
+        })
+        .collect()
 }
 
 #[cfg(test)]
