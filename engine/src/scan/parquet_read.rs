@@ -114,7 +114,8 @@ pub async fn read_file(
         .then(|| access_plan(&metadata, file.deleted, file.rows.clone()));
     let mut source = ParquetSource::new(Arc::clone(&file.schema))
         .with_pushdown_filters(file.row_filter)
-        .with_reorder_filters(true)
+        // The conjuncts come in the order they should be tested (see `IcebergScanExec::datafusion_read`).
+        .with_reorder_filters(false)
         .with_parquet_file_reader_factory(Arc::new(FileIoReaderFactory {
             reader,
             metadata: Arc::clone(&metadata),

@@ -15,17 +15,44 @@ use iceberg::expr::{Predicate, PredicateOperator};
 use iceberg::spec::{Datum, PrimitiveLiteral};
 
 /// The scan's Iceberg predicate as a DataFusion expression over `schema`, for pruning and row
-/// filtering: every conjunct that converts exactly; `None` when none does. (Anything left out
-/// only prunes less: the exact filter runs above the scan.)
+/// filtering: every conjunct that converts exactly, lookups first (see [`physical_conjuncts`]);
+/// `None` when none does. (Anything left out only prunes less: the exact filter runs above the
+/// scan.)
 pub fn physical_predicate(
     predicate: &Predicate,
     schema: &ArrowSchema,
 ) -> Option<Arc<dyn PhysicalExpr>> {
+    let (lookups, others) = physical_conjuncts(predicate, schema);
+    all_of(lookups.into_iter().chain(others))
+}
+
+/// The conjuncts of the scan's Iceberg predicate that convert exactly to DataFusion
+/// expressions over `schema`, in two lists: the lookups (a column equal to, or in a list of,
+/// numbers, dates or times: [`is_lookup_test`]) and the others, each in the order written.
+/// A row filter evaluates its conjuncts in order, each on the rows the earlier ones kept, so the
+/// ones likely to keep fewest rows go first.
+pub fn physical_conjuncts(
+    predicate: &Predicate,
+    schema: &ArrowSchema,
+) -> (Vec<Arc<dyn PhysicalExpr>>, Vec<Arc<dyn PhysicalExpr>>) {
     let mut conjuncts = Vec::new();
     split_and(predicate, &mut conjuncts);
-    conjuncts
+    let (lookups, others): (Vec<_>, Vec<_>) =
+        conjuncts.into_iter().partition(|p| is_lookup_test(p));
+    let convert_all = |ps: Vec<&Predicate>| {
+        ps.into_iter()
+            .filter_map(|p| convert(p, schema))
+            .collect::<Vec<_>>()
+    };
+    (convert_all(lookups), convert_all(others))
+}
+
+/// `conditions` and-ed in order (`None` for none).
+pub fn all_of(
+    conditions: impl IntoIterator<Item = Arc<dyn PhysicalExpr>>,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    conditions
         .into_iter()
-        .filter_map(|p| convert(p, schema))
         .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>)
 }
 
@@ -77,6 +104,22 @@ pub fn predicate_columns(predicate: &Predicate) -> HashSet<String> {
 /// keep a good share of the rows. Nor is one whose values cover more than 1 % of the column's
 /// range where `values_in_range` knows it (`size IN (1, 5, 9)` over sizes 1 to 50: 6 %).
 pub fn is_lookup(predicate: &Predicate, values_in_range: impl Fn(&str) -> Option<u128>) -> bool {
+    let mut conjuncts = Vec::new();
+    split_and(predicate, &mut conjuncts);
+    let few = |column: &str, values: usize| {
+        values_in_range(column).is_none_or(|range| (values as u128).saturating_mul(100) <= range)
+    };
+    conjuncts.into_iter().any(|p| match p {
+        Predicate::Binary(e) if is_lookup_test(p) => few(e.term().name(), 1),
+        Predicate::Set(e) if is_lookup_test(p) => few(e.term().name(), e.literals().len()),
+        _ => false,
+    })
+}
+
+/// Whether `conjunct` compares a column for equality with a key-like value, or with a list of
+/// them: not a string or a boolean (mostly categories, a mode or a flag, that keep a good share
+/// of the rows).
+fn is_lookup_test(conjunct: &Predicate) -> bool {
     let key_like = |d: &Datum| {
         !matches!(
             d.literal(),
@@ -85,22 +128,11 @@ pub fn is_lookup(predicate: &Predicate, values_in_range: impl Fn(&str) -> Option
                 | PrimitiveLiteral::Boolean(_)
         )
     };
-    let mut conjuncts = Vec::new();
-    split_and(predicate, &mut conjuncts);
-    let few = |column: &str, values: usize| {
-        values_in_range(column).is_none_or(|range| (values as u128).saturating_mul(100) <= range)
-    };
-    conjuncts.into_iter().any(|p| match p {
-        Predicate::Binary(e) => {
-            e.op() == PredicateOperator::Eq && key_like(e.literal()) && few(e.term().name(), 1)
-        }
-        Predicate::Set(e) => {
-            e.op() == PredicateOperator::In
-                && e.literals().iter().all(key_like)
-                && few(e.term().name(), e.literals().len())
-        }
+    match conjunct {
+        Predicate::Binary(e) => e.op() == PredicateOperator::Eq && key_like(e.literal()),
+        Predicate::Set(e) => e.op() == PredicateOperator::In && e.literals().iter().all(key_like),
         _ => false,
-    })
+    }
 }
 
 /// How many values lie between `min` and `max` of an integer or date column (`None`: not one).
@@ -278,6 +310,35 @@ mod tests {
             .equal_to(Datum::long(1))
             .or(Reference::new("s").starts_with(Datum::string("x")));
         assert!(physical_predicate(&or, &schema).is_none());
+    }
+
+    #[test]
+    fn lookups_lead_the_conjuncts_and_the_others_keep_their_order() {
+        use arrow::datatypes::Field;
+        use iceberg::expr::Reference;
+        let schema = ArrowSchema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        // Written: a category, a range, a key, keys; the row filter tests the keys first.
+        let p = Reference::new("s")
+            .equal_to(Datum::string("AIR"))
+            .and(Reference::new("d").greater_than_or_equal_to(Datum::date(9000)))
+            .and(Reference::new("n").equal_to(Datum::long(42)))
+            .and(Reference::new("n").is_in([Datum::long(1), Datum::long(2)]));
+        let (lookups, others) = physical_conjuncts(&p, &schema);
+        let text =
+            |es: &[Arc<dyn PhysicalExpr>]| es.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert_eq!(text(&lookups), ["n@1 = 42", "n@1 IN (SET) ([1, 2])"]);
+        assert_eq!(text(&others), ["s@2 = AIR", "d@0 >= 1994-08-23"]);
+        assert_eq!(
+            physical_predicate(&p, &schema)
+                .expect("converted")
+                .to_string(),
+            "n@1 = 42 AND n@1 IN (SET) ([1, 2]) AND s@2 = AIR AND d@0 >= 1994-08-23"
+        );
+        assert!(all_of(Vec::new()).is_none());
     }
 
     #[test]

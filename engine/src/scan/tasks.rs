@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use super::predicate::all_of;
 use super::*;
 
 impl IcebergScanExec {
@@ -93,15 +94,25 @@ impl IcebergScanExec {
             })
             .collect::<Vec<_>>();
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let scan_predicate = self
+        let (lookups, others) = self
             .predicate
             .as_ref()
-            .and_then(|p| self::predicate::physical_predicate(p, &schema));
-        let batch_filter = scan_predicate.clone().filter(|_| filter_batches);
-        let predicate = scan_predicate
-            .into_iter()
-            .chain(self.dynamic_filters.iter().cloned())
-            .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
+            .map(|p| self::predicate::physical_conjuncts(p, &schema))
+            .unwrap_or_default();
+        let batch_filter =
+            all_of(lookups.iter().chain(&others).cloned()).filter(|_| filter_batches);
+        // The row filter tests these in order, each on the rows the ones before kept (the
+        // reader does not reorder them): lookups by key, then the hash join's keys or the
+        // TopK's bound, then the rest. DataFusion's own order, by the columns' compressed size,
+        // put a dictionary-encoded category (Q19's ship mode and instruction, decoded as
+        // strings for every row) before the join's part keys that keep 0.24 % of lineitem:
+        // Q19 in a cluster 196 → 146 ms.
+        let predicate = all_of(
+            lookups
+                .into_iter()
+                .chain(self.dynamic_filters.iter().cloned())
+                .chain(others),
+        );
         Some(DataFusionRead {
             schema,
             field_ids: field_ids.to_vec(),
