@@ -95,6 +95,16 @@ pub struct IcebergScanExec {
     task_scan: bool,
 }
 
+/// A scan's plan properties: one partition per file group.
+fn properties(output_schema: &SchemaRef, node: &IcebergScanNode) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(output_schema)),
+        Partitioning::UnknownPartitioning(node.file_groups.len().max(1)),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
 impl IcebergScanExec {
     /// Builds the node from its wire form, validating every field it will use; files are read
     /// with `file_io`.
@@ -110,18 +120,12 @@ impl IcebergScanExec {
             })?)
         };
         let output_schema = decode_schema(&node.output_schema)?;
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&output_schema)),
-            Partitioning::UnknownPartitioning(node.file_groups.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         Ok(Self {
+            properties: properties(&output_schema, &node),
             node,
             iceberg_schema: Arc::new(iceberg_schema),
             predicate,
             output_schema,
-            properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
             column_statistics: Arc::default(),
             file_io,
@@ -138,13 +142,22 @@ impl IcebergScanExec {
         self
     }
 
-    /// A copy built from `node`, keeping the column statistics and dynamic filters.
+    /// A copy built from `node`, which differs from this scan's only in its files or limit:
+    /// the schemas and predicate already parsed are kept (a point query's plan is rebuilt
+    /// several times on its way to a task), as are the column statistics and dynamic filters.
     fn rebuilt(&self, node: IcebergScanNode) -> Result<Self> {
-        let mut scan = Self::try_new(node, self.file_io.clone())?;
-        scan.column_statistics = Arc::clone(&self.column_statistics);
-        scan.dynamic_filters = self.dynamic_filters.clone();
-        scan.task_scan = self.task_scan;
-        Ok(scan)
+        Ok(Self {
+            properties: properties(&self.output_schema, &node),
+            node,
+            iceberg_schema: Arc::clone(&self.iceberg_schema),
+            predicate: self.predicate.clone(),
+            output_schema: Arc::clone(&self.output_schema),
+            metrics: ExecutionPlanMetricsSet::new(),
+            column_statistics: Arc::clone(&self.column_statistics),
+            file_io: self.file_io.clone(),
+            dynamic_filters: self.dynamic_filters.clone(),
+            task_scan: self.task_scan,
+        })
     }
 
     /// The wire form of this node.

@@ -31,10 +31,7 @@ pub fn physical_predicate(
 /// numbers, dates or times: [`is_lookup_test`]) and the others, each in the order written.
 /// A row filter evaluates its conjuncts in order, each on the rows the earlier ones kept, so the
 /// ones likely to keep fewest rows go first.
-pub fn physical_conjuncts(
-    predicate: &Predicate,
-    schema: &ArrowSchema,
-) -> (Vec<Arc<dyn PhysicalExpr>>, Vec<Arc<dyn PhysicalExpr>>) {
+pub fn physical_conjuncts(predicate: &Predicate, schema: &ArrowSchema) -> (Conditions, Conditions) {
     let mut conjuncts = Vec::new();
     split_and(predicate, &mut conjuncts);
     let (lookups, others): (Vec<_>, Vec<_>) =
@@ -46,6 +43,9 @@ pub fn physical_conjuncts(
     };
     (convert_all(lookups), convert_all(others))
 }
+
+/// Conditions in the order they are tested.
+pub type Conditions = Vec<Arc<dyn PhysicalExpr>>;
 
 /// `conditions` and-ed in order (`None` for none).
 pub fn all_of(
