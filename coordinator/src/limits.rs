@@ -39,8 +39,26 @@ pub const MAX_SET_OPERATIONS: usize = 1_000;
 /// backed by memory). Enough for [`MAX_OPERATORS`] levels in every phase of planning.
 pub const PLANNING_STACK: usize = 512 << 20;
 
-/// Refuses a statement too large or with too many chained operators, before it is parsed.
-pub fn check_statement(sql: &str) -> Result<()> {
+/// How a statement that passed [`check_statement`] is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// On the thread that asked: one query block over at most one table with a few operators
+    /// (a point lookup, `SELECT 1`, a dashboard's filter), whose trees are a few levels deep.
+    /// Two thread hops are a tenth of a `SELECT 1`'s time on the server.
+    Here,
+    /// On a planning thread (see [`on_planning_thread`]).
+    OnPlanningThread,
+}
+
+/// Most operators a statement planned on the calling thread may hold.
+const SMALL_OPERATORS: usize = 16;
+
+/// Longest statement planned on the calling thread.
+const SMALL_BYTES: usize = 4096;
+
+/// Refuses a statement too large or with too many chained operators, before it is parsed, and
+/// says where it is planned.
+pub fn check_statement(sql: &str) -> Result<Planning> {
     if sql.len() > MAX_STATEMENT_BYTES {
         return Err(CoordinatorError::InvalidArgument(format!(
             "statement too large: {} bytes (the limit is {MAX_STATEMENT_BYTES})",
@@ -49,12 +67,34 @@ pub fn check_statement(sql: &str) -> Result<()> {
     }
     // A text that does not tokenize is left to the parser, which reports it precisely.
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        return Ok(());
+        return Ok(Planning::OnPlanningThread);
     };
     let mut counts = [0usize; 3];
+    // Query blocks and tables joined: a small statement has one SELECT and no JOIN, comma
+    // join or parenthesis nested in another.
+    let (mut selects, mut joins, mut commas, mut depth, mut deepest) = (0, 0, 0, 0usize, 0);
+    let mut in_from = false;
     for token in &tokens {
         if let Some(kind) = operator_kind(token) {
             counts[kind as usize] += 1;
+        }
+        match token {
+            Token::Word(w) => match w.keyword {
+                Keyword::SELECT => selects += 1,
+                Keyword::JOIN | Keyword::LATERAL | Keyword::UNNEST => joins += 1,
+                Keyword::FROM => in_from = true,
+                Keyword::WHERE | Keyword::GROUP | Keyword::ORDER | Keyword::LIMIT => {
+                    in_from = false;
+                }
+                _ => {}
+            },
+            Token::Comma if in_from && depth == 0 => commas += 1,
+            Token::LParen => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     let [logical, arithmetic, set_operations] = counts;
@@ -82,7 +122,17 @@ pub fn check_statement(sql: &str) -> Result<()> {
             MAX_OPERATORS,
         );
     }
-    Ok(())
+    let small = sql.len() <= SMALL_BYTES
+        && total <= SMALL_OPERATORS
+        && selects <= 1
+        && joins == 0
+        && commas == 0
+        && deepest <= 2;
+    Ok(if small {
+        Planning::Here
+    } else {
+        Planning::OnPlanningThread
+    })
 }
 
 /// What an operator token adds to a statement's depth.
@@ -152,13 +202,17 @@ fn planning_threads() -> Result<&'static tokio::runtime::Runtime> {
 }
 
 /// Runs the future `make` returns on a thread with a [`PLANNING_STACK`] stack (see
-/// [`planning_threads`]), inside the current runtime, and returns its output.
-pub async fn on_planning_thread<F, Fut, T>(make: F) -> Result<T>
+/// [`planning_threads`]), inside the current runtime, and returns its output; a small
+/// statement's ([`Planning::Here`]) right here.
+pub async fn on_planning_thread<F, Fut, T>(planning: Planning, make: F) -> Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
+    Fut: Future<Output = T> + Send,
     T: Send + 'static,
 {
+    if planning == Planning::Here {
+        return Ok(make().await);
+    }
     let runtime = tokio::runtime::Handle::current();
     planning_threads()?
         .spawn_blocking(move || runtime.block_on(make()))
@@ -199,6 +253,46 @@ mod tests {
         // IN lists are flat.
         let list = format!("SELECT 1 WHERE a IN ({})", vec!["1"; 50_000].join(","));
         check_statement(&list).expect("an IN list of 50,000 values");
+    }
+
+    #[test]
+    fn only_small_single_table_statements_are_planned_here() {
+        for sql in [
+            "SELECT 1",
+            "SELECT o_orderkey, o_totalprice FROM tpch.orders WHERE o_orderkey = $1",
+            "select city, count(distinct uid) from ods.events where dt between '2026-01-01' and \
+             '2026-01-31' group by city, device order by 2 desc limit 10",
+        ] {
+            assert_eq!(
+                check_statement(sql).expect("allowed"),
+                Planning::Here,
+                "{sql}"
+            );
+        }
+        let ors = format!(
+            "SELECT * FROM t WHERE {}",
+            (0..SMALL_OPERATORS)
+                .map(|i| format!("a = {i}"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        );
+        for sql in [
+            "SELECT * FROM a JOIN b ON a.k = b.k",
+            "SELECT * FROM a, b WHERE a.k = b.k",
+            "SELECT * FROM t WHERE k IN (SELECT k FROM u)",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+            "SELECT 1 UNION ALL SELECT 2",
+            "SELECT ((1 + 2) * (3 + (4)))",
+            ors.as_str(),
+            &format!("SELECT '{}'", "x".repeat(SMALL_BYTES)),
+            "SELECT 'unterminated",
+        ] {
+            assert_eq!(
+                check_statement(sql).expect("allowed"),
+                Planning::OnPlanningThread,
+                "{sql}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct PlannedQuery {
     pub ctx: SessionContext,
     /// Its logical plan, parameters bound.
     pub plan: LogicalPlan,
+    /// Where its physical plan is made (as its logical plan was).
+    pub planning: crate::limits::Planning,
 }
 
 /// A planned statement.

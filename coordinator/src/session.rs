@@ -18,6 +18,7 @@ use iceberg::Catalog;
 use crate::client_auth::Principal;
 use crate::ddl::{self, Command, CreateTableCommand};
 use crate::error::{CoordinatorError, Result};
+use crate::limits::Planning;
 use crate::registry::ExecutorRegistry;
 use crate::settings::Settings;
 use crate::stages::PlanStages;
@@ -273,14 +274,16 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         caller: &Principal,
     ) -> Result<Planned> {
-        crate::limits::check_statement(sql)?;
+        let planning = crate::limits::check_statement(sql)?;
         self.statements_planned.fetch_add(1, Ordering::Relaxed);
         let engine = self.clone();
         let query_id = query_id.to_string();
         let sql = sql.to_string();
         let caller = caller.clone();
-        crate::limits::on_planning_thread(move || async move {
-            engine.plan_here(&query_id, &sql, params, &caller).await
+        crate::limits::on_planning_thread(planning, move || async move {
+            engine
+                .plan_here(&query_id, &sql, params, &caller, planning)
+                .await
         })
         .await?
     }
@@ -291,6 +294,7 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
         caller: &Principal,
+        planning: Planning,
     ) -> Result<Planned> {
         // Set once the statement is parsed: the stage cutter makes EXPLAIN ANALYZE wait for
         // every task's report (DataFusion adds its AnalyzeExec after the optimizer ran).
@@ -404,7 +408,11 @@ impl QueryEngine {
         } else {
             plan.with_param_values(ParamValues::from(params))?
         };
-        Ok(Planned::Query(Box::new(PlannedQuery { ctx, plan })))
+        Ok(Planned::Query(Box::new(PlannedQuery {
+            ctx,
+            plan,
+            planning,
+        })))
     }
 
     /// `USE`, `SET`, `RESET`: the caller's settings with one changed (nothing runs). A schema
@@ -461,7 +469,7 @@ impl QueryEngine {
         match planned {
             Planned::Query(query) => {
                 // Physical planning walks the plan recursively too.
-                crate::limits::on_planning_thread(move || async move {
+                crate::limits::on_planning_thread(query.planning, move || async move {
                     let df = query.ctx.execute_logical_plan(query.plan).await?;
                     Ok(df.execute_stream().await?)
                 })
