@@ -1,6 +1,7 @@
 //! Bounds on what one statement may make the coordinator do, so that no statement can crash
 //! it: a size limit on the text, a limit on the operators one statement chains, and planning
-//! on a thread whose stack is large enough for any statement within those limits.
+//! on a thread whose stack is large enough for any statement within those limits (except a
+//! small statement's, planned where it arrived: see [`Planning`]).
 //!
 //! Parsing, planning and optimizing walk expression trees recursively, and a chain such as
 //! `1+1+…+1` or `a OR b OR …` is a tree as deep as the chain is long. DataFusion grows its own
