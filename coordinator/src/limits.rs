@@ -44,8 +44,9 @@ pub const PLANNING_STACK: usize = 512 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Planning {
     /// On the thread that asked: one query block over at most one table with a few operators
-    /// (a point lookup, `SELECT 1`, a dashboard's filter), whose trees are a few levels deep.
-    /// Two thread hops are a tenth of a `SELECT 1`'s time on the server.
+    /// (a point lookup, `SELECT 1`, a dashboard's filter), whose trees are a few levels deep
+    /// (unary chains such as `NOT NOT …` are bounded by the parser's recursion limit). The two
+    /// thread hops saved are 14 % of a `SELECT 1`'s time on the server (0.94 → 0.81 ms).
     Here,
     /// On a planning thread (see [`on_planning_thread`]).
     OnPlanningThread,
@@ -71,8 +72,8 @@ pub fn check_statement(sql: &str) -> Result<Planning> {
         return Ok(Planning::OnPlanningThread);
     };
     let mut counts = [0usize; 3];
-    // Query blocks and tables joined: a small statement has one SELECT and no JOIN, comma
-    // join or parenthesis nested in another.
+    // Query blocks and tables joined: a small statement has one SELECT, no JOIN or comma
+    // join, and parentheses nested at most two deep.
     let (mut selects, mut joins, mut commas, mut depth, mut deepest) = (0, 0, 0, 0usize, 0);
     let mut in_from = false;
     for token in &tokens {
