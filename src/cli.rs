@@ -359,6 +359,11 @@ pub struct StandaloneArgs {
     /// the executors, at least one each).
     #[arg(long, env = "FLOE_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub task_slots: Option<u32>,
+    /// Decoded columns of small data files that lookups read again and again, kept in each
+    /// executor's memory (e.g. `256MiB`; `0` keeps none; at most a sixteenth of its
+    /// `--memory-limit`). Scans keep nothing.
+    #[arg(long, env = "FLOE_LOOKUP_CACHE", value_parser = parse_size, default_value = "128MiB")]
+    pub lookup_cache: usize,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
     #[command(flatten)]
@@ -456,6 +461,11 @@ pub struct ExecutorArgs {
     /// give each executor the cores it may use.
     #[arg(long, env = "FLOE_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub task_slots: Option<u32>,
+    /// Decoded columns of small data files that lookups read again and again, kept in each
+    /// executor's memory (e.g. `256MiB`; `0` keeps none; at most a sixteenth of its
+    /// `--memory-limit`). Scans keep nothing.
+    #[arg(long, env = "FLOE_LOOKUP_CACHE", value_parser = parse_size, default_value = "128MiB")]
+    pub lookup_cache: usize,
 }
 
 /// The machine's cores, as the default task slots.
@@ -528,6 +538,7 @@ fn executor_config(
         batch_size: 8192,
         memory_limit,
         task_slots,
+        lookup_cache: floe_engine::scan::hot::DEFAULT_BYTES,
     }
 }
 
@@ -574,8 +585,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             });
             let mut executors = Vec::new();
             for _ in 0..args.executors {
-                executors.push(
-                    floe_executor::start(executor_config(
+                let config = ExecutorConfig {
+                    lookup_cache: args.lookup_cache,
+                    ..executor_config(
                         url.clone(),
                         SocketAddr::new(args.host, 0),
                         args.host.to_string(),
@@ -586,9 +598,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                         },
                         memory_limit,
                         task_slots,
-                    ))
-                    .await?,
-                );
+                    )
+                };
+                executors.push(floe_executor::start(config).await?);
             }
             announce(&coordinator, &settings);
             tokio::select! {
@@ -647,6 +659,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|| floe_engine::runtime::default_memory_limit(0.5)),
                 args.task_slots.unwrap_or_else(cores),
             );
+            config.lookup_cache = args.lookup_cache;
             if let Some(ca) = &args.coordinator_ca {
                 let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
                 config.coordinator_ca = Some(tonic::transport::Certificate::from_pem(pem));

@@ -380,6 +380,16 @@ def peak_rss(pid: int) -> Optional[int]:
     return None
 
 
+def floe_env() -> dict:
+    """Floe's environment: its log filter (FLOE_LOG, default info: one line per query, to
+    stderr.log), and the executors' lookup cache (`--lookup-cache`) when FLOE_LOOKUP_CACHE is set
+    (`0` turns it off, to compare)."""
+    env = {"FLOE_LOG": os.environ.get("FLOE_BENCH_LOG", "info")}
+    if "FLOE_LOOKUP_CACHE" in os.environ:
+        env["FLOE_LOOKUP_CACHE"] = os.environ["FLOE_LOOKUP_CACHE"]
+    return env
+
+
 class FloeServer:
     """`floe standalone --executors N` (the default), or with deployment="cluster" a
     `floe coordinator` and N separate `floe executor` processes sharing a random cluster secret."""
@@ -406,9 +416,7 @@ class FloeServer:
         self.starts += 1
         args = [str(self.binary), "standalone", "--warehouse", str(self.warehouse), "--port", "0",
                 "--executors", str(self.executors)]
-        # Floe's log filter is FLOE_LOG (default info: one line per query, to stderr.log)
-        self.proc = FloeProcess(f"floe-{self.starts}", args, self.log_dir,
-                                env={"FLOE_LOG": os.environ.get("FLOE_BENCH_LOG", "info")})
+        self.proc = FloeProcess(f"floe-{self.starts}", args, self.log_dir, env=floe_env())
         m = self.proc.wait_for(READY_RE, what="FLOE_READY", timeout=120)[0]
         self.uri = f"grpc://{m['host']}:{m['port']}"
         self.proc.wait_for(REGISTERED_RE, count=self.executors, what="FLOE_EXECUTOR_REGISTERED", timeout=120)
@@ -420,8 +428,7 @@ class FloeServer:
         from floe_cluster import EXECUTOR_READY_RE, READY_RE, REGISTERED_RE, FloeProcess
 
         self.starts += 1
-        env = {"FLOE_LOG": os.environ.get("FLOE_BENCH_LOG", "info"),
-               "FLOE_CLUSTER_SECRET": secrets.token_hex(32)}
+        env = {**floe_env(), "FLOE_CLUSTER_SECRET": secrets.token_hex(32)}
         self.proc = FloeProcess(f"floe-coordinator-{self.starts}",
                                 [str(self.binary), "coordinator", "--warehouse", str(self.warehouse), "--port", "0"],
                                 self.log_dir, env=env)

@@ -106,6 +106,7 @@ impl ExecutionPlan for RemoteStageExec {
         let files = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
         let rows_read = MetricBuilder::new(&self.metrics).counter("rows_scanned", partition);
+        let from_memory = MetricBuilder::new(&self.metrics).counter("files_from_memory", partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let spills = MetricBuilder::new(&self.metrics).counter("executor_spill_count", partition);
         let spilled =
@@ -115,6 +116,7 @@ impl ExecutionPlan for RemoteStageExec {
             files.add(m.files_scanned as usize);
             bytes.add(m.bytes_scanned as usize);
             rows_read.add(m.rows_scanned as usize);
+            from_memory.add(m.files_from_memory as usize);
             spills.add(m.spill_count as usize);
             spilled.add(m.spilled_bytes as usize);
             reports.lock().unwrap_or_else(|p| p.into_inner()).push(m);

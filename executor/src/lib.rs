@@ -63,6 +63,9 @@ pub struct ExecutorConfig {
     /// How many tasks of a stage it runs at once, told to the coordinator at registration (each
     /// task runs on one thread): the cores it may use.
     pub task_slots: u32,
+    /// Bytes of decoded columns kept for lookups (`floe_engine::scan::hot`), at most a
+    /// sixteenth of `memory_limit`; 0 keeps none.
+    pub lookup_cache: usize,
 }
 
 /// A running executor.
@@ -111,6 +114,9 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     let executor_id = format!("executor-{}", uuid::Uuid::new_v4().simple());
     let runtime =
         floe_engine::runtime::runtime_env(config.memory_limit).map_err(std::io::Error::other)?;
+    // Decoded columns kept for lookups take at most a sixteenth of the memory limit.
+    floe_engine::scan::hot::HotFiles::global()
+        .set_limit(config.lookup_cache.min(config.memory_limit / 16));
     let mut session_config = SessionConfig::new().with_batch_size(config.batch_size);
     // A hash join's build side, pushed into the scan of its probe side (on by default, as in
     // DataFusion; the scan decides whether it also filters rows while decoding — see

@@ -445,6 +445,7 @@ impl TaskReport {
             bytes_scanned: sum_metric(plan, metric::BYTES_SCANNED),
             rows_scanned: sum_metric(plan, metric::ROWS_SCANNED),
             rows_deleted: sum_metric(plan, metric::ROWS_DELETED),
+            files_from_memory: sum_metric(plan, metric::FILES_FROM_MEMORY),
             output_rows,
             elapsed_nanos: self.started.elapsed().as_nanos() as u64,
             spill_count: sum_metric(plan, "spill_count"),

@@ -40,6 +40,7 @@ async fn an_executor_of_this_process_is_called_directly_with_its_checks_until_it
         batch_size: 8192,
         memory_limit: 64 << 20,
         task_slots: 2,
+        lookup_cache: 0,
     })
     .await
     .expect("the executor starts");

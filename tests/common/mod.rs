@@ -91,6 +91,7 @@ impl Cluster {
                     batch_size: 8192,
                     memory_limit: memory,
                     task_slots,
+                    lookup_cache: floe_engine::scan::hot::DEFAULT_BYTES,
                 })
                 .await
                 .expect("an executor starts"),

@@ -46,6 +46,9 @@ pub fn format_reports(reports: &Mutex<Vec<TaskMetrics>>) -> Option<String> {
                     r.files_scanned, r.bytes_scanned, r.rows_scanned
                 );
             }
+            if r.files_from_memory > 0 {
+                line += &format!(" from_memory={}", r.files_from_memory);
+            }
             if r.rows_deleted > 0 {
                 line += &format!(" rows_deleted={}", r.rows_deleted);
             }

@@ -11,6 +11,7 @@
 pub mod apply_deletes;
 pub mod deletes;
 pub mod equality_deletes;
+pub mod hot;
 pub mod parquet_read;
 pub mod predicate;
 mod tasks;
@@ -68,6 +69,8 @@ pub mod metric {
     pub const SCAN_TIME: &str = "scan_time";
     /// Rows the delete files (position, equality, deletion vectors) removed.
     pub const ROWS_DELETED: &str = "rows_deleted";
+    /// Data files answered from the decoded columns lookups keep in memory ([`super::hot`]).
+    pub const FILES_FROM_MEMORY: &str = "files_from_memory";
 }
 
 /// Reads groups of Iceberg data files; one output partition per group.
@@ -395,6 +398,8 @@ impl ExecutionPlan for IcebergScanExec {
         let tasks = self.file_tasks(partition)?;
         let files = MetricBuilder::new(&self.metrics).counter(metric::FILES_SCANNED, partition);
         let bytes = MetricBuilder::new(&self.metrics).counter(metric::BYTES_SCANNED, partition);
+        let from_memory =
+            MetricBuilder::new(&self.metrics).counter(metric::FILES_FROM_MEMORY, partition);
         let rows = MetricBuilder::new(&self.metrics).counter(metric::ROWS_SCANNED, partition);
         let time = MetricBuilder::new(&self.metrics).subset_time(metric::SCAN_TIME, partition);
         let schema = Arc::clone(&self.output_schema);
@@ -448,6 +453,7 @@ impl ExecutionPlan for IcebergScanExec {
                     let file_io = dv_io.clone();
                     let deleted = deleted.clone();
                     let bytes_read = bytes_read.clone();
+                    let from_memory = from_memory.clone();
                     async move {
                         let path = task.data_file_path.clone();
                         let positions = match &vector {
@@ -492,6 +498,7 @@ impl ExecutionPlan for IcebergScanExec {
                                         limit: (limit > 0 && equality.is_none())
                                             .then_some(limit as usize),
                                         bytes: bytes_read.clone(),
+                                        from_memory: from_memory.clone(),
                                     },
                                 )
                                 .await?;

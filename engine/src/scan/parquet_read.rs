@@ -36,7 +36,7 @@ use datafusion::physical_expr_adapter::{PhysicalExprAdapter, PhysicalExprAdapter
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use iceberg::io::{FileIO, FileRead};
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -45,6 +45,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use roaring::RoaringTreemap;
 
+use super::hot::{self, HotFiles, Lookup};
 use crate::error::FloeError;
 use crate::file_cache::{file_key, FileCache};
 
@@ -89,13 +90,93 @@ pub struct FileToRead<'a> {
     pub limit: Option<usize>,
     /// Counts the bytes fetched.
     pub bytes: Count,
+    /// Counts the file if it is answered from memory ([`hot`]).
+    pub from_memory: Count,
 }
 
-/// The rows of one file, columns as `file.schema`, without deleted positions.
+/// The rows of one file, columns as `file.schema`, without deleted positions: from memory if
+/// lookups keep the file there ([`super::hot`]), else from storage.
 pub async fn read_file(
     file_io: &FileIO,
     file: FileToRead<'_>,
 ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    if file.range.is_some() || file.size > hot::MAX_FILE_BYTES {
+        return Ok(read_parquet(file_io, file).await?.0);
+    }
+    let hot = HotFiles::global();
+    let key = file_key(file.path, file.size);
+    let wanted: Vec<hot::ColumnKey> = file
+        .field_ids
+        .iter()
+        .zip(file.schema.fields())
+        .map(|(id, field)| (*id, field.data_type().clone()))
+        .collect();
+    match hot.lookup(&key, &wanted) {
+        Lookup::Kept(rows, columns) => {
+            file.from_memory.add(1);
+            let batches = hot::answer(&file, rows, columns)?;
+            Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+        }
+        Lookup::Admit => {
+            let whole = FileToRead {
+                range: None,
+                predicate: None,
+                row_filter: false,
+                batch_filter: None,
+                deleted: None,
+                rows: None,
+                limit: None,
+                schema: Arc::clone(&file.schema),
+                field_ids: file.field_ids.clone(),
+                bytes: file.bytes.clone(),
+                from_memory: file.from_memory.clone(),
+                ..file
+            };
+            let batches: Vec<RecordBatch> =
+                read_parquet(file_io, whole).await?.0.try_collect().await?;
+            let all = arrow::compute::concat_batches(&file.schema, &batches)?;
+            let rows = all.num_rows();
+            let columns = all.columns().to_vec();
+            hot.keep(
+                &key,
+                rows,
+                wanted.into_iter().zip(columns.iter().cloned()).collect(),
+            );
+            let batches = hot::answer(&file, rows, columns)?;
+            Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+        }
+        Lookup::Read => {
+            // A lookup (the whole file read with a predicate that keeps few of its rows) is
+            // counted once the read ends.
+            let counts = file.predicate.is_some() && file.rows.is_none() && file.limit.is_none();
+            let (rows, file_rows) = read_parquet(file_io, file).await?;
+            if !counts {
+                return Ok(rows);
+            }
+            let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = Arc::clone(&kept);
+            Ok(rows
+                .inspect(move |batch| {
+                    let n = batch.as_ref().map_or(u64::MAX / 2, |b| b.num_rows() as u64);
+                    counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                })
+                .chain(futures::stream::poll_fn(move |_| {
+                    let kept = kept.load(std::sync::atomic::Ordering::Relaxed);
+                    if hot::is_lookup(kept, file_rows) {
+                        HotFiles::global().looked_up(&key);
+                    }
+                    std::task::Poll::Ready(None)
+                }))
+                .boxed())
+        }
+    }
+}
+
+/// [`read_file`] from storage; also the number of rows in the file.
+async fn read_parquet(
+    file_io: &FileIO,
+    file: FileToRead<'_>,
+) -> Result<(BoxStream<'static, Result<RecordBatch>>, u64)> {
     let doing = format!("reading table {}, file {}", file.table, file.path);
     let input = file_io
         .new_input(file.path)
@@ -148,7 +229,8 @@ pub async fn read_file(
         .await
         .map_err(|e| data_error(&doing, &e))?;
     let rows = rows.map(move |batch| batch.map_err(|e| data_error(&doing, &e)));
-    Ok(match file.batch_filter.filter(|_| file.limit.is_none()) {
+    let file_rows = metadata.file_metadata().num_rows().max(0) as u64;
+    let rows = match file.batch_filter.filter(|_| file.limit.is_none()) {
         Some(filter) => rows
             .filter_map(move |batch| {
                 futures::future::ready(match batch.and_then(|b| keep_passing(&b, &filter)) {
@@ -158,7 +240,8 @@ pub async fn read_file(
             })
             .boxed(),
         None => rows.boxed(),
-    })
+    };
+    Ok((rows, file_rows))
 }
 
 /// The rows of `batch` for which `filter` is true.
