@@ -341,7 +341,8 @@ async fn writes_run_twice_as_many_tasks_as_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_is_unchanged() {
     // Clients such as ADBC's DB-API prepare every statement they execute: the plan made to
-    // answer the prepare runs at the first execution, unless a table it reads changed since.
+    // answer the prepare runs at the first execution, and every later one starts from it,
+    // unless a table it reads changed since.
     let cluster = Cluster::start(1).await;
     let mut connection = cluster.connect().await;
     run_each(
@@ -372,8 +373,8 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
         .expect("a parameter row")
     };
 
-    // Prepared and executed twice: planned for the prepare (that plan runs first), and once
-    // more for the second execution.
+    // Prepared and executed twice: planned once, for the prepare (that plan runs first, and
+    // the second execution binds its own parameter to it).
     let before = cluster.statements_planned();
     let handle = connection.prepare(sql).await.expect("prepared");
     let first = connection
@@ -391,7 +392,23 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
         .await
         .expect("second execution");
     assert_eq!(count(second), 3);
-    assert_eq!(cluster.statements_planned() - before, 2);
+    assert_eq!(
+        cluster.statements_planned() - before,
+        1,
+        "the second execution starts from the kept plan"
+    );
+    // Run without preparing, the same text starts from the same plan.
+    let unprepared = connection
+        .run("SELECT count(*) FROM x.t WHERE k > 2")
+        .await
+        .expect("a query");
+    assert_eq!(count(unprepared), 1);
+    let again = connection
+        .run("SELECT count(*) FROM x.t WHERE k > 2")
+        .await
+        .expect("the query again");
+    assert_eq!(count(again), 1);
+    assert_eq!(cluster.statements_planned() - before, 2, "planned once");
 
     // The table changes between the prepare and the execution: planned anew, the change read.
     let handle = connection.prepare(sql).await.expect("prepared");
@@ -406,5 +423,11 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
         .expect("execution after the insert");
     assert_eq!(count(after_insert), 3);
     assert_eq!(cluster.statements_planned() - before, 1, "planned anew");
+    let again = connection
+        .run("SELECT count(*) FROM x.t WHERE k > 2")
+        .await
+        .expect("the query after the insert");
+    assert_eq!(count(again), 2, "the inserted row is read");
+    assert_eq!(cluster.statements_planned() - before, 2, "planned anew");
     cluster.shutdown().await;
 }

@@ -39,6 +39,7 @@ pub mod limits;
 mod metadata;
 pub mod not_in;
 pub mod placeholders;
+pub mod plan_cache;
 pub mod planned;
 pub mod planned_statement;
 pub mod registry;

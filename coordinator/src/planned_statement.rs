@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
@@ -83,30 +84,7 @@ impl Planned {
         let Planned::Query(query) = self else {
             return false;
         };
-        let mut providers = Vec::new();
-        let mut others = false;
-        let visited = query.plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                match datafusion::datasource::source_as_provider(&scan.source) {
-                    Ok(provider) if provider.as_any().is::<IcebergTableProvider>() => {
-                        providers.push(provider)
-                    }
-                    _ => others = true,
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        if visited.is_err() || others {
-            return false;
-        }
-        let checks = providers.iter().filter_map(|provider| {
-            let table = provider.as_any().downcast_ref::<IcebergTableProvider>()?;
-            Some(table.is_current())
-        });
-        futures::future::join_all(checks)
-            .await
-            .into_iter()
-            .all(|current| current)
+        tables_unchanged(&query.plan).await
     }
 
     /// The types of its `$n` parameters.
@@ -118,6 +96,41 @@ impl Planned {
             Planned::Command(..) | Planned::Settings(_) => Ok(Default::default()),
         }
     }
+}
+
+/// The Iceberg tables `plan` reads, or `None` if it reads anything else (listings, metadata
+/// tables, table functions), whose answer may change without a new table version.
+pub fn iceberg_tables(plan: &LogicalPlan) -> Option<Vec<Arc<dyn TableProvider>>> {
+    let mut providers = Vec::new();
+    let mut others = false;
+    let visited = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match datafusion::datasource::source_as_provider(&scan.source) {
+                Ok(provider) if provider.as_any().is::<IcebergTableProvider>() => {
+                    providers.push(provider)
+                }
+                _ => others = true,
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    (visited.is_ok() && !others).then_some(providers)
+}
+
+/// Whether every table `plan` reads is an Iceberg table still at the version it was planned
+/// with (one look at each table's current metadata location).
+pub async fn tables_unchanged(plan: &LogicalPlan) -> bool {
+    let Some(providers) = iceberg_tables(plan) else {
+        return false;
+    };
+    let checks = providers.iter().filter_map(|provider| {
+        let table = provider.as_any().downcast_ref::<IcebergTableProvider>()?;
+        Some(table.is_current())
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .all(|current| current)
 }
 
 /// The rows a write statement's count batches add up to.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::common::{ParamValues, TableReference};
+use datafusion::common::TableReference;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -66,6 +66,8 @@ pub struct QueryEngine {
     storage_roots: Vec<String>,
     /// Statements planned so far.
     statements_planned: Arc<AtomicU64>,
+    /// Queries' plans, for their next runs.
+    plans: crate::plan_cache::PlanCache,
 }
 
 /// The memory limit of a runtime's pool, in bytes (`u64::MAX` if it has none).
@@ -95,11 +97,13 @@ impl QueryEngine {
             storage_roots: vec![],
             runtime,
             statements_planned: Default::default(),
+            plans: Default::default(),
         }
     }
 
     /// How many statements this engine has planned (a prepared statement's first execution
-    /// runs the plan made to prepare it; see [`crate::planned`]).
+    /// runs the plan made to prepare it, see [`crate::planned`]; a query run again starts from
+    /// its plan while its tables are unchanged, see [`crate::plan_cache`]).
     pub fn statements_planned(&self) -> u64 {
         self.statements_planned.load(Ordering::Relaxed)
     }
@@ -275,24 +279,44 @@ impl QueryEngine {
         caller: &Principal,
     ) -> Result<Planned> {
         let planning = crate::limits::check_statement(sql)?;
+        if let Some(kept) = self.plans.get(sql, caller) {
+            if crate::planned_statement::tables_unchanged(&kept.plan).await {
+                let ctx = self
+                    .session(query_id, &caller.settings, Arc::default())
+                    .await?;
+                return Planned::Query(Box::new(PlannedQuery {
+                    ctx,
+                    plan: kept.plan,
+                    planning: kept.planning,
+                }))
+                .with_params(params);
+            }
+            self.plans.remove(sql, caller);
+        }
         self.statements_planned.fetch_add(1, Ordering::Relaxed);
         let engine = self.clone();
         let query_id = query_id.to_string();
-        let sql = sql.to_string();
-        let caller = caller.clone();
-        crate::limits::on_planning_thread(planning, move || async move {
+        let text = sql.to_string();
+        let who = caller.clone();
+        let planned = crate::limits::on_planning_thread(planning, move || async move {
             engine
-                .plan_here(&query_id, &sql, params, &caller, planning)
+                .plan_here(&query_id, &text, &params, &who, planning)
                 .await
+                .map(|planned| (planned, params))
         })
-        .await?
+        .await??;
+        let (planned, params) = planned;
+        if let Planned::Query(query) = &planned {
+            self.plans.put(sql, caller, &query.plan, query.planning);
+        }
+        planned.with_params(params)
     }
 
     async fn plan_here(
         &self,
         query_id: &str,
         sql: &str,
-        params: Vec<ScalarValue>,
+        params: &[ScalarValue],
         caller: &Principal,
         planning: Planning,
     ) -> Result<Planned> {
@@ -313,7 +337,7 @@ impl QueryEngine {
         };
         if let DfStatement::Statement(s) = &statement {
             if let Some(setting) = crate::settings::setting_of(s) {
-                return self.change_setting(setting, caller, params).await;
+                return self.change_setting(setting, caller, params.to_vec()).await;
             }
         }
         explain_analyze.store(is_explain_analyze(&statement), Ordering::Relaxed);
@@ -403,11 +427,7 @@ impl QueryEngine {
                     "{e} (Floe runs queries, INSERT and DDL on its catalog)"
                 ))
             })?;
-        let plan = if params.is_empty() {
-            plan
-        } else {
-            plan.with_param_values(ParamValues::from(params))?
-        };
+        // Parameters are bound by `plan`, after the plan is kept for the next run.
         Ok(Planned::Query(Box::new(PlannedQuery {
             ctx,
             plan,

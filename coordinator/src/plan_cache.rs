@@ -1,0 +1,200 @@
+//! Queries planned once and run again: a dashboard's or an application's statement (a prepared
+//! lookup executed with a new key each time, a BI tool's query sent again on each refresh) is
+//! parsed, resolved and planned logically the first time; later runs of the same text, by the
+//! same caller with the same settings, start from that plan while every table it reads is still
+//! at the version it was planned with. Each run still gets its own session and query id,
+//! optimizes the plan afresh (so `now()` is the run's own) and binds its own parameters.
+//!
+//! Only queries that read nothing but Iceberg tables are kept (a listing, a metadata table or a
+//! table function may answer differently with no new table version), and not writes, EXPLAIN,
+//! time travel (`AS OF` may name a moving time) or statements over [`MAX_SQL_BYTES`]. At most
+//! [`MAX_PLANS`] are kept, the oldest out first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::client_auth::Principal;
+use crate::limits::Planning;
+use crate::planned_statement::iceberg_tables;
+
+/// Statements kept at most.
+pub const MAX_PLANS: usize = 256;
+
+/// Longer statements are not kept.
+pub const MAX_SQL_BYTES: usize = 16 * 1024;
+
+/// A kept plan: its logical plan (parameters unbound) and where it is planned physically.
+#[derive(Clone)]
+pub struct KeptPlan {
+    /// Before optimization, `$n` unbound.
+    pub plan: LogicalPlan,
+    /// Where its physical plan is made.
+    pub planning: Planning,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_sql: HashMap<String, Vec<(Principal, KeptPlan)>>,
+    order: VecDeque<(String, Principal)>,
+}
+
+/// Plans by statement text and caller.
+#[derive(Default, Clone)]
+pub struct PlanCache {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for PlanCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanCache")
+            .field("kept", &self.lock().order.len())
+            .finish()
+    }
+}
+
+impl PlanCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The plan kept for `sql` run by `caller` (to be checked against the tables' versions).
+    pub fn get(&self, sql: &str, caller: &Principal) -> Option<KeptPlan> {
+        let inner = self.lock();
+        inner
+            .by_sql
+            .get(sql)?
+            .iter()
+            .find(|(who, _)| who == caller)
+            .map(|(_, kept)| kept.clone())
+    }
+
+    /// Keeps `plan` for `sql` run by `caller`, if it is a query worth keeping (see the module
+    /// documentation), replacing what was kept for them.
+    pub fn put(&self, sql: &str, caller: &Principal, plan: &LogicalPlan, planning: Planning) {
+        if !keepable(sql, plan) {
+            return;
+        }
+        let kept = KeptPlan {
+            plan: plan.clone(),
+            planning,
+        };
+        let mut inner = self.lock();
+        let entries = inner.by_sql.entry(sql.to_string()).or_default();
+        if let Some(slot) = entries.iter_mut().find(|(who, _)| who == caller) {
+            slot.1 = kept;
+            return;
+        }
+        entries.push((caller.clone(), kept));
+        inner.order.push_back((sql.to_string(), caller.clone()));
+        while inner.order.len() > MAX_PLANS {
+            if let Some((old_sql, old_caller)) = inner.order.pop_front() {
+                inner.forget(&old_sql, &old_caller);
+            }
+        }
+    }
+
+    /// Drops the plan kept for `sql` run by `caller` (a table it reads changed).
+    pub fn remove(&self, sql: &str, caller: &Principal) {
+        let mut inner = self.lock();
+        inner.forget(sql, caller);
+        inner.order.retain(|(s, c)| !(s == sql && c == caller));
+    }
+}
+
+impl Inner {
+    fn forget(&mut self, sql: &str, caller: &Principal) {
+        if let Some(entries) = self.by_sql.get_mut(sql) {
+            entries.retain(|(who, _)| who != caller);
+            if entries.is_empty() {
+                self.by_sql.remove(sql);
+            }
+        }
+    }
+}
+
+/// Whether the plan of `sql` may be kept: a query (not a write or EXPLAIN) reading only
+/// Iceberg tables, without time travel, of at most [`MAX_SQL_BYTES`].
+fn keepable(sql: &str, plan: &LogicalPlan) -> bool {
+    let query = !matches!(
+        plan,
+        LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::DescribeTable(_)
+    );
+    query
+        && sql.len() <= MAX_SQL_BYTES
+        && !sql.to_ascii_uppercase().contains("AS OF")
+        && iceberg_tables(plan).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::LogicalPlanBuilder;
+
+    fn one_row() -> LogicalPlan {
+        LogicalPlanBuilder::empty(true).build().expect("a plan")
+    }
+
+    fn bob() -> Principal {
+        let mut bob = Principal::anonymous();
+        bob.user = "bob".into();
+        bob
+    }
+
+    #[test]
+    fn a_plan_is_kept_by_text_and_caller_and_bounded() {
+        let cache = PlanCache::default();
+        let alice = Principal::anonymous();
+        cache.put("SELECT 1", &alice, &one_row(), Planning::Here);
+        assert!(cache.get("SELECT 1", &alice).is_some());
+        assert!(
+            cache.get("SELECT 1", &bob()).is_none(),
+            "another caller plans anew"
+        );
+        assert!(cache.get("SELECT 2", &alice).is_none());
+        let mut other_schema = alice.clone();
+        other_schema.settings.schema = Some("x".into());
+        assert!(
+            cache.get("SELECT 1", &other_schema).is_none(),
+            "other settings plan anew"
+        );
+        cache.remove("SELECT 1", &alice);
+        assert!(cache.get("SELECT 1", &alice).is_none());
+        for i in 0..MAX_PLANS + 5 {
+            cache.put(&format!("SELECT {i}"), &alice, &one_row(), Planning::Here);
+        }
+        assert!(
+            cache.get("SELECT 0", &alice).is_none(),
+            "the oldest went first"
+        );
+        assert!(cache
+            .get(&format!("SELECT {}", MAX_PLANS + 4), &alice)
+            .is_some());
+        assert!(cache.lock().order.len() <= MAX_PLANS);
+    }
+
+    #[test]
+    fn time_travel_and_long_statements_are_not_kept() {
+        let cache = PlanCache::default();
+        let alice = Principal::anonymous();
+        cache.put(
+            "SELECT 1 FROM t FOR TIMESTAMP as of now()",
+            &alice,
+            &one_row(),
+            Planning::Here,
+        );
+        assert!(cache
+            .get("SELECT 1 FROM t FOR TIMESTAMP as of now()", &alice)
+            .is_none());
+        let long = format!("SELECT 1 {}", " ".repeat(MAX_SQL_BYTES));
+        cache.put(&long, &alice, &one_row(), Planning::Here);
+        assert!(cache.get(&long, &alice).is_none());
+    }
+}
