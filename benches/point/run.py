@@ -15,7 +15,9 @@ Keys are drawn with a fixed seed, after 20 warm-up executions; every answer is c
 the orders Parquet file. The orders statement then runs the same way through pyarrow.flight
 without ADBC, timing each RPC, to tell the server's time from the client driver's. The peer is
 DuckDB in-process, the same prepared statement over the
-generator's orders Parquet file. Prints p50/p99 and Floe/DuckDB ratios; writes
+generator's orders Parquet file. The warm-up brings orders' two files into the executors'
+lookup cache (`FLOE_LOOKUP_CACHE=0` measures without it). Prints p50/p99 and Floe/DuckDB
+ratios; writes
 benches/results/point-sf<SF>-<UTC time>.json.
 """
 
