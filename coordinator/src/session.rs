@@ -1,12 +1,14 @@
 //! Turning SQL into a distributed physical plan: one DataFusion session per query over the
 //! Iceberg catalog, with the stage-cutting rule last among the physical optimizers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::TableReference;
+use datafusion::execution::context::ExecutionProps;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -21,7 +23,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::limits::Planning;
 use crate::registry::ExecutorRegistry;
 use crate::settings::Settings;
-use crate::stages::PlanStages;
+use crate::stages::{PlanStages, QueryOptions};
 use crate::statement_kind::{
     is_ddl, is_explain_analyze, is_insert, is_query, is_query_or_insert, statement_kind,
 };
@@ -68,6 +70,55 @@ pub struct QueryEngine {
     statements_planned: Arc<AtomicU64>,
     /// Queries' plans, for their next runs.
     plans: crate::plan_cache::PlanCache,
+    /// Session states by settings, copied for each query.
+    templates: StateTemplates,
+}
+
+/// Session states kept by the settings they were made for (schema, time zone, file size) and
+/// the stages' task count, at most [`MAX_TEMPLATES`], the oldest out first.
+#[derive(Default, Clone)]
+struct StateTemplates {
+    kept: Arc<std::sync::Mutex<std::collections::VecDeque<(Settings, usize, SessionState)>>>,
+}
+
+/// Session states kept at most.
+const MAX_TEMPLATES: usize = 16;
+
+impl std::fmt::Debug for StateTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTemplates").finish_non_exhaustive()
+    }
+}
+
+impl StateTemplates {
+    /// A copy of the state kept for `settings` and `target_partitions`, made by `build` (and
+    /// kept) if there is none.
+    fn get_or_build(
+        &self,
+        settings: &Settings,
+        target_partitions: usize,
+        build: impl FnOnce() -> SessionState,
+    ) -> SessionState {
+        let mut key = settings.clone();
+        // What the state does not depend on.
+        key.memory_limit = None;
+        {
+            let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, _, state)) = kept
+                .iter()
+                .find(|(s, n, _)| *s == key && *n == target_partitions)
+            {
+                return state.clone();
+            }
+        }
+        let state = build();
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_TEMPLATES {
+            kept.pop_front();
+        }
+        kept.push_back((key, target_partitions, state.clone()));
+        state
+    }
 }
 
 /// The memory limit of a runtime's pool, in bytes (`u64::MAX` if it has none).
@@ -98,6 +149,7 @@ impl QueryEngine {
             runtime,
             statements_planned: Default::default(),
             plans: Default::default(),
+            templates: Default::default(),
         }
     }
 
@@ -152,13 +204,12 @@ impl QueryEngine {
         &self.catalog
     }
 
-    /// A fresh session that sees the catalog as it is now, with the caller's settings.
-    pub async fn session(
-        &self,
-        query_id: &str,
-        settings: &Settings,
-        explain_analyze: Arc<AtomicBool>,
-    ) -> Result<SessionContext> {
+    /// A fresh session for query `query_id`, with the caller's settings and an empty catalog
+    /// (see [`Self::attach_catalog`]). Its state is a copy of one kept for those settings
+    /// (building one registers every DataFusion function: 9 % of a `SELECT 1`), given its own
+    /// catalog list, execution properties and [`QueryOptions`]; a query with its own memory
+    /// share gets a state of its own, since the share is its runtime's pool.
+    pub async fn session(&self, query_id: &str, settings: &Settings) -> Result<SessionContext> {
         // As many tasks per stage as the executors have slots (a task runs on one thread).
         let slots: usize = self
             .registry
@@ -166,12 +217,50 @@ impl QueryEngine {
             .iter()
             .map(|e| e.task_slots as usize)
             .sum();
+        let target_partitions = slots.clamp(2, MAX_TASKS);
+        let memory_limit = self.query_memory_for(settings);
+        let mut state = if memory_limit == 0 {
+            self.templates
+                .get_or_build(settings, target_partitions, || {
+                    self.state(settings, target_partitions, Arc::clone(&self.runtime))
+                })
+        } else {
+            let shared = Arc::clone(&self.runtime.memory_pool);
+            let pool = self.query_pools.get(
+                &shared,
+                query_id,
+                usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            );
+            let runtime = floe_engine::memory::with_pool(&self.runtime, pool);
+            self.state(settings, target_partitions, runtime)
+        };
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        *state.execution_props_mut() = ExecutionProps::new();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(QueryOptions {
+                query_id: query_id.to_string(),
+                memory_limit,
+                explain_analyze: false,
+            });
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// A session state for `settings` running in `runtime`, its query not yet named.
+    fn state(
+        &self,
+        settings: &Settings,
+        target_partitions: usize,
+        runtime: Arc<RuntimeEnv>,
+    ) -> SessionState {
         let schema = settings.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG_NAME, schema)
             .with_create_default_catalog_and_schema(false)
-            .with_target_partitions(slots.clamp(2, MAX_TASKS))
+            .with_target_partitions(target_partitions)
             .with_round_robin_repartition(false)
             .with_extension(Arc::new(WriteSettings {
                 target_file_size: settings.target_file_size,
@@ -184,6 +273,10 @@ impl QueryEngine {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TIME_ZONE.to_string()),
         );
+        config
+            .options_mut()
+            .extensions
+            .insert(QueryOptions::default());
         let mut rules = PhysicalOptimizer::new().rules;
         // Before join selection, so a NOT IN proven NULL-free is planned as a plain anti join.
         rules.insert(0, Arc::new(crate::not_in::NotInWithoutNulls));
@@ -200,25 +293,8 @@ impl QueryEngine {
         );
         // On the final plan: LIKE patterns matched without a regular expression.
         rules.push(Arc::new(floe_engine::like::LikeParts));
-        let memory_limit = self.query_memory_for(settings);
-        rules.push(Arc::new(PlanStages::new(
-            self.registry.clone(),
-            query_id.to_string(),
-            memory_limit,
-            explain_analyze,
-        )));
-        let runtime = if memory_limit == 0 {
-            Arc::clone(&self.runtime)
-        } else {
-            let shared = Arc::clone(&self.runtime.memory_pool);
-            let pool = self.query_pools.get(
-                &shared,
-                query_id,
-                usize::try_from(memory_limit).unwrap_or(usize::MAX),
-            );
-            floe_engine::memory::with_pool(&self.runtime, pool)
-        };
-        let state = SessionStateBuilder::new()
+        rules.push(Arc::new(PlanStages::new(self.registry.clone())));
+        SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
@@ -226,8 +302,7 @@ impl QueryEngine {
             .with_physical_optimizer_rules(rules)
             .with_analyzer_rule(Arc::new(CheckedIntegerArithmetic::default()))
             .with_analyzer_rule(Arc::new(ScalarSubqueriesReturnOneRow::default()))
-            .build();
-        Ok(SessionContext::new_with_state(state))
+            .build()
     }
 
     /// Gives the session the catalog as `statement` needs it: the tables a query or INSERT
@@ -281,9 +356,7 @@ impl QueryEngine {
         let planning = crate::limits::check_statement(sql)?;
         if let Some(kept) = self.plans.get(sql, caller) {
             if crate::planned_statement::tables_unchanged(&kept.plan).await {
-                let ctx = self
-                    .session(query_id, &caller.settings, Arc::default())
-                    .await?;
+                let ctx = self.session(query_id, &caller.settings).await?;
                 return Planned::Query(Box::new(PlannedQuery {
                     ctx,
                     plan: kept.plan,
@@ -320,12 +393,7 @@ impl QueryEngine {
         caller: &Principal,
         planning: Planning,
     ) -> Result<Planned> {
-        // Set once the statement is parsed: the stage cutter makes EXPLAIN ANALYZE wait for
-        // every task's report (DataFusion adds its AnalyzeExec after the optimizer ran).
-        let explain_analyze = Arc::new(AtomicBool::new(false));
-        let ctx = self
-            .session(query_id, &caller.settings, Arc::clone(&explain_analyze))
-            .await?;
+        let ctx = self.session(query_id, &caller.settings).await?;
         let (sql, partition_items) = ddl::take_partitioned_by(sql)?;
         let sql = crate::placeholders::number_question_marks(&sql);
         let sql = crate::time_travel::fold(&sql, caller.settings.time_zone.as_deref())?;
@@ -340,7 +408,20 @@ impl QueryEngine {
                 return self.change_setting(setting, caller, params.to_vec()).await;
             }
         }
-        explain_analyze.store(is_explain_analyze(&statement), Ordering::Relaxed);
+        if is_explain_analyze(&statement) {
+            // The stage cutter makes EXPLAIN ANALYZE wait for every task's report (DataFusion
+            // adds its AnalyzeExec after the optimizer ran).
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            if let Some(query) = state
+                .config_mut()
+                .options_mut()
+                .extensions
+                .get_mut::<QueryOptions>()
+            {
+                query.explain_analyze = true;
+            }
+        }
         self.attach_catalog(&ctx, &statement).await?;
         if self.read_only && (is_ddl(&statement) || is_insert(&statement)) {
             return Err(CoordinatorError::InvalidArgument(format!(
@@ -644,5 +725,50 @@ fn check_table_exists(
         Err(CoordinatorError::NotFound(format!(
             "table '{reference}' not found"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+
+    #[test]
+    fn a_state_is_built_once_per_settings_and_each_copy_has_its_own_catalog() {
+        let templates = StateTemplates::default();
+        let built = AtomicU64::new(0);
+        let build = || {
+            built.fetch_add(1, Ordering::Relaxed);
+            SessionStateBuilder::new().with_default_features().build()
+        };
+        let plain = Settings::default();
+        let mut first = templates.get_or_build(&plain, 4, build);
+        let mut second = templates.get_or_build(&plain, 4, build);
+        assert_eq!(built.load(Ordering::Relaxed), 1, "the second is a copy");
+        // What `QueryEngine::session` does to each copy: its own catalog list.
+        for state in [&mut first, &mut second] {
+            state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        }
+        first.catalog_list().register_catalog(
+            "floe".into(),
+            Arc::new(MemoryCatalogProvider::new()) as Arc<dyn CatalogProvider>,
+        );
+        assert!(second.catalog_list().catalog("floe").is_none());
+        let kept = templates.get_or_build(&plain, 4, build);
+        assert!(kept.catalog_list().catalog("floe").is_none());
+        // Other settings, or another task count, make another state; a memory limit does not.
+        let mut berlin = plain.clone();
+        berlin.time_zone = Some("Europe/Berlin".into());
+        templates.get_or_build(&berlin, 4, build);
+        templates.get_or_build(&plain, 8, build);
+        assert_eq!(built.load(Ordering::Relaxed), 3);
+        let mut limited = plain.clone();
+        limited.memory_limit = Some(1 << 30);
+        templates.get_or_build(&limited, 4, build);
+        assert_eq!(built.load(Ordering::Relaxed), 3);
+        for n in 0..MAX_TEMPLATES + 2 {
+            templates.get_or_build(&plain, 100 + n, build);
+        }
+        assert!(templates.kept.lock().map(|k| k.len()).unwrap_or(0) <= MAX_TEMPLATES);
     }
 }

@@ -18,7 +18,6 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::config::ConfigOptions;
@@ -138,15 +137,28 @@ enum Placement {
     Coordinator,
 }
 
-/// The physical optimizer rule that cuts a query's plan into stages.
+datafusion::common::extensions_options! {
+    /// What the stage cutter needs of the query whose plan it cuts, in the query's session
+    /// config: one session state serves many queries (see `crate::session`), each with its own.
+    pub struct QueryOptions {
+        /// The query's id (its stages and tasks are named by it).
+        pub query_id: String, default = String::new()
+        /// The most memory the query may hold on each executor (0: the executor's limit).
+        pub memory_limit: u64, default = 0
+        /// The statement is `EXPLAIN ANALYZE`: its gathers wait for every task's report.
+        pub explain_analyze: bool, default = false
+    }
+}
+
+impl datafusion::common::config::ConfigExtension for QueryOptions {
+    const PREFIX: &'static str = "floe_query";
+}
+
+/// The physical optimizer rule that cuts a query's plan into stages; the query is the one its
+/// session's [`QueryOptions`] name.
 #[derive(Debug)]
 pub struct PlanStages {
     registry: ExecutorRegistry,
-    query_id: String,
-    /// The most memory the query may hold on each executor (0: the executor's limit).
-    memory_limit: u64,
-    /// The statement is `EXPLAIN ANALYZE`: its gathers wait for every task's report.
-    explain_analyze: Arc<AtomicBool>,
 }
 
 struct Cutter {
@@ -160,19 +172,9 @@ struct Cutter {
 }
 
 impl PlanStages {
-    /// A rule for one query.
-    pub fn new(
-        registry: ExecutorRegistry,
-        query_id: String,
-        memory_limit: u64,
-        explain_analyze: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            registry,
-            query_id,
-            memory_limit,
-            explain_analyze,
-        }
+    /// The rule for queries run on the executors in `registry`.
+    pub fn new(registry: ExecutorRegistry) -> Self {
+        Self { registry }
     }
 }
 
@@ -581,15 +583,18 @@ impl PhysicalOptimizerRule for PlanStages {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let query = config.extensions.get::<QueryOptions>().ok_or_else(|| {
+            DataFusionError::Internal("a query's session names no query to cut stages for".into())
+        })?;
         let run = QueryRun::new(
-            self.query_id.clone(),
-            self.memory_limit,
+            query.query_id.clone(),
+            query.memory_limit,
             self.registry.clone(),
         );
         // EXPLAIN ANALYZE prints the plan when its input ends: every task's report must be in.
-        let run = if self.explain_analyze.load(Ordering::Relaxed) {
+        let run = if query.explain_analyze {
             run.waiting_for_reports()
         } else {
             run
