@@ -431,3 +431,43 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
     assert_eq!(cluster.statements_planned() - before, 2, "planned anew");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_run_again_answers_for_its_own_run() {
+    // A kept plan is kept optimized only where that cannot change the answer: `now()` is each
+    // run's own time, and a constant query's kept plan still answers exactly.
+    let cluster = Cluster::start(1).await;
+    let mut connection = cluster.connect().await;
+    let now = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+            .expect("a timestamp")
+            .value(0)
+    };
+    let before = cluster.statements_planned();
+    let first = now(connection.run("SELECT now()").await.expect("now"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = now(connection.run("SELECT now()").await.expect("now again"));
+    assert!(
+        second >= first + 20_000_000,
+        "the second run's now() ({second}) is not its own time (first {first})"
+    );
+    assert_eq!(cluster.statements_planned() - before, 1, "planned once");
+    for _ in 0..3 {
+        let sum = connection
+            .run("SELECT 40 + 2 AS answer")
+            .await
+            .expect("a constant");
+        let answer = sum[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("an integer")
+            .value(0);
+        assert_eq!(answer, 42);
+    }
+    assert_eq!(cluster.statements_planned() - before, 2);
+    cluster.shutdown().await;
+}

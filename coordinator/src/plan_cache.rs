@@ -2,8 +2,10 @@
 //! lookup executed with a new key each time, a BI tool's query sent again on each refresh) is
 //! parsed, resolved and planned logically the first time; later runs of the same text, by the
 //! same caller with the same settings, start from that plan while every table it reads is still
-//! at the version it was planned with. Each run still gets its own session and query id,
-//! optimizes the plan afresh (so `now()` is the run's own) and binds its own parameters.
+//! at the version it was planned with. Each run still gets its own session and query id and
+//! binds its own parameters. A plan is kept optimized where that cannot change its answer (no
+//! parameters, no function whose answer depends on when it runs: [`optimizable`]); any other
+//! is optimized afresh by each run (so `now()` is the run's own).
 //!
 //! Only queries that read nothing but Iceberg tables are kept (a listing, a metadata table or a
 //! table function may answer differently with no new table version), and not writes, EXPLAIN,
@@ -13,7 +15,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 
 use crate::client_auth::Principal;
 use crate::limits::Planning;
@@ -28,10 +31,12 @@ pub const MAX_SQL_BYTES: usize = 16 * 1024;
 /// A kept plan: its logical plan (parameters unbound) and where it is planned physically.
 #[derive(Clone)]
 pub struct KeptPlan {
-    /// Before optimization, `$n` unbound.
+    /// `$n` unbound; optimized if `optimized`.
     pub plan: LogicalPlan,
     /// Where its physical plan is made.
     pub planning: Planning,
+    /// `plan` is optimized (see [`optimizable`]).
+    pub optimized: bool,
 }
 
 #[derive(Default)]
@@ -72,13 +77,21 @@ impl PlanCache {
 
     /// Keeps `plan` for `sql` run by `caller`, if it is a query worth keeping (see the module
     /// documentation), replacing what was kept for them.
-    pub fn put(&self, sql: &str, caller: &Principal, plan: &LogicalPlan, planning: Planning) {
+    pub fn put(
+        &self,
+        sql: &str,
+        caller: &Principal,
+        plan: &LogicalPlan,
+        planning: Planning,
+        optimized: bool,
+    ) {
         if !keepable(sql, plan) {
             return;
         }
         let kept = KeptPlan {
             plan: plan.clone(),
             planning,
+            optimized,
         };
         let mut inner = self.lock();
         let entries = inner.by_sql.entry(sql.to_string()).or_default();
@@ -112,6 +125,33 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether a kept plan may be kept optimized, so that its runs skip the optimizer too: one
+/// without parameters (they are bound before optimizing) whose every function answers the
+/// same whenever it runs (`now()`, `current_date` and the like are folded by the optimizer
+/// into the time it runs; `random()` is not folded, but is left out all the same).
+pub fn optimizable(sql: &str, plan: &LogicalPlan) -> bool {
+    let mut immutable = true;
+    let visited = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                immutable &= match e {
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    Expr::Placeholder(_) | Expr::ScalarVariable(..) => false,
+                    _ => true,
+                };
+                Ok(if immutable {
+                    TreeNodeRecursion::Continue
+                } else {
+                    TreeNodeRecursion::Stop
+                })
+            })
+        })
+    });
+    visited.is_ok() && immutable && keepable(sql, plan)
 }
 
 /// Whether the plan of `sql` may be kept: a query (not a write or EXPLAIN) reading only
@@ -152,7 +192,7 @@ mod tests {
     fn a_plan_is_kept_by_text_and_caller_and_bounded() {
         let cache = PlanCache::default();
         let alice = Principal::anonymous();
-        cache.put("SELECT 1", &alice, &one_row(), Planning::Here);
+        cache.put("SELECT 1", &alice, &one_row(), Planning::Here, false);
         assert!(cache.get("SELECT 1", &alice).is_some());
         assert!(
             cache.get("SELECT 1", &bob()).is_none(),
@@ -168,7 +208,13 @@ mod tests {
         cache.remove("SELECT 1", &alice);
         assert!(cache.get("SELECT 1", &alice).is_none());
         for i in 0..MAX_PLANS + 5 {
-            cache.put(&format!("SELECT {i}"), &alice, &one_row(), Planning::Here);
+            cache.put(
+                &format!("SELECT {i}"),
+                &alice,
+                &one_row(),
+                Planning::Here,
+                false,
+            );
         }
         assert!(
             cache.get("SELECT 0", &alice).is_none(),
@@ -181,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn only_plans_whose_answer_cannot_depend_on_when_they_run_are_kept_optimized() {
+        use datafusion::logical_expr::expr::Placeholder;
+        use datafusion::logical_expr::lit;
+        let project = |e: Expr| {
+            LogicalPlanBuilder::empty(true)
+                .project(vec![e])
+                .and_then(|b| b.build())
+                .expect("a plan")
+        };
+        assert!(optimizable("SELECT 1 + 2", &project(lit(1) + lit(2))));
+        let abs = datafusion::functions::math::expr_fn::abs(lit(-1));
+        assert!(optimizable("SELECT abs(-1)", &project(abs)));
+        let now = datafusion::functions::datetime::expr_fn::now();
+        assert!(!optimizable("SELECT now()", &project(now)));
+        let random = datafusion::functions::math::expr_fn::random();
+        assert!(!optimizable("SELECT random()", &project(random)));
+        let param = Expr::Placeholder(Placeholder::new_with_field("$1".into(), None));
+        assert!(!optimizable("SELECT $1", &project(param)));
+    }
+
+    #[test]
     fn time_travel_and_long_statements_are_not_kept() {
         let cache = PlanCache::default();
         let alice = Principal::anonymous();
@@ -189,12 +256,13 @@ mod tests {
             &alice,
             &one_row(),
             Planning::Here,
+            false,
         );
         assert!(cache
             .get("SELECT 1 FROM t FOR TIMESTAMP as of now()", &alice)
             .is_none());
         let long = format!("SELECT 1 {}", " ".repeat(MAX_SQL_BYTES));
-        cache.put(&long, &alice, &one_row(), Planning::Here);
+        cache.put(&long, &alice, &one_row(), Planning::Here, false);
         assert!(cache.get(&long, &alice).is_none());
     }
 }

@@ -26,6 +26,9 @@ pub struct PlannedQuery {
     pub plan: LogicalPlan,
     /// Where its physical plan is made (as its logical plan was).
     pub planning: crate::limits::Planning,
+    /// `plan` is optimized already (a query without parameters or functions whose answer
+    /// depends on when it runs, whose optimized plan is kept: see `crate::plan_cache`).
+    pub optimized: bool,
 }
 
 /// A planned statement.

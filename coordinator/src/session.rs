@@ -361,6 +361,7 @@ impl QueryEngine {
                     ctx,
                     plan: kept.plan,
                     planning: kept.planning,
+                    optimized: kept.optimized,
                 }))
                 .with_params(params);
             }
@@ -378,9 +379,22 @@ impl QueryEngine {
                 .map(|planned| (planned, params))
         })
         .await??;
-        let (planned, params) = planned;
-        if let Planned::Query(query) = &planned {
-            self.plans.put(sql, caller, &query.plan, query.planning);
+        let (mut planned, params) = planned;
+        if let Planned::Query(query) = &mut planned {
+            if params.is_empty() && crate::plan_cache::optimizable(sql, &query.plan) {
+                // Optimized here, once, and kept so (its runs plan it physically only).
+                let optimized = {
+                    // As a run optimizes: its start time and config snapshot marked first.
+                    let state = query.ctx.state_ref();
+                    let mut state = state.write();
+                    state.mark_start_execution();
+                    state.optimize(&query.plan)?
+                };
+                query.plan = optimized;
+                query.optimized = true;
+            }
+            self.plans
+                .put(sql, caller, &query.plan, query.planning, query.optimized);
         }
         planned.with_params(params)
     }
@@ -513,6 +527,7 @@ impl QueryEngine {
             ctx,
             plan,
             planning,
+            optimized: false,
         })))
     }
 
@@ -571,6 +586,17 @@ impl QueryEngine {
             Planned::Query(query) => {
                 // Physical planning walks the plan recursively too.
                 crate::limits::on_planning_thread(query.planning, move || async move {
+                    if query.optimized {
+                        let state = query.ctx.state();
+                        let plan = state
+                            .query_planner()
+                            .create_physical_plan(&query.plan, &state)
+                            .await?;
+                        return Ok(datafusion::physical_plan::execute_stream(
+                            plan,
+                            state.task_ctx(),
+                        )?);
+                    }
                     let df = query.ctx.execute_logical_plan(query.plan).await?;
                     Ok(df.execute_stream().await?)
                 })
