@@ -27,10 +27,9 @@ use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOption
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::common::Result;
 
-use super::parquet_read::FileToRead;
+use super::parquet_read::{keep_passing, FileToRead};
 
 /// Larger files are never kept (a lookup on them reads pages, or they are not a serving table's).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -275,24 +274,11 @@ pub fn answer(
         .collect())
 }
 
-fn keep_passing(batch: &RecordBatch, filter: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
-    let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
-    let mask = mask
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "scan filter {filter} is not boolean: {}",
-                mask.data_type()
-            ))
-        })?;
-    Ok(filter_record_batch(batch, mask)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::Int64Array;
+    use datafusion::physical_expr::PhysicalExpr;
 
     fn column(n: usize) -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(0..n as i64))

@@ -245,7 +245,10 @@ async fn read_parquet(
 }
 
 /// The rows of `batch` for which `filter` is true.
-fn keep_passing(batch: &RecordBatch, filter: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
+pub(super) fn keep_passing(
+    batch: &RecordBatch,
+    filter: &Arc<dyn PhysicalExpr>,
+) -> Result<RecordBatch> {
     let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
     let mask = mask
         .as_any()
