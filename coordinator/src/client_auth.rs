@@ -135,7 +135,7 @@ impl Authenticator {
         URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
     }
 
-    /// Remembers `settings` as session `id`'s, until `expires` (Unix seconds).
+    /// Remembers `settings` as session `id`'s, until `expires` (Unix milliseconds).
     fn remember(&self, id: &str, settings: &Settings, expires: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(id) {
@@ -173,12 +173,14 @@ impl Authenticator {
         self.issue_until(principal, self.expiry())
     }
 
-    /// When a token issued now expires (Unix seconds).
+    /// When a token issued now expires (Unix milliseconds: a token lives its whole TTL,
+    /// however close to a second's end it was issued).
     fn expiry(&self) -> u64 {
-        unix_now().saturating_add(self.token_ttl.as_secs())
+        let ttl = u64::try_from(self.token_ttl.as_millis()).unwrap_or(u64::MAX);
+        unix_now().saturating_add(ttl)
     }
 
-    /// A token for `principal` (and their settings) that expires at `expires` (Unix seconds).
+    /// A token for `principal` (and their settings) that expires at `expires` (Unix milliseconds).
     fn issue_until(&self, principal: &Principal, expires: u64) -> String {
         let claims = format!(
             "{}\n{}\n{expires}\n{}\n{}",
@@ -230,11 +232,7 @@ impl Authenticator {
         let settings = Settings::decode(fields.next().unwrap_or("")).ok_or_else(unknown)?;
         let role = Role::parse(role).ok_or_else(unknown)?;
         let expires: u64 = expires.parse().map_err(|_| unknown())?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if now >= expires {
+        if unix_now() >= expires {
             return Err(Status::unauthenticated(
                 "the bearer token has expired: sign in again",
             ));
@@ -294,14 +292,15 @@ impl Authenticator {
     }
 }
 
-/// What a request's `authorization` header holds.
+/// Now, in Unix milliseconds.
 fn unix_now() -> u64 {
-    SystemTime::now()
+    let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What a request's `authorization` header holds.
 enum Credentials {
     None,
     Basic { user: String, password: String },
