@@ -354,6 +354,30 @@ impl QueryEngine {
         caller: &Principal,
     ) -> Result<Planned> {
         let planning = crate::limits::check_statement(sql)?;
+        let engine = self.clone();
+        let query_id = query_id.to_string();
+        let sql = sql.to_string();
+        let caller = caller.clone();
+        // Everything that walks the plan (reuse checks, optimizing, binding) runs where the
+        // statement's size says it is planned.
+        crate::limits::on_planning_thread(planning, move || async move {
+            engine
+                .plan_or_reuse(&query_id, &sql, params, &caller, planning)
+                .await
+        })
+        .await?
+    }
+
+    /// The plan kept for `sql` (see [`crate::plan_cache`]) if its tables are unchanged, else a
+    /// new one, kept for the next run.
+    async fn plan_or_reuse(
+        &self,
+        query_id: &str,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        caller: &Principal,
+        planning: Planning,
+    ) -> Result<Planned> {
         if let Some(kept) = self.plans.get(sql, caller) {
             if crate::planned_statement::tables_unchanged(&kept.plan).await {
                 let ctx = self.session(query_id, &caller.settings).await?;
@@ -368,18 +392,9 @@ impl QueryEngine {
             self.plans.remove(sql, caller);
         }
         self.statements_planned.fetch_add(1, Ordering::Relaxed);
-        let engine = self.clone();
-        let query_id = query_id.to_string();
-        let text = sql.to_string();
-        let who = caller.clone();
-        let planned = crate::limits::on_planning_thread(planning, move || async move {
-            engine
-                .plan_here(&query_id, &text, &params, &who, planning)
-                .await
-                .map(|planned| (planned, params))
-        })
-        .await??;
-        let (mut planned, params) = planned;
+        let mut planned = self
+            .plan_here(query_id, sql, &params, caller, planning)
+            .await?;
         if let Planned::Query(query) = &mut planned {
             if params.is_empty() && crate::plan_cache::optimizable(sql, &query.plan) {
                 // Optimized here, once, and kept so (its runs plan it physically only).
