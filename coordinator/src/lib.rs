@@ -48,6 +48,7 @@ pub mod results;
 pub mod runtime_filters;
 pub mod scheduler;
 pub mod session;
+mod session_templates;
 pub mod settings;
 pub mod stages;
 pub mod statement_kind;
