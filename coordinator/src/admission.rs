@@ -4,8 +4,9 @@
 //! RESOURCE_EXHAUSTED naming the limit — so thirty BI users refreshing dashboards at once
 //! queue up instead of pushing every query into memory errors.
 //!
-//! A query holds its place while its result streams (from DoGet until the stream ends or is
-//! dropped); a write while it runs (it runs when executed). Planning, metadata calls and
+//! A query holds its place while its result streams (from DoGet, or from GetFlightInfo when
+//! a place was free then and it started at once (`crate::started`), until the stream ends or
+//! is dropped); a write while it runs (it runs when executed). Planning, metadata calls and
 //! reading a stored result are not admitted: they are cheap and bounded elsewhere.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,6 +111,19 @@ impl Admission {
                 self.limits.queue_timeout.as_millis()
             ))),
         }
+    }
+
+    /// A place if one is free now and nobody waits for one (the queue keeps its order).
+    pub fn try_admit(&self) -> Option<Place> {
+        let Some(places) = &self.places else {
+            return Some(Place { _permit: None });
+        };
+        Arc::clone(places)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Place {
+                _permit: Some(permit),
+            })
     }
 
     /// Statements waiting now.

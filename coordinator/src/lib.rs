@@ -51,6 +51,7 @@ pub mod session;
 mod session_templates;
 pub mod settings;
 pub mod stages;
+pub mod started;
 pub mod statement_kind;
 mod statements;
 pub mod time_travel;

@@ -1,5 +1,6 @@
-//! Queries planned at GetFlightInfo, kept for the DoGet that runs them: a query is planned once
-//! per execution, not once to learn its schema and again to run it. A plan waits
+//! Queries planned at GetFlightInfo, kept for the DoGet that runs them when they could not start
+//! at once (no admission place was free; see `crate::started`): a query is planned once per
+//! execution, not once to learn its schema and again to run it. A plan waits
 //! [`PLANNED_TTL`] for its ticket; a ticket read later, read again, or by another caller plans
 //! the query afresh.
 //!

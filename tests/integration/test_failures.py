@@ -698,6 +698,68 @@ def test_cancel_or_disconnect_ends_executor_tasks(cluster, tpch_data, request, h
         assert not c.loss_lines(), c.loss_lines()
 
 
+STARTED_TTL_S = 10.0  # coordinator/src/started.rs: how long a started query waits for its ticket
+
+
+def _cancel_info(client, info) -> list[bytes]:
+    body = info.serialize()
+    return [r.body.to_pybytes() for r in
+            client.do_action(flight.Action("CancelFlightInfo", b"\x0a" + _varint(len(body)) + body))]
+
+
+@pytest.mark.timeout(300)
+def test_a_query_starts_when_executed_and_an_unread_one_stops(cluster, tpch_data, request):
+    """GetFlightInfo starts a query at once: its tasks run before any DoGet. A
+    ticket never read stops its query within the bound (every executor idle,
+    nothing leaked); read after that, the ticket runs the query afresh and
+    answers right. CancelFlightInfo before the DoGet stops it at once, and the
+    ticket then answers CANCELLED."""
+    c = cluster
+    with logs_on_failure(request, c):
+        client = flight.FlightClient(c.dep.uri)
+        opts = flight.FlightCallOptions(timeout=180)
+        try:
+            q18 = tpch_mod.query_text(18)
+            # Unread: a stream that backpressure holds (never finishes by itself) and an
+            # aggregation whose head is made and then waits.
+            held = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(STREAM_SQL)), opts)
+            t_info = time.monotonic()
+            agg = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(q18)), opts)
+            while True:
+                busy, before = _pick_busy(c)
+                if busy is not None:
+                    break
+                assert time.monotonic() - t_info < 30, f"no executor ran the unread query's tasks: {before}"
+                time.sleep(POLL_S)
+            time.sleep(2)
+            still, _ = _pick_busy(c)
+            assert still is not None, "the unread stream stopped before its bound"
+            idle_s, after = c.wait_all_idle(STARTED_TTL_S + 10)
+            assert idle_s is not None, f"an unread query still runs tasks {STARTED_TTL_S + 10}s on: {after}"
+            waited = time.monotonic() - t_info
+            assert waited >= STARTED_TTL_S - 1, f"stopped after {waited:.1f}s, before its bound"
+            print(f"\nunread query stopped {waited:.1f}s after GetFlightInfo (bound {STARTED_TTL_S}s)")
+            # Read late: planned and run afresh.
+            late = client.do_get(agg.endpoints[0].ticket, opts).read_all()
+            assert_close(late, tpch_data.oracle(q18), order_keys=tpch_mod.ORDER_KEYS[18], context="q18 read late")
+
+            # Cancelled before its ticket is read.
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(STREAM_SQL)), opts)
+            t0 = time.monotonic()
+            while _pick_busy(c)[0] is None:
+                assert time.monotonic() - t0 < 30, "no executor ran the query's tasks"
+                time.sleep(POLL_S)
+            assert _cancel_info(client, info) == [b"\x08\x01"]  # CANCEL_STATUS_CANCELLED
+            idle_s, after = c.wait_all_idle(CANCEL_DEADLINE_S)
+            assert idle_s is not None, f"tasks still running {CANCEL_DEADLINE_S}s after the cancel: {after}"
+            with pytest.raises(flight.FlightCancelledError):
+                client.do_get(info.endpoints[0].ticket, opts).read_all()
+            del held
+        finally:
+            client.close()
+        assert not c.loss_lines(), c.loss_lines()
+
+
 # ----------------------------------------------- 4. writes: killed executor, cancelled client
 
 WRITE_SOURCE = ("SELECT l_orderkey, l_linenumber, l_quantity, l_shipdate, l_comment FROM tpch.lineitem")

@@ -1,7 +1,42 @@
 //! Running statements: planning under a fresh query id, writes run when executed (their
-//! results stored), queries streamed when their ticket is read, cancellation.
+//! results stored), queries started when executed and streamed when their ticket is read,
+//! cancellation.
 
 use super::*;
+use crate::admission::Place;
+
+/// What a query started at GetFlightInfo hands its ticket's reader (see [`crate::started`]):
+/// its place, its first batch (or its end, or its error) and the rest of its stream; or the
+/// error that stopped it from starting.
+pub(crate) type Head = Result<Started, Status>;
+
+pub(crate) struct Started {
+    place: Place,
+    schema: SchemaRef,
+    first: Option<datafusion::common::Result<RecordBatch>>,
+    rest: futures::stream::BoxStream<'static, datafusion::common::Result<RecordBatch>>,
+}
+
+impl Started {
+    /// Its batches, first one first, encoded; its place held while they stream.
+    fn into_flight_data(self) -> FlightDataStream {
+        let Started {
+            place,
+            schema,
+            first,
+            rest,
+        } = self;
+        let batches = futures::stream::iter(first).chain(rest);
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+        encode_stream(stream)
+            .map(move |item| {
+                let _holding = &place;
+                item
+            })
+            .boxed()
+    }
+}
 
 impl FloeFlightSql {
     /// Plans a statement under a fresh query id (a write then runs this very plan, whose
@@ -29,8 +64,9 @@ impl FloeFlightSql {
         Ok((params, query_id, planned))
     }
 
-    /// Answers GetFlightInfo. A query is planned (to learn its schema) and runs, so planned,
-    /// when its ticket is read (see [`crate::planned`]). A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
+    /// Answers GetFlightInfo. A query is planned (to learn its schema) and, if a place is free
+    /// at once, started (see [`crate::started`]); otherwise it runs, so planned, when its
+    /// ticket is read (see [`crate::planned`]). A write (INSERT, CTAS, DDL) runs here, to its end, before the answer:
     /// a client that executes a statement and never reads its result still changed the table,
     /// and its ticket only hands out the stored result (the count), however often it is read.
     pub(super) async fn flight_info(
@@ -52,6 +88,8 @@ impl FloeFlightSql {
             handle.sql.clear();
             handle.parameters.clear();
             handle.stored_result = true;
+        } else if let Some(place) = self.admission.try_admit() {
+            self.start(&handle, params, caller, query_id, planned, place);
         } else {
             self.planned.put(&handle.run_id, caller, &query_id, planned);
         }
@@ -66,6 +104,39 @@ impl FloeFlightSql {
             .with_endpoint(endpoint)
             .with_descriptor(echoed(descriptor));
         Ok(Response::new(info))
+    }
+
+    /// Starts a planned query now, holding `place`: planned physically, its tasks dispatched
+    /// and its first batch made while the client's DoGet is on its way.
+    fn start(
+        &self,
+        handle: &StatementHandle,
+        params: Vec<ScalarValue>,
+        caller: &Principal,
+        query_id: String,
+        planned: Planned,
+        place: Place,
+    ) {
+        let engine = self.engine.clone();
+        let sql = handle.sql.clone();
+        let rerun_as = caller.clone();
+        let head = async move {
+            let stream = start_planned(&engine, &sql, &query_id, planned).await?;
+            let schema = stream.schema();
+            // Fused: a query that ends before its first batch is not polled again.
+            let mut rest = RetryingQuery::new(stream, restart(engine, sql, params, rerun_as))
+                .into_stream()
+                .fuse()
+                .boxed();
+            let first = rest.next().await;
+            Ok(Started {
+                place,
+                schema,
+                first,
+                rest,
+            })
+        };
+        self.started.start(&handle.run_id, caller, head);
     }
 
     /// Runs a planned write to its end (re-running it if an executor is lost before it
@@ -112,17 +183,27 @@ impl FloeFlightSql {
             return self.stored(&handle);
         }
         let run_id = handle.run_id.clone();
-        // The statement holds its place while its result streams.
-        let place = self.admission.admit().await?;
-        let stream = self
-            .run_uncancellable(handle, caller)
-            .await?
-            .into_inner()
-            .map(move |item| {
-                let _holding = &place;
-                item
-            })
-            .boxed();
+        let stream = match self.started.claim(&run_id, caller) {
+            // Started at GetFlightInfo: its batches follow once its first one is made. Tracked
+            // (cancellable) and dropped with the call while it is still being made.
+            Some(head) => {
+                let this = self.clone();
+                let caller = caller.clone();
+                futures::stream::once(async move {
+                    match head.await {
+                        Some(started) => started.map(Started::into_flight_data),
+                        // It gave up waiting for this ticket: run it afresh.
+                        None => this.run_afresh(handle, &caller).await,
+                    }
+                })
+                .map(|made| {
+                    made.unwrap_or_else(|e| futures::stream::once(async { Err(e) }).boxed())
+                })
+                .flatten()
+                .boxed()
+            }
+            None => self.run_afresh(handle, caller).await?,
+        };
         let stream = if run_id.is_empty() {
             stream
         } else {
@@ -131,6 +212,25 @@ impl FloeFlightSql {
         Ok(Response::new(
             crate::abandoned::drop_when_abandoned(stream, self.idle_timeout).boxed(),
         ))
+    }
+
+    /// Plans and runs a query when its ticket is read (it was not started at GetFlightInfo).
+    async fn run_afresh(
+        &self,
+        handle: StatementHandle,
+        caller: &Principal,
+    ) -> Result<FlightDataStream, Status> {
+        // The statement holds its place while its result streams.
+        let place = self.admission.admit().await?;
+        Ok(self
+            .run_uncancellable(handle, caller)
+            .await?
+            .into_inner()
+            .map(move |item| {
+                let _holding = &place;
+                item
+            })
+            .boxed())
     }
 
     /// The result a write stored when it ran at GetFlightInfo.
@@ -192,7 +292,8 @@ impl FloeFlightSql {
             if handle.run_id.is_empty() {
                 return Err(ProtocolError::Refused("the ticket names no run".into()).into());
             }
-            if self.runs.cancel(&handle.run_id) == Cancelled::Running {
+            let started = self.started.stop(&handle.run_id);
+            if self.runs.cancel(&handle.run_id) == Cancelled::Running || started {
                 outcome = Cancelled::Running;
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! Statement and prepared-statement handles are self-contained ([`StatementHandle`]: the SQL
 //! and any bound parameters), so the coordinator keeps no per-client state for queries.
-//! `GetFlightInfo` plans a query to learn its schema and `DoGet` plans and runs it, streaming
-//! batches as the executors produce them (`statements`). A write (INSERT, CTAS, DDL) runs at
+//! `GetFlightInfo` plans a query to learn its schema and starts it (`crate::started`); `DoGet`
+//! streams its batches as the executors produce them (`statements`). A write (INSERT, CTAS, DDL) runs at
 //! `GetFlightInfo` — when the client executes it — and its ticket reads the stored count
 //! (`results`). Handles, parameters and small answers are encoded in `handles`.
 
@@ -79,6 +79,7 @@ pub struct FloeFlightSql {
     runs: RunRegistry,
     results: crate::results::StoredResults,
     planned: crate::planned::PlannedRuns,
+    started: crate::started::StartedRuns<execution::Head>,
     idle_timeout: std::time::Duration,
     admission: Admission,
 }
@@ -91,6 +92,7 @@ impl FloeFlightSql {
             runs: RunRegistry::default(),
             results: Default::default(),
             planned: Default::default(),
+            started: Default::default(),
             idle_timeout: std::time::Duration::from_secs(300),
             admission: Admission::new(AdmissionLimits::default()),
         }
