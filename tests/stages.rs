@@ -469,5 +469,45 @@ async fn a_query_run_again_answers_for_its_own_run() {
         assert_eq!(answer, 42);
     }
     assert_eq!(cluster.statements_planned() - before, 2);
+    // Reading no table, its physical plan is kept too: the second and third runs ran copies.
+    assert_eq!(cluster.runs_from_kept_physical(), 2);
+    // Kept physical plans answer each run whole: a VALUES list filtered, run three times.
+    for _ in 0..3 {
+        let rows = connection
+            .run("SELECT x * 10 AS y FROM (VALUES (1), (2), (3)) AS t(x) WHERE x > 1")
+            .await
+            .expect("a VALUES list");
+        let mut ys: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .expect("integers")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ys.sort_unstable();
+        assert_eq!(ys, vec![20, 30]);
+    }
+    assert_eq!(cluster.runs_from_kept_physical(), 4);
+    // Neither a query reading a table nor one asking the time keeps its physical plan.
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA k",
+            "CREATE TABLE k.t AS SELECT * FROM (VALUES (1), (2)) AS v(x)",
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        connection
+            .run("SELECT count(*) FROM k.t")
+            .await
+            .expect("a table");
+        connection.run("SELECT now()").await.expect("now");
+    }
+    assert_eq!(cluster.runs_from_kept_physical(), 4);
     cluster.shutdown().await;
 }

@@ -131,6 +131,11 @@ impl CoordinatorHandle {
         self.engine.statements_planned()
     }
 
+    /// How many runs ran a copy of a kept physical plan.
+    pub fn runs_from_kept_physical(&self) -> u64 {
+        self.engine.runs_from_kept_physical()
+    }
+
     /// Stops serving.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

@@ -7,16 +7,26 @@
 //! parameters, no function whose answer depends on when it runs: [`optimizable`]); any other
 //! is optimized afresh by each run (so `now()` is the run's own).
 //!
+//! A kept optimized plan that reads no table at all (`SELECT 1`, the query BI tools and pools
+//! send to check a connection; VALUES lists) and whose operators keep no state between runs
+//! ([`reusable`]) also keeps the physical plan and task context its first run made: later runs
+//! take a fresh copy of it (DataFusion's `reset_plan_states`) instead of a session and a
+//! physical planning.
+//!
 //! Only queries that read nothing but Iceberg tables are kept (a listing, a metadata table or a
 //! table function may answer differently with no new table version), and not writes, EXPLAIN,
 //! time travel (`AS OF` may name a moving time) or statements over [`MAX_SQL_BYTES`]. At most
 //! [`MAX_PLANS`] are kept, the oldest out first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::ExecutionPlan;
 
 use crate::client_auth::Principal;
 use crate::limits::Planning;
@@ -37,7 +47,20 @@ pub struct KeptPlan {
     pub planning: Planning,
     /// `plan` is optimized (see [`optimizable`]).
     pub optimized: bool,
+    /// Where its first run leaves its physical plan, if it may be kept (optimized, reading no
+    /// table).
+    pub physical: Option<PhysicalSlot>,
 }
+
+/// A kept plan's physical plan and the task context its first run made.
+#[derive(Clone)]
+pub struct KeptPhysical {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub task_ctx: Arc<TaskContext>,
+}
+
+/// Where a kept plan's first run leaves its physical plan (see [`reusable`]).
+pub type PhysicalSlot = Arc<OnceLock<KeptPhysical>>;
 
 #[derive(Default)]
 struct Inner {
@@ -76,7 +99,8 @@ impl PlanCache {
     }
 
     /// Keeps `plan` for `sql` run by `caller`, if it is a query worth keeping (see the module
-    /// documentation), replacing what was kept for them.
+    /// documentation), replacing what was kept for them. Returns where its run is to leave its
+    /// physical plan, if that may be kept too.
     pub fn put(
         &self,
         sql: &str,
@@ -84,20 +108,23 @@ impl PlanCache {
         plan: &LogicalPlan,
         planning: Planning,
         optimized: bool,
-    ) {
+    ) -> Option<PhysicalSlot> {
         if !keepable(sql, plan) {
-            return;
+            return None;
         }
+        let reads_no_table = iceberg_tables(plan).is_some_and(|tables| tables.is_empty());
+        let physical = (optimized && reads_no_table).then(PhysicalSlot::default);
         let kept = KeptPlan {
             plan: plan.clone(),
             planning,
             optimized,
+            physical: physical.clone(),
         };
         let mut inner = self.lock();
         let entries = inner.by_sql.entry(sql.to_string()).or_default();
         if let Some(slot) = entries.iter_mut().find(|(who, _)| who == caller) {
             slot.1 = kept;
-            return;
+            return physical;
         }
         entries.push((caller.clone(), kept));
         inner.order.push_back((sql.to_string(), caller.clone()));
@@ -106,6 +133,7 @@ impl PlanCache {
                 inner.forget(&old_sql, &old_caller);
             }
         }
+        physical
     }
 
     /// Drops the plan kept for `sql` run by `caller` (a table it reads changed).
@@ -125,6 +153,42 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether a physical plan may be kept and run again (from a fresh copy): every operator is one
+/// that keeps no state between runs beyond its metrics (which the copy resets) and reads only
+/// what the plan holds (VALUES lists, the one row of a table-less SELECT). Joins, sorts and
+/// aggregations (dynamic filters), repartitions and Floe's stages (a query id per run) are not.
+pub fn reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut reusable = true;
+    let _ = plan.apply(|node| {
+        reusable &= match node.name() {
+            "ProjectionExec"
+            | "PlaceholderRowExec"
+            | "EmptyExec"
+            | "FilterExec"
+            | "CoalesceBatchesExec"
+            | "GlobalLimitExec"
+            | "LocalLimitExec" => true,
+            "DataSourceExec" => {
+                node.as_any()
+                    .downcast_ref::<DataSourceExec>()
+                    .is_some_and(|exec| {
+                        exec.data_source()
+                            .as_any()
+                            .downcast_ref::<MemorySourceConfig>()
+                            .is_some()
+                    })
+            }
+            _ => false,
+        };
+        Ok(if reusable {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    reusable
 }
 
 /// Whether a kept plan may be kept optimized, so that its runs skip the optimizer too: one

@@ -29,12 +29,25 @@ pub struct PlannedQuery {
     /// `plan` is optimized already (a query without parameters or functions whose answer
     /// depends on when it runs, whose optimized plan is kept: see `crate::plan_cache`).
     pub optimized: bool,
+    /// Where its physical plan is to be kept for later runs, if it may be.
+    pub physical: Option<crate::plan_cache::PhysicalSlot>,
+}
+
+/// A query run again from the physical plan its first run made (see `crate::plan_cache`).
+pub struct KeptRun {
+    /// What it returns.
+    pub schema: SchemaRef,
+    /// Where its copy is made (as its logical plan was).
+    pub planning: crate::limits::Planning,
+    pub physical: crate::plan_cache::KeptPhysical,
 }
 
 /// A planned statement.
 pub enum Planned {
     /// A query or an INSERT: a DataFusion plan.
     Query(Box<PlannedQuery>),
+    /// A query reading no table, run again from its kept physical plan.
+    Kept(Box<KeptRun>),
     /// DDL (and CREATE TABLE … AS SELECT), run against the catalog in the caller's session.
     Command(Command, Settings),
     /// USE or SET: the caller's new settings (the statement's effect is the new token).
@@ -46,6 +59,7 @@ impl Planned {
     pub fn schema(&self) -> SchemaRef {
         match self {
             Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
+            Planned::Kept(run) => Arc::clone(&run.schema),
             Planned::Command(..) | Planned::Settings(_) => count_schema(),
         }
     }
@@ -55,6 +69,7 @@ impl Planned {
     pub fn is_write(&self) -> bool {
         match self {
             Planned::Command(..) | Planned::Settings(_) => true,
+            Planned::Kept(_) => false,
             Planned::Query(q) => match &q.plan {
                 LogicalPlan::Dml(_) => true,
                 LogicalPlan::Analyze(analyze) => {
@@ -73,9 +88,13 @@ impl Planned {
                 q.plan = q.plan.with_param_values(ParamValues::from(params))?;
                 Ok(Planned::Query(q))
             }
-            Planned::Command(..) | Planned::Settings(_) if !params.is_empty() => Err(
-                CoordinatorError::InvalidArgument("this statement takes no parameters".into()),
-            ),
+            Planned::Command(..) | Planned::Settings(_) | Planned::Kept(_)
+                if !params.is_empty() =>
+            {
+                Err(CoordinatorError::InvalidArgument(
+                    "this statement takes no parameters".into(),
+                ))
+            }
             other => Ok(other),
         }
     }
@@ -84,10 +103,12 @@ impl Planned {
     /// made earlier (to prepare the statement) may run as made. A plan reading anything but
     /// Iceberg tables (listings, metadata tables, table functions) counts as changed.
     pub async fn tables_unchanged(&self) -> bool {
-        let Planned::Query(query) = self else {
-            return false;
-        };
-        tables_unchanged(&query.plan).await
+        match self {
+            Planned::Query(query) => tables_unchanged(&query.plan).await,
+            // Reads no table.
+            Planned::Kept(_) => true,
+            Planned::Command(..) | Planned::Settings(_) => false,
+        }
     }
 
     /// The types of its `$n` parameters.
@@ -96,7 +117,9 @@ impl Planned {
     ) -> datafusion::common::Result<std::collections::HashMap<String, Option<DataType>>> {
         match self {
             Planned::Query(q) => q.plan.get_parameter_types(),
-            Planned::Command(..) | Planned::Settings(_) => Ok(Default::default()),
+            Planned::Kept(_) | Planned::Command(..) | Planned::Settings(_) => {
+                Ok(Default::default())
+            }
         }
     }
 }

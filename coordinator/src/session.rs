@@ -28,7 +28,8 @@ use crate::statement_kind::{
     is_ddl, is_explain_analyze, is_insert, is_query, is_query_or_insert, statement_kind,
 };
 
-pub use crate::planned_statement::{sum_counts, Planned, PlannedQuery};
+use crate::plan_cache::KeptPhysical;
+pub use crate::planned_statement::{sum_counts, KeptRun, Planned, PlannedQuery};
 use arrow::array::{RecordBatch, UInt64Array};
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -68,6 +69,7 @@ pub struct QueryEngine {
     storage_roots: Vec<String>,
     /// Statements planned so far.
     statements_planned: Arc<AtomicU64>,
+    runs_from_kept_physical: Arc<AtomicU64>,
     /// Queries' plans, for their next runs.
     plans: crate::plan_cache::PlanCache,
     /// Session states by settings, copied for each query.
@@ -101,6 +103,7 @@ impl QueryEngine {
             storage_roots: vec![],
             runtime,
             statements_planned: Default::default(),
+            runs_from_kept_physical: Default::default(),
             plans: Default::default(),
             templates: Default::default(),
         }
@@ -111,6 +114,11 @@ impl QueryEngine {
     /// its plan while its tables are unchanged, see [`crate::plan_cache`]).
     pub fn statements_planned(&self) -> u64 {
         self.statements_planned.load(Ordering::Relaxed)
+    }
+
+    /// How many runs ran a copy of a kept physical plan (see [`crate::plan_cache`]).
+    pub fn runs_from_kept_physical(&self) -> u64 {
+        self.runs_from_kept_physical.load(Ordering::Relaxed)
     }
 
     /// The storage roots tables may be registered from.
@@ -333,12 +341,23 @@ impl QueryEngine {
     ) -> Result<Planned> {
         if let Some(kept) = self.plans.get(sql, caller) {
             if crate::planned_statement::tables_unchanged(&kept.plan).await {
+                let physical = kept.physical.filter(|_| params.is_empty());
+                if let Some(made) = physical.as_ref().and_then(|slot| slot.get()) {
+                    // Reads no table: runs a copy of the physical plan its first run made.
+                    self.runs_from_kept_physical.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Planned::Kept(Box::new(KeptRun {
+                        schema: Arc::new(kept.plan.schema().as_arrow().clone()),
+                        planning: kept.planning,
+                        physical: made.clone(),
+                    })));
+                }
                 let ctx = self.session(query_id, &caller.settings).await?;
                 return Planned::Query(Box::new(PlannedQuery {
                     ctx,
                     plan: kept.plan,
                     planning: kept.planning,
                     optimized: kept.optimized,
+                    physical,
                 }))
                 .with_params(params);
             }
@@ -361,8 +380,10 @@ impl QueryEngine {
                 query.plan = optimized;
                 query.optimized = true;
             }
-            self.plans
-                .put(sql, caller, &query.plan, query.planning, query.optimized);
+            query.physical = self
+                .plans
+                .put(sql, caller, &query.plan, query.planning, query.optimized)
+                .filter(|_| params.is_empty());
         }
         planned.with_params(params)
     }
@@ -496,6 +517,7 @@ impl QueryEngine {
             plan,
             planning,
             optimized: false,
+            physical: None,
         })))
     }
 
@@ -560,13 +582,32 @@ impl QueryEngine {
                             .query_planner()
                             .create_physical_plan(&query.plan, &state)
                             .await?;
-                        return Ok(datafusion::physical_plan::execute_stream(
-                            plan,
-                            state.task_ctx(),
-                        )?);
+                        let task_ctx = state.task_ctx();
+                        if let Some(slot) = &query.physical {
+                            if crate::plan_cache::reusable(&plan) {
+                                let _ = slot.set(KeptPhysical {
+                                    plan: Arc::clone(&plan),
+                                    task_ctx: Arc::clone(&task_ctx),
+                                });
+                            }
+                        }
+                        return Ok(datafusion::physical_plan::execute_stream(plan, task_ctx)?);
                     }
                     let df = query.ctx.execute_logical_plan(query.plan).await?;
                     Ok(df.execute_stream().await?)
+                })
+                .await?
+            }
+            Planned::Kept(run) => {
+                crate::limits::on_planning_thread(run.planning, move || async move {
+                    // A fresh copy: the kept plan's metrics (and any state) stay its own.
+                    let plan = datafusion::physical_plan::execution_plan::reset_plan_states(
+                        Arc::clone(&run.physical.plan),
+                    )?;
+                    Ok(datafusion::physical_plan::execute_stream(
+                        plan,
+                        Arc::clone(&run.physical.task_ctx),
+                    )?)
                 })
                 .await?
             }

@@ -131,6 +131,10 @@ impl Cluster {
         self.coordinator.statements_planned()
     }
 
+    pub fn runs_from_kept_physical(&self) -> u64 {
+        self.coordinator.runs_from_kept_physical()
+    }
+
     /// Stops the executors, then the coordinator.
     pub async fn shutdown(self) {
         for executor in self.executors {
