@@ -76,17 +76,10 @@ impl PlannedRuns {
         planned: Planned,
     ) {
         let mut inner = self.lock();
-        while let Some(oldest) = inner.order.front().cloned() {
-            let expired = inner
-                .entries
-                .get(&oldest)
-                .is_none_or(|e| e.at.elapsed() >= PLANNED_TTL);
-            if !expired && inner.order.len() < MAX_PLANNED {
-                break;
-            }
-            inner.order.pop_front();
-            inner.entries.remove(&oldest);
-        }
+        let Inner { entries, order } = &mut *inner;
+        make_room(entries, order, MAX_PLANNED, |e| {
+            e.at.elapsed() >= PLANNED_TTL
+        });
         inner.entries.insert(
             run_id.to_string(),
             Entry {
@@ -133,6 +126,24 @@ impl PlannedRuns {
             .entries
             .remove(run_id)
             .map(|e| (e.query_id, e.planned))
+    }
+}
+
+/// Drops the oldest of `entries` (oldest first in `order`) while the oldest has `expired` or
+/// there are `max` or more, so that one more fits.
+pub(crate) fn make_room<V>(
+    entries: &mut HashMap<String, V>,
+    order: &mut VecDeque<String>,
+    max: usize,
+    expired: impl Fn(&V) -> bool,
+) {
+    while let Some(oldest) = order.front() {
+        if order.len() < max && entries.get(oldest).is_some_and(|e| !expired(e)) {
+            break;
+        }
+        if let Some(oldest) = order.pop_front() {
+            entries.remove(&oldest);
+        }
     }
 }
 

@@ -151,17 +151,8 @@ impl<H: Send + 'static> StartedRuns<H> {
             }
         });
         let mut inner = self.lock();
-        while let Some(oldest) = inner.order.front().cloned() {
-            let expired = inner
-                .entries
-                .get(&oldest)
-                .is_none_or(|e| e.at.elapsed() >= self.ttl);
-            if !expired && inner.order.len() < MAX_STARTED {
-                break;
-            }
-            inner.order.pop_front();
-            inner.entries.remove(&oldest);
-        }
+        let Inner { entries, order } = &mut *inner;
+        crate::planned::make_room(entries, order, MAX_STARTED, |e| e.at.elapsed() >= self.ttl);
         inner.entries.insert(
             run_id.to_string(),
             Entry {
