@@ -380,10 +380,10 @@ impl QueryEngine {
                 query.plan = optimized;
                 query.optimized = true;
             }
-            query.physical = self
-                .plans
-                .put(sql, caller, &query.plan, query.planning, query.optimized)
-                .filter(|_| params.is_empty());
+            // Where its physical plan is kept, if it may be (kept optimized: no parameters).
+            query.physical =
+                self.plans
+                    .put(sql, caller, &query.plan, query.planning, query.optimized);
         }
         planned.with_params(params)
     }
