@@ -69,6 +69,7 @@ pub struct QueryEngine {
     storage_roots: Vec<String>,
     /// Statements planned so far.
     statements_planned: Arc<AtomicU64>,
+    /// Runs that ran a copy of a kept physical plan so far.
     runs_from_kept_physical: Arc<AtomicU64>,
     /// Queries' plans, for their next runs.
     plans: crate::plan_cache::PlanCache,
