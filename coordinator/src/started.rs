@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use floe_engine::runtime::{spawn_scoped, ScopedTask};
+use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::client_auth::Principal;
@@ -40,17 +41,20 @@ fn lock<H>(slot: &Shared<H>) -> std::sync::MutexGuard<'_, Slot<H>> {
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A started query: who started it, where its head is, its task (dropped: the query stops).
+/// A started query: who started it, where its head is, its task if the head was not made at
+/// once (dropped: the query stops).
 struct Entry<H> {
     at: Instant,
     caller: Principal,
     slot: Shared<H>,
-    task: ScopedTask,
+    task: Option<ScopedTask>,
 }
 
 struct Inner<H> {
     entries: HashMap<String, Entry<H>>,
     order: VecDeque<String>,
+    /// Whether the sweeper (see [`StartedRuns::start`]) runs.
+    swept: bool,
 }
 
 /// Queries started at GetFlightInfo, by run id; `H` is what a started query hands its
@@ -91,6 +95,7 @@ impl<H> StartedRuns<H> {
             inner: Arc::new(Mutex::new(Inner {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
+                swept: false,
             })),
             ttl,
         }
@@ -104,65 +109,99 @@ impl<H> StartedRuns<H> {
 impl<H: Send + 'static> StartedRuns<H> {
     /// Starts run `run_id`: `head` runs now; what it makes waits for the ticket's reader (see
     /// [`Self::claim`]) and is dropped, stopping the query, if none comes within the bound.
+    /// `at_once`: the head is cheap to make (a kept plan that reads no table), so it is polled
+    /// here first and, if that makes it, kept without a task of its own.
     pub fn start(
         &self,
         run_id: &str,
         caller: &Principal,
         head: impl Future<Output = H> + Send + 'static,
+        at_once: bool,
     ) {
-        let slot: Shared<H> = Arc::new(Mutex::new(Slot::Making));
-        let deadline = tokio::time::Instant::now() + self.ttl;
-        let task = spawn_scoped({
-            let slot = Arc::clone(&slot);
-            async move {
-                tokio::pin!(head);
-                let made = tokio::select! {
-                    made = &mut head => made,
-                    () = tokio::time::sleep_until(deadline) => {
-                        let claimed = {
-                            let mut slot = lock(&slot);
-                            let claimed = matches!(*slot, Slot::Awaited(_));
-                            if !claimed {
-                                *slot = Slot::GaveUp;
+        let mut head = Box::pin(head);
+        let made = if at_once {
+            (&mut head).now_or_never()
+        } else {
+            None
+        };
+        let (slot, task) = match made {
+            Some(made) => (Arc::new(Mutex::new(Slot::Made(made))), None),
+            None => {
+                let slot: Shared<H> = Arc::new(Mutex::new(Slot::Making));
+                let task = spawn_scoped({
+                    let slot = Arc::clone(&slot);
+                    async move {
+                        let made = head.await;
+                        let mut slot = lock(&slot);
+                        match std::mem::replace(&mut *slot, Slot::GaveUp) {
+                            Slot::Awaited(reader) => {
+                                let _ = reader.send(made);
                             }
-                            claimed
-                        };
-                        if !claimed {
-                            // Not claimed in time: dropping `head` stops the query.
-                            return;
+                            // Kept for its reader until the bound (the sweeper drops it then).
+                            Slot::Making => *slot = Slot::Made(made),
+                            Slot::Made(_) | Slot::GaveUp => {}
                         }
-                        head.await
                     }
-                };
+                });
+                (slot, Some(task))
+            }
+        };
+        let first = {
+            let mut inner = self.lock();
+            let Inner {
+                entries,
+                order,
+                swept,
+            } = &mut *inner;
+            crate::planned::make_room(entries, order, MAX_STARTED, |e| e.at.elapsed() >= self.ttl);
+            entries.insert(
+                run_id.to_string(),
+                Entry {
+                    at: Instant::now(),
+                    caller: caller.clone(),
+                    slot,
+                    task,
+                },
+            );
+            order.push_back(run_id.to_string());
+            !std::mem::replace(swept, true)
+        };
+        if first {
+            self.sweep_forever();
+        }
+    }
+
+    /// Drops the runs whose bound passed unclaimed (stopping them, freeing their places), a
+    /// quarter of the bound apart; one task for all runs, ending when they are gone.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the sweeper ends by itself once the runs are gone (it holds a weak reference)"
+    )]
+    fn sweep_forever(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let ttl = self.ttl;
+        let every = (ttl / 4).max(Duration::from_millis(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let mut expired = Vec::new();
                 {
-                    let mut slot = lock(&slot);
-                    match std::mem::replace(&mut *slot, Slot::GaveUp) {
-                        Slot::Awaited(reader) => {
-                            let _ = reader.send(made);
-                            return;
+                    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+                    let Inner { entries, order, .. } = &mut *inner;
+                    while let Some(oldest) = order.front() {
+                        if entries.get(oldest).is_some_and(|e| e.at.elapsed() < ttl) {
+                            break;
                         }
-                        Slot::Making => *slot = Slot::Made(made),
-                        Slot::Made(_) | Slot::GaveUp => return,
+                        if let Some(oldest) = order.pop_front() {
+                            expired.extend(entries.remove(&oldest));
+                        }
                     }
                 }
-                // Made before its reader came: kept until the bound (a claim ends this task).
-                tokio::time::sleep_until(deadline).await;
-                *lock(&slot) = Slot::GaveUp;
+                // Stopped outside the lock.
+                drop(expired);
             }
         });
-        let mut inner = self.lock();
-        let Inner { entries, order } = &mut *inner;
-        crate::planned::make_room(entries, order, MAX_STARTED, |e| e.at.elapsed() >= self.ttl);
-        inner.entries.insert(
-            run_id.to_string(),
-            Entry {
-                at: Instant::now(),
-                caller: caller.clone(),
-                slot,
-                task,
-            },
-        );
-        inner.order.push_back(run_id.to_string());
     }
 
     /// Takes run `run_id` for its ticket's reader, if it was started by `caller` and is still
@@ -239,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn the_reader_takes_the_head_made_before_or_after_it_came() {
         let runs = StartedRuns::<u32>::default();
-        runs.start("early", &Principal::anonymous(), async { 7 });
+        runs.start("early", &Principal::anonymous(), async { 7 }, false);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let head = runs
             .claim("early", &Principal::anonymous())
@@ -247,9 +286,13 @@ mod tests {
         assert_eq!(head.await, Some(7));
 
         let (go, wait) = oneshot::channel::<u32>();
-        runs.start("late", &Principal::anonymous(), async move {
-            wait.await.expect("sent") + 1
-        });
+        // Not ready at once: made by a task of its own all the same.
+        runs.start(
+            "late",
+            &Principal::anonymous(),
+            async move { wait.await.expect("sent") + 1 },
+            true,
+        );
         let head = runs
             .claim("late", &Principal::anonymous())
             .expect("started");
@@ -262,10 +305,15 @@ mod tests {
     #[tokio::test]
     async fn a_claimed_run_goes_on_past_the_bound() {
         let runs = StartedRuns::<u32>::with_ttl(Duration::from_millis(30));
-        runs.start("slow", &Principal::anonymous(), async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            5
-        });
+        runs.start(
+            "slow",
+            &Principal::anonymous(),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                5
+            },
+            false,
+        );
         let head = runs
             .claim("slow", &Principal::anonymous())
             .expect("started");
@@ -275,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn another_caller_never_takes_a_run() {
         let runs = StartedRuns::<u32>::default();
-        runs.start("r", &Principal::anonymous(), async { 1 });
+        runs.start("r", &Principal::anonymous(), async { 1 }, true);
         assert!(runs.claim("r", &bob()).is_none());
         assert_eq!(
             runs.claim("r", &Principal::anonymous())
@@ -288,22 +336,52 @@ mod tests {
     #[tokio::test]
     async fn an_unread_run_is_stopped_after_its_bound() {
         let runs = StartedRuns::<Query>::with_ttl(Duration::from_millis(50));
-        // Made, never read: dropped after the bound.
+        // Made (at once, without a task), never read: dropped after the bound.
         let made = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&made);
-        runs.start("made", &Principal::anonymous(), async move { Query(flag) });
+        runs.start(
+            "made",
+            &Principal::anonymous(),
+            async move { Query(flag) },
+            true,
+        );
+        // Made by its task, never read: dropped after the bound too.
+        let made_later = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&made_later);
+        runs.start(
+            "made later",
+            &Principal::anonymous(),
+            async move {
+                tokio::task::yield_now().await;
+                Query(flag)
+            },
+            false,
+        );
         // Still computing when the bound passes: stopped mid-way.
         let computing = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&computing);
-        runs.start("computing", &Principal::anonymous(), async move {
-            let query = Query(flag);
-            std::future::pending::<()>().await;
-            query
-        });
+        runs.start(
+            "computing",
+            &Principal::anonymous(),
+            async move {
+                let query = Query(flag);
+                std::future::pending::<()>().await;
+                query
+            },
+            false,
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!made.load(Ordering::SeqCst) && !computing.load(Ordering::SeqCst));
+        assert!(
+            !made.load(Ordering::SeqCst)
+                && !made_later.load(Ordering::SeqCst)
+                && !computing.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(made.load(Ordering::SeqCst), "an unread head is dropped");
+        assert!(
+            made_later.load(Ordering::SeqCst),
+            "an unread head is dropped"
+        );
         assert!(computing.load(Ordering::SeqCst), "an unread run is stopped");
         // Its ticket then runs the query afresh: the claim finds nothing to take.
         match runs.claim("made", &Principal::anonymous()) {
@@ -318,11 +396,16 @@ mod tests {
         for how in ["reader gone", "stopped"] {
             let stopped = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&stopped);
-            runs.start(how, &Principal::anonymous(), async move {
-                let query = Query(flag);
-                std::future::pending::<()>().await;
-                query
-            });
+            runs.start(
+                how,
+                &Principal::anonymous(),
+                async move {
+                    let query = Query(flag);
+                    std::future::pending::<()>().await;
+                    query
+                },
+                true,
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
             if how == "stopped" {
                 assert!(runs.stop(how));

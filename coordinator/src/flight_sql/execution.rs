@@ -120,14 +120,21 @@ impl FloeFlightSql {
         let engine = self.engine.clone();
         let sql = handle.sql.clone();
         let rerun_as = caller.clone();
+        // A kept plan that reads no table runs no task on an executor (nothing to retry) and
+        // makes its answer at once.
+        let table_less = matches!(planned, Planned::Kept(_));
         let head = async move {
             let stream = start_planned(&engine, &sql, &query_id, planned).await?;
             let schema = stream.schema();
             // Fused: a query that ends before its first batch is not polled again.
-            let mut rest = RetryingQuery::new(stream, restart(engine, sql, params, rerun_as))
-                .into_stream()
-                .fuse()
-                .boxed();
+            let mut rest = if table_less {
+                stream.fuse().boxed()
+            } else {
+                RetryingQuery::new(stream, restart(engine, sql, params, rerun_as))
+                    .into_stream()
+                    .fuse()
+                    .boxed()
+            };
             let first = rest.next().await;
             Ok(Started {
                 place,
@@ -136,7 +143,7 @@ impl FloeFlightSql {
                 rest,
             })
         };
-        self.started.start(&handle.run_id, caller, head);
+        self.started.start(&handle.run_id, caller, head, table_less);
     }
 
     /// Runs a planned write to its end (re-running it if an executor is lost before it
@@ -209,9 +216,7 @@ impl FloeFlightSql {
         } else {
             self.runs.track(&run_id, stream)?.boxed()
         };
-        Ok(Response::new(
-            crate::abandoned::drop_when_abandoned(stream, self.idle_timeout).boxed(),
-        ))
+        Ok(Response::new(self.abandoned.watch(stream).boxed()))
     }
 
     /// Plans and runs a query when its ticket is read (it was not started at GetFlightInfo).

@@ -80,7 +80,7 @@ pub struct FloeFlightSql {
     results: crate::results::StoredResults,
     planned: crate::planned::PlannedRuns,
     started: crate::started::StartedRuns<execution::Head>,
-    idle_timeout: std::time::Duration,
+    abandoned: crate::abandoned::AbandonWatch,
     admission: Admission,
 }
 
@@ -93,7 +93,7 @@ impl FloeFlightSql {
             results: Default::default(),
             planned: Default::default(),
             started: Default::default(),
-            idle_timeout: std::time::Duration::from_secs(300),
+            abandoned: crate::abandoned::AbandonWatch::new(std::time::Duration::from_secs(300)),
             admission: Admission::new(AdmissionLimits::default()),
         }
     }
@@ -106,7 +106,7 @@ impl FloeFlightSql {
 
     /// Drop results their client leaves unread for `timeout` (and stop their queries).
     pub fn with_result_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.abandoned = crate::abandoned::AbandonWatch::new(timeout);
         self
     }
 }
