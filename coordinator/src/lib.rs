@@ -37,6 +37,7 @@ pub mod flight_sql;
 mod insert_source;
 pub mod limits;
 mod metadata;
+pub mod nested_aggregates;
 pub mod not_in;
 pub mod placeholders;
 pub mod plan_cache;

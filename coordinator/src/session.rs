@@ -253,6 +253,11 @@ impl QueryEngine {
             after_join_selection,
             Arc::new(crate::broadcast::BroadcastJoins),
         );
+        // Once DataFusion has placed its exchanges: one shuffle, not two, for an aggregate
+        // over an aggregate that includes its keys (COUNT(DISTINCT …) GROUP BY …).
+        rules.push(Arc::new(
+            crate::nested_aggregates::OneShuffleForNestedAggregates,
+        ));
         // On the final plan: LIKE patterns matched without a regular expression.
         rules.push(Arc::new(floe_engine::like::LikeParts));
         rules.push(Arc::new(PlanStages::new(self.registry.clone())));
