@@ -65,44 +65,27 @@ fn rewritten(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPl
     let Some(outer_final) = aggregate(node, AggregateMode::FinalPartitioned) else {
         return Ok(None);
     };
-    let Some((outer_hash, n)) = hash_repartition(outer_final.input()) else {
+    let Some((outer_exchange, outer_hash, n)) = hash_repartition(outer_final.input()) else {
         return Ok(None);
     };
-    let outer_partial_node = outer_hash_input(outer_final.input());
-    let Some(outer_partial) = aggregate(&outer_partial_node, AggregateMode::Partial) else {
+    let Some(outer_partial) = aggregate(outer_exchange.input(), AggregateMode::Partial) else {
         return Ok(None);
     };
     let Some(inner_final) = aggregate(outer_partial.input(), AggregateMode::FinalPartitioned)
     else {
         return Ok(None);
     };
-    let Some((inner_hash, inner_n)) = hash_repartition(inner_final.input()) else {
+    let Some((inner_exchange, inner_hash, inner_n)) = hash_repartition(inner_final.input()) else {
         return Ok(None);
     };
+    let outer_groups = outer_partial.group_expr().expr().len();
+    let inner_groups = inner_final.group_expr().expr().len();
     if n != inner_n
         || !plain_groups(outer_final)
         || !plain_groups(outer_partial)
         || !plain_groups(inner_final)
-    {
-        return Ok(None);
-    }
-    // The outer exchange hashes by exactly the outer groups (its partial's outputs, in order).
-    let outer_groups = outer_partial.group_expr().expr().len();
-    if outer_hash.len() != outer_groups
-        || outer_hash
-            .iter()
-            .enumerate()
-            .any(|(i, e)| column_index(e) != Some(i))
-    {
-        return Ok(None);
-    }
-    // The inner exchange hashes by exactly the inner groups (its partial's outputs, in order).
-    let inner_groups = inner_final.group_expr().expr().len();
-    if inner_hash.len() != inner_groups
-        || inner_hash
-            .iter()
-            .enumerate()
-            .any(|(i, e)| column_index(e) != Some(i))
+        || !hashes_by_groups(outer_hash, outer_groups)
+        || !hashes_by_groups(inner_hash, inner_groups)
     {
         return Ok(None);
     }
@@ -114,17 +97,23 @@ fn rewritten(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPl
             _ => return Ok(None),
         }
     }
-    let inner_repartition = inner_final.input();
-    let Some(repartition) = inner_repartition.as_any().downcast_ref::<RepartitionExec>() else {
-        return Ok(None);
-    };
     let by_outer_keys: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
-        Arc::clone(repartition.input()),
+        Arc::clone(inner_exchange.input()),
         Partitioning::Hash(keys, n),
     )?);
     let inner = Arc::clone(outer_partial.input()).with_new_children(vec![by_outer_keys])?;
-    let partial = Arc::clone(&outer_partial_node).with_new_children(vec![inner])?;
+    let partial = Arc::clone(outer_exchange.input()).with_new_children(vec![inner])?;
     Ok(Some(Arc::clone(node).with_new_children(vec![partial])?))
+}
+
+/// Whether an exchange hashes by exactly the first `groups` columns, in order: the group
+/// columns of the partial aggregate under it.
+fn hashes_by_groups(hash: &[Arc<dyn PhysicalExpr>], groups: usize) -> bool {
+    hash.len() == groups
+        && hash
+            .iter()
+            .enumerate()
+            .all(|(i, e)| column_index(e) == Some(i))
 }
 
 fn aggregate(plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode) -> Option<&AggregateExec> {
@@ -133,22 +122,17 @@ fn aggregate(plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode) -> Option<&Aggr
         .filter(|a| *a.mode() == mode)
 }
 
-/// A hash repartition's keys and partition count (one that keeps no order).
-fn hash_repartition(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<Arc<dyn PhysicalExpr>>, usize)> {
+/// A hash repartition (one that keeps no order), its keys and partition count.
+type HashExchange<'a> = (&'a RepartitionExec, &'a [Arc<dyn PhysicalExpr>], usize);
+
+fn hash_repartition(plan: &Arc<dyn ExecutionPlan>) -> Option<HashExchange<'_>> {
     let repartition = plan.as_any().downcast_ref::<RepartitionExec>()?;
     if repartition.preserve_order() {
         return None;
     }
     match repartition.partitioning() {
-        Partitioning::Hash(keys, n) => Some((keys.clone(), *n)),
+        Partitioning::Hash(keys, n) => Some((repartition, keys.as_slice(), *n)),
         _ => None,
-    }
-}
-
-fn outer_hash_input(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    match plan.as_any().downcast_ref::<RepartitionExec>() {
-        Some(r) => Arc::clone(r.input()),
-        None => Arc::clone(plan),
     }
 }
 
