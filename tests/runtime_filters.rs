@@ -93,6 +93,20 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     let analyzed = common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {exists}")).await;
     assert_eq!(rows_shuffled_of(&analyzed, 20_000), 400, "{analyzed}");
 
+    // A semi join with an aggregation per key (TPC-H Q17's shape): the keys go below both
+    // steps of the aggregation, so only g 7 and 42's facts are grouped at all.
+    let grouped = "SELECT d.id FROM r.dim d WHERE EXISTS (SELECT 1 FROM \
+                   (SELECT g, count(*) AS n FROM r.facts GROUP BY g) s \
+                   WHERE s.g = d.g AND s.n > d.id * 150)";
+    let plan = common::plan_text(&cluster, &format!("EXPLAIN {grouped}")).await;
+    let lines: Vec<&str> = plan.lines().collect();
+    let below_partial = lines.windows(2).any(|pair| {
+        pair[0].contains("AggregateExec: mode=Partial") && pair[1].contains("RuntimeFilterExec")
+    });
+    assert!(below_partial, "{plan}");
+    // 200 facts each for g 7 and 42: only dimension row 1's bound (150) is under it.
+    assert_eq!(numbers(&cluster, grouped).await, [Some(1)]);
+
     // NOT EXISTS: a left anti join; a probe row that matches no key adds nothing either. The
     // dimension rows without facts (g 1000 and NULL) are the answer.
     let not_exists = "SELECT d.id FROM r.dim d WHERE NOT EXISTS \

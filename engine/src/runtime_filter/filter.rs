@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -12,14 +13,16 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, InListExpr};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_proto::RuntimeFilterNode;
 use futures::TryStreamExt;
 use tracing::warn;
 
-use super::{key_names, FilterRegistry, WAIT};
+use super::{key_names, Awaiting, FilterRegistry, WAIT};
 
 /// Keeps the rows whose key columns hold a value of the join's build side (see the module
 /// documentation). Unbound (on the coordinator) it passes its input through.
@@ -142,15 +145,60 @@ pub(super) fn keep(batch: RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> Res
     Ok(filter_record_batch(&batch, mask)?)
 }
 
+/// An eager filter's state: waiting for its keys (until a deadline), or settled.
+enum Eager {
+    Awaiting(Awaiting, Instant),
+    Settled(Option<Arc<dyn PhysicalExpr>>),
+}
+
+/// The predicate of `keys` (`None`: no filter), or `None` with a warning when they do not fit.
+fn predicate(
+    schema: &SchemaRef,
+    node: &RuntimeFilterNode,
+    keys: Option<Vec<ArrayRef>>,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    match key_predicate(schema, &node.columns, keys?) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(
+                "runtime filter {:08x} not applied: {e}",
+                node.filter_id as u32
+            );
+            None
+        }
+    }
+}
+
+/// `batch` with the rows `predicate` keeps, while the filter is worth testing.
+fn test(
+    batch: RecordBatch,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    worth: &mut Worth,
+    output_rows: &Count,
+) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let kept = match predicate {
+        Some(p) if worth.keeps_testing() => {
+            let kept = keep(batch, p)?;
+            worth.saw(rows, kept.num_rows());
+            kept
+        }
+        _ => batch,
+    };
+    output_rows.add(kept.num_rows());
+    Ok(kept)
+}
+
 impl DisplayAs for RuntimeFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = key_names(&self.input.schema(), &self.node.columns);
         write!(
             f,
-            "RuntimeFilterExec: filter={:08x}, keys=[{}], from {} task(s) of the join",
+            "RuntimeFilterExec: filter={:08x}, keys=[{}], from {} task(s) of the join{}",
             self.node.filter_id as u32,
             keys.join(", "),
-            self.node.sources
+            self.node.sources,
+            if self.node.eager { ", eager" } else { "" }
         )
     }
 }
@@ -200,40 +248,45 @@ impl ExecutionPlan for RuntimeFilterExec {
         let Some(query_id) = self.query_id.clone() else {
             return Ok(input);
         };
+        let input_schema = input.schema();
         let schema = input.schema();
         let node = self.node.clone();
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
-        let filtered = async move {
-            let keys = FilterRegistry::process()
-                .wait(&query_id, node.filter_id, node.sources, WAIT)
-                .await;
-            let predicate = match keys.map(|k| key_predicate(&input.schema(), &node.columns, k)) {
-                Some(Ok(p)) => Some(p),
-                Some(Err(e)) => {
-                    warn!(
-                        "runtime filter {:08x} not applied: {e}",
-                        node.filter_id as u32
-                    );
-                    None
+        let awaiting = FilterRegistry::process().awaiting(&query_id, node.filter_id, node.sources);
+        if node.eager {
+            // Rows pass until the keys are there (looked for before each batch), then are
+            // tested; past the bound the filter is given up.
+            let mut state = Eager::Awaiting(awaiting, Instant::now() + WAIT);
+            let mut worth = Worth::default();
+            let filtered = input.and_then(move |batch| {
+                if let Eager::Awaiting(awaiting, until) = &state {
+                    if let Some(keys) = awaiting.now() {
+                        state = Eager::Settled(predicate(&schema, &node, keys));
+                    } else if Instant::now() >= *until {
+                        state = Eager::Settled(None);
+                    }
                 }
-                None => None,
-            };
+                let predicate = match &state {
+                    Eager::Settled(p) => p.as_ref(),
+                    Eager::Awaiting(..) => None,
+                };
+                futures::future::ready(test(batch, predicate, &mut worth, &output_rows))
+            });
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                input_schema,
+                filtered,
+            )));
+        }
+        let filtered = async move {
+            let keys = awaiting.wait(WAIT).await;
+            let predicate = predicate(&schema, &node, keys);
             let mut worth = Worth::default();
             Ok::<_, DataFusionError>(input.and_then(move |batch| {
-                let rows = batch.num_rows();
-                let kept = match &predicate {
-                    Some(p) if worth.keeps_testing() => keep(batch, p),
-                    _ => Ok(batch),
-                };
-                if let Ok(b) = &kept {
-                    worth.saw(rows, b.num_rows());
-                    output_rows.add(b.num_rows());
-                }
-                futures::future::ready(kept)
+                futures::future::ready(test(batch, predicate.as_ref(), &mut worth, &output_rows))
             }))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
+            input_schema,
             futures::stream::once(filtered).try_flatten(),
         )))
     }

@@ -6,6 +6,7 @@
 //!  consumer task j (the join's stage)           producer task i (a probe-side stage)
 //!   HashJoinExec                                  RepartitionExec (the shuffle's split)
 //!    ├─ RuntimeFilterSourceExec ──keys of j──▶     RuntimeFilterExec: waits for every j's keys
+//!    │                                               (eager: passes rows until they are there)
 //!    │   └─ build side (read first)                 └─ probe side's input (scan, joins, …)
 //!    └─ probe side ◀──────── shuffle ───────────
 //! ```
@@ -15,8 +16,10 @@
 //! the keys waits for work that is already running: no cycle. The wait is bounded
 //! ([`WAIT`]); a build side of more than [`MAX_KEYS`] rows per task publishes "too many" at
 //! once, and without the keys the producer keeps every row — the join itself stays exact
-//! either way. Keys travel from executor to executor like shuffle data, MACed with the
-//! cluster's shuffle key, and wait in this process's [`FilterRegistry`].
+//! either way. An eager filter (its producer shuffles the keys alone into the join, which costs
+//! about what testing them does) does not wait: rows pass until the keys are there. Keys travel
+//! from executor to executor like shuffle data, MACed with the cluster's shuffle key, and wait
+//! in this process's [`FilterRegistry`].
 //!
 //! `filter`: the producers' side; `source`: the join's side; `wire`: keys between executors.
 
@@ -141,11 +144,43 @@ impl FilterRegistry {
         sources: u32,
         bound: Duration,
     ) -> Option<Vec<ArrayRef>> {
-        let mut parts = self.parts(query_id, filter_id).subscribe();
-        let ready = |p: &Parts| {
-            p.values().any(|v| matches!(v, Published::TooMany)) || p.len() >= sources as usize
-        };
-        let parts = tokio::time::timeout(bound, parts.wait_for(ready))
+        self.awaiting(query_id, filter_id, sources)
+            .wait(bound)
+            .await
+    }
+
+    /// A producer's watch on the keys of all `sources` consumer tasks of a filter.
+    pub fn awaiting(&self, query_id: &str, filter_id: u64, sources: u32) -> Awaiting {
+        Awaiting {
+            parts: self.parts(query_id, filter_id).subscribe(),
+            sources,
+        }
+    }
+}
+
+/// A producer's watch on a filter's keys, looked at without waiting ([`Awaiting::now`]) or
+/// waited for ([`Awaiting::wait`]).
+pub struct Awaiting {
+    parts: watch::Receiver<Parts>,
+    sources: u32,
+}
+
+impl Awaiting {
+    /// Whether every task has published, or one had too many.
+    fn settled(parts: &Parts, sources: u32) -> bool {
+        parts.values().any(|v| matches!(v, Published::TooMany)) || parts.len() >= sources as usize
+    }
+
+    /// `Some` once settled: the keys, or `None` for no filter; `None` while tasks are missing.
+    pub fn now(&self) -> Option<Option<Vec<ArrayRef>>> {
+        let parts = self.parts.borrow();
+        Self::settled(&parts, self.sources).then(|| union(&parts, MAX_FILTER_KEYS))
+    }
+
+    /// The keys once settled; `None` for no filter, or when not settled within `bound`.
+    pub async fn wait(mut self, bound: Duration) -> Option<Vec<ArrayRef>> {
+        let sources = self.sources;
+        let parts = tokio::time::timeout(bound, self.parts.wait_for(|p| Self::settled(p, sources)))
             .await
             .ok()?
             .ok()?

@@ -159,3 +159,59 @@ fn too_many_keys_in_all_make_no_filter() {
     );
     assert!(union(&parts, 3).is_none());
 }
+
+/// The rows of `rows`' next batch.
+async fn next(rows: &mut datafusion::execution::SendableRecordBatchStream) -> usize {
+    use futures::StreamExt;
+    let batch = rows.next().await.expect("a batch").expect("no error");
+    batch.num_rows()
+}
+
+#[tokio::test]
+async fn an_eager_filter_passes_rows_until_the_keys_come_and_then_tests_them() {
+    use datafusion::execution::TaskContext;
+    use datafusion::physical_plan::ExecutionPlan;
+    use floe_proto::RuntimeFilterNode;
+
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+    let batch = |values: Vec<i64>| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(values))],
+        )
+        .expect("a batch")
+    };
+    let input = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+        &[vec![
+            batch(vec![1, 2, 3]),
+            batch(vec![1, 2, 3]),
+            batch(vec![1, 2, 3]),
+        ]],
+        Arc::clone(&schema),
+        None,
+    )
+    .expect("a memory input");
+    let query = format!("eager-{}", std::process::id());
+    let node = RuntimeFilterNode {
+        filter_id: 11,
+        columns: vec![0],
+        sources: 2,
+        eager: true,
+    };
+    let filter = super::RuntimeFilterExec::new(input, node).bound(&query);
+    let mut rows = filter
+        .execute(0, Arc::new(TaskContext::default()))
+        .expect("a stream");
+    // No keys yet: the first batch passes whole, without waiting.
+    let first = tokio::time::timeout(SHORT, next(&mut rows))
+        .await
+        .expect("not held back");
+    assert_eq!(first, 3);
+    // One task of two: still no filter.
+    let registry = FilterRegistry::process();
+    registry.publish(&query, 11, 0, Published::Keys(keys(&[Some(2)])));
+    assert_eq!(next(&mut rows).await, 3);
+    // Both: only the rows with key 2 or 3 pass.
+    registry.publish(&query, 11, 1, Published::Keys(keys(&[Some(3)])));
+    assert_eq!(next(&mut rows).await, 2);
+}
