@@ -3,10 +3,8 @@
 
 use floe_proto::{DataFileTask, FileGroup};
 
-/// A piece of a file by rows is worth a task of its own from this many bytes (pro rata): TPC-H
-/// SF1's part (5 MB) and customer (9 MB) are read by two tasks (all 22 queries, cluster: 2–3 %
-/// faster than from 8 MiB; Q14's join over part 55 → 28 ms).
-const MIN_PIECE_BYTES: u64 = 2 * 1024 * 1024;
+/// A piece of a file by rows is worth a task of its own from this many bytes (pro rata).
+const MIN_PIECE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Splits files by rows while there are fewer pieces than `target` tasks and the largest piece
 /// is worth splitting: a table of fewer files than the scan has tasks (a dimension table of one
@@ -104,8 +102,7 @@ mod tests {
             .iter()
             .any(|(_, p)| p.path == "small" && p.row_count == 0 && p.record_count == 50));
         // Pieces below the minimum are not split further; files split by bytes never are.
-        assert_eq!(split_by_rows(vec![f("tiny", 3 * MB, 1000)], 8).len(), 1);
-        assert_eq!(split_by_rows(vec![f("part", 5 * MB, 1000)], 8).len(), 2);
+        assert_eq!(split_by_rows(vec![f("tiny", 12 * MB, 1000)], 8).len(), 1);
         let mut ranged = f("ranged", 64 * MB, 1000);
         ranged.length = 32 * MB;
         assert_eq!(split_by_rows(vec![ranged], 8).len(), 1);
