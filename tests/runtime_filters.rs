@@ -118,7 +118,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     // — and the answer is right.
     connection
         .run(
-            "CREATE TABLE r.many PARTITIONED BY (p) AS SELECT f.k * 20 + v.x AS k, f.p \
+            "CREATE TABLE r.many PARTITIONED BY (p) AS SELECT f.k * 20 + v.x AS k, f.g, f.p \
              FROM r.facts f CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), \
              (9), (10), (11), (12), (13), (14), (15), (16), (17), (18), (19)) AS v(x)",
         )
@@ -134,6 +134,29 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         started.elapsed() < floe_engine::runtime_filter::WAIT,
         "the producers waited for keys that were too many"
     );
+
+    // A broadcast join over a partitioned one (400,000 rows joined by k): the dimension's g
+    // (7, 42, 1000; its NULL matches nothing) go from the broadcast join's tasks to the
+    // producers of one side, which shuffle only the 8,000 rows of g 7 and 42; the other side's
+    // 400,000 all go.
+    let over_partitioned = "SELECT count(*) FROM r.many a JOIN r.many b ON a.k = b.k \
+                            JOIN r.dim d ON a.g = d.g";
+    let analyzed =
+        common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {over_partitioned}")).await;
+    let shuffled: Vec<(u64, u64)> = analyzed
+        .lines()
+        .filter(|l| l.contains("ShuffleExchangeExec:") && l.contains("rows_read="))
+        .map(|l| (figure(l, "rows_read="), figure(l, "rows_out=")))
+        .collect();
+    assert!(
+        shuffled.contains(&(400_000, 8_000)),
+        "{shuffled:?}\n{analyzed}"
+    );
+    assert!(
+        shuffled.contains(&(400_000, 400_000)),
+        "{shuffled:?}\n{analyzed}"
+    );
+    assert_eq!(numbers(&cluster, over_partitioned).await, [Some(8_000)]);
 
     // A join on a key whose build side has no row: the producers drop every row.
     let none = "SELECT d.id FROM r.dim d WHERE d.g > 5000 AND EXISTS \

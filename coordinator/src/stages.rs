@@ -282,6 +282,17 @@ impl Cutter {
         let [build, probe] = children.as_slice() else {
             return Err(DataFusionError::Internal("a join has two inputs".into()));
         };
+        // A runtime filter's source stays in the join's tasks, over the broadcast's reader: it
+        // publishes the keys each task holds.
+        let source = build
+            .as_any()
+            .is::<RuntimeFilterSourceExec>()
+            .then(|| Arc::clone(build));
+        let build = match &source {
+            Some(s) => Arc::clone(s.children()[0]),
+            None => Arc::clone(build),
+        };
+        let build = &build;
         // A coalesce with a fetch (a LIMIT) must stay: broadcasting its input would drop it.
         let coalesce = build
             .as_any()
@@ -320,7 +331,12 @@ impl Cutter {
                 let exchange =
                     self.exchange(stage, Arc::clone(build.properties()), 1, true, choice)?;
                 stages.push(Arc::clone(exchange.stage()));
-                let join = join.with_new_children(vec![Arc::new(exchange), probe])?;
+                let exchange: Arc<dyn ExecutionPlan> = Arc::new(exchange);
+                let build = match source {
+                    Some(s) => s.with_new_children(vec![exchange])?,
+                    None => exchange,
+                };
+                let join = join.with_new_children(vec![build, probe])?;
                 Ok((join, Placement::Executors(stages)))
             }
             (build_placement, probe_placement) => {
