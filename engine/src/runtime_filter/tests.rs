@@ -146,6 +146,13 @@ fn a_filter_that_drops_almost_nothing_is_given_up_after_its_trial() {
     assert!(useful.keeps_testing());
     useful.saw(70_000, 70_000);
     assert!(useful.keeps_testing(), "judged once, on its first rows");
+    // An eager filter must drop three rows in four: one that drops 63 % is given up.
+    let mut eager = super::filter::Worth::eager();
+    eager.saw(70_000, 26_000);
+    assert!(!eager.keeps_testing());
+    let mut eager = super::filter::Worth::eager();
+    eager.saw(70_000, 3_000);
+    assert!(eager.keeps_testing());
 }
 
 #[test]
