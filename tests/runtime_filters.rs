@@ -93,6 +93,21 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
     let analyzed = common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {exists}")).await;
     assert_eq!(rows_shuffled_of(&analyzed, 20_000), 400, "{analyzed}");
 
+    // A semi join on g alone, whose 100 values repeat in the 20,000 facts (the manifests' bounds
+    // say so): each producer groups the facts' g before shuffling them, and the answers stay.
+    let keys_only =
+        "SELECT d.id FROM r.dim d WHERE EXISTS (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
+    let plan = common::plan_text(&cluster, &format!("EXPLAIN {keys_only}")).await;
+    let grouped_before_shuffle = plan.lines().collect::<Vec<_>>().windows(2).any(|pair| {
+        pair[0].contains("RepartitionExec: partitioning=Hash([g@0]")
+            && pair[1].contains("AggregateExec: mode=Partial, gby=[g@0 as g], aggr=[]")
+    });
+    assert!(grouped_before_shuffle, "{plan}");
+    assert_eq!(numbers(&cluster, keys_only).await, [Some(1), Some(2)]);
+    let keys_only_anti =
+        "SELECT d.id FROM r.dim d WHERE NOT EXISTS (SELECT 1 FROM r.facts f WHERE f.g = d.g)";
+    assert_eq!(numbers(&cluster, keys_only_anti).await, [Some(3), Some(4)]);
+
     // A semi join with an aggregation per key (TPC-H Q17's shape): the keys go below both
     // steps of the aggregation, so only g 7 and 42's facts are grouped at all.
     let grouped = "SELECT d.id FROM r.dim d WHERE EXISTS (SELECT 1 FROM \

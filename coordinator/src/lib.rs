@@ -31,6 +31,7 @@ pub mod broadcast;
 pub mod cancel;
 pub mod client_auth;
 pub mod ddl;
+pub mod distinct_probe_keys;
 pub mod error;
 pub mod filter_estimates;
 pub mod flight_sql;

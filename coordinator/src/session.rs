@@ -258,6 +258,8 @@ impl QueryEngine {
         rules.push(Arc::new(
             crate::nested_aggregates::OneShuffleForNestedAggregates,
         ));
+        // A semi or anti join's probe keys grouped before their shuffle.
+        rules.push(Arc::new(crate::distinct_probe_keys::DistinctProbeKeys));
         // On the final plan: LIKE patterns matched without a regular expression.
         rules.push(Arc::new(floe_engine::like::LikeParts));
         rules.push(Arc::new(PlanStages::new(self.registry.clone())));
