@@ -18,7 +18,9 @@ Steps:
      read_parquet in schema `tpch`), over the data files of the Iceberg
      tables' current snapshots — the very Parquet Floe reads (linked into
      <cache>/sf<SF>/peer-files/; --peer-files source: the generator's files,
-     which differ in compression and row-group size).
+     which differ in compression and row-group size).  The engines take
+     turns at each execution (--order interleaved, the default); --order
+     sequential runs one engine's queries after another's.
   5. Answers checked against DuckDB's (DataFusion's when DuckDB failed) with
      tests/integration/compare.py assert_close; a table of medians and ratios
      printed and written as JSON to benches/results/tpch-sf<SF>-<UTC time>.json.
@@ -466,45 +468,67 @@ class FloeServer:
 # ------------------------------------------------------------------ timing
 
 
-def time_engine(engine: str, client_factory, queries: list[int], runs: int, timeout: float,
-                on_timeout=None) -> tuple[dict, dict]:
-    """Warm-up + `runs` timed executions of each query.  Returns
-    (per-query records, per-query warm-up answers)."""
-    records, answers = {}, {}
-    client = client_factory()
-    try:
-        for n in queries:
-            sql = query_text(n)
-            rec = {"status": "ok", "times_s": [], "warmup_s": None, "median_s": None, "rows": None, "error": None}
-            records[n] = rec
-            for i in range(runs + 1):
-                res = client.run(sql, timeout)
-                if res[0] != "ok":
-                    rec["status"] = res[0]
-                    rec["error"] = res[1] if res[0] == "error" else f"no answer within {timeout:g}s"
-                    if res[0] == "timeout" or client.proc is None or not client.proc.is_alive():
-                        client.stop()
-                        if on_timeout is not None:
-                            on_timeout()
-                        client = client_factory()
-                    break
-                _, secs, table = res
-                if i == 0:
-                    rec["warmup_s"] = secs
-                    rec["rows"] = table.num_rows
-                    answers[n] = table
-                else:
-                    rec["times_s"].append(secs)
-            if rec["status"] == "ok":
-                rec["median_s"] = statistics.median(rec["times_s"]) if rec["times_s"] else rec["warmup_s"]
-                log(f"{engine:>10} q{n:02d}: median {rec['median_s']:.3f}s  runs "
-                    + " ".join(f"{t:.3f}" for t in rec["times_s"])
-                    + f"  (warm-up {rec['warmup_s']:.3f}s, {rec['rows']} rows)")
-            else:
-                log(f"{engine:>10} q{n:02d}: {rec['status'].upper()}: {rec['error'].splitlines()[0] if rec['error'] else ''}")
-    finally:
-        client.stop()
-    return records, answers
+class EngineRuns:
+    """One engine's warm-up and timed executions, query by query, as the runner steps them:
+    all of one engine's in a row (`--order sequential`) or the engines in turn
+    (`--order interleaved`).  `records` and `answers` fill as it goes."""
+
+    def __init__(self, engine: str, client_factory, timeout: float, on_timeout=None):
+        self.engine, self.factory, self.timeout, self.on_timeout = engine, client_factory, timeout, on_timeout
+        self.client = client_factory()
+        self.records: dict[int, dict] = {}
+        self.answers: dict[int, object] = {}
+
+    def step(self, n: int, i: int) -> None:
+        """Execution `i` of query `n` (0: the warm-up, whose answer is kept)."""
+        if i == 0:
+            self.records[n] = {"status": "ok", "times_s": [], "warmup_s": None, "median_s": None,
+                               "rows": None, "error": None}
+        rec = self.records[n]
+        if rec["status"] != "ok":
+            return
+        res = self.client.run(query_text(n), self.timeout)
+        if res[0] != "ok":
+            rec["status"] = res[0]
+            rec["error"] = res[1] if res[0] == "error" else f"no answer within {self.timeout:g}s"
+            if res[0] == "timeout" or self.client.proc is None or not self.client.proc.is_alive():
+                self.client.stop()
+                if self.on_timeout is not None:
+                    self.on_timeout()
+                self.client = self.factory()
+            return
+        _, secs, table = res
+        if i == 0:
+            rec["warmup_s"] = secs
+            rec["rows"] = table.num_rows
+            self.answers[n] = table
+        else:
+            rec["times_s"].append(secs)
+
+    def finish(self, n: int) -> None:
+        """Query `n`'s median, logged."""
+        rec = self.records[n]
+        if rec["status"] == "ok":
+            rec["median_s"] = statistics.median(rec["times_s"]) if rec["times_s"] else rec["warmup_s"]
+            log(f"{self.engine:>10} q{n:02d}: median {rec['median_s']:.3f}s  runs "
+                + " ".join(f"{t:.3f}" for t in rec["times_s"])
+                + f"  (warm-up {rec['warmup_s']:.3f}s, {rec['rows']} rows)")
+        else:
+            log(f"{self.engine:>10} q{n:02d}: {rec['status'].upper()}: {rec['error'].splitlines()[0] if rec['error'] else ''}")
+
+    def stop(self) -> None:
+        self.client.stop()
+
+
+def time_engines(runners: list[EngineRuns], queries: list[int], runs: int) -> None:
+    """Each query's warm-up and `runs` timed executions on every engine, the engines in turn
+    at each execution: a slow minute of a noisy machine falls on all of them alike."""
+    for n in queries:
+        for i in range(runs + 1):
+            for r in runners:
+                r.step(n, i)
+        for r in runners:
+            r.finish(n)
 
 
 def check_answers(queries: list[int], answers: dict[str, dict]) -> dict[int, dict]:
@@ -649,6 +673,10 @@ def main(argv=None) -> int:
     ap.add_argument("--peer-files", choices=("iceberg", "source"), default="iceberg",
                     help="what DataFusion and DuckDB read: the Iceberg tables' data files, the same Parquet Floe "
                          "reads (default), or the generator's Parquet (other compression and row groups)")
+    ap.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
+                    help="interleaved (default): each execution of a query on every engine in turn, so that a slow "
+                         "stretch of a noisy machine falls on all alike; sequential: all of one engine's queries, "
+                         "then the next engine's (the order before session 27)")
     ap.add_argument("--out", help="JSON output path (default benches/results/tpch-sf<SF>-<UTC time>.json)")
     args = ap.parse_args(argv)
 
@@ -694,43 +722,64 @@ def main(argv=None) -> int:
     records: dict[str, dict] = {}
     answers: dict[str, dict] = {}
     floe_server = None
-    try:
-        for e in engines:
-            t0 = time.monotonic()
-            log(f"--- {LABEL[e]}: {len(queries)} queries, 1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
-            if e == "floe":
-                log_dir = sf_dir / "floe-logs" / started.strftime("%Y%m%dT%H%M%SZ")
-                floe_server = FloeServer(binary, wh, log_dir, args.executors, args.deployment,
-                                         args.executor_memory)
-                atexit.register(floe_server.stop)
-                floe_server.start()
+    runners: dict[str, EngineRuns] = {}
 
-                def factory():
-                    if floe_server.proc is None or not floe_server.proc.alive():
-                        floe_server.stop()
-                        floe_server.start()
-                    c = Client("floe", {"uri": floe_server.uri, "timeout": args.timeout})
-                    c.start()
-                    return c
+    def runner(e: str) -> EngineRuns:
+        nonlocal floe_server
+        if e == "floe":
+            log_dir = sf_dir / "floe-logs" / started.strftime("%Y%m%dT%H%M%SZ")
+            floe_server = FloeServer(binary, wh, log_dir, args.executors, args.deployment,
+                                     args.executor_memory)
+            atexit.register(floe_server.stop)
+            floe_server.start()
 
-                def restart():
-                    log("floe: restarting the server after a timeout / lost client")
+            def factory():
+                if floe_server.proc is None or not floe_server.proc.alive():
                     floe_server.stop()
                     floe_server.start()
+                c = Client("floe", {"uri": floe_server.uri, "timeout": args.timeout})
+                c.start()
+                return c
 
-                records[e], answers[e] = time_engine(e, factory, queries, args.runs, args.timeout, restart)
-                floe_server.stop()  # don't let it hold memory while the others run
-            else:
-                setup = {"files": {t: str(p) for t, p in peer_files.items()}}
+            def restart():
+                log("floe: restarting the server after a timeout / lost client")
+                floe_server.stop()
+                floe_server.start()
 
-                def factory(e=e, setup=setup):
-                    c = Client(e, setup)
-                    c.start()
-                    return c
+            return EngineRuns(e, factory, args.timeout, restart)
+        setup = {"files": {t: str(p) for t, p in peer_files.items()}}
 
-                records[e], answers[e] = time_engine(e, factory, queries, args.runs, args.timeout)
-            phases[f"{e}_s"] = time.monotonic() - t0
+        def factory(e=e, setup=setup):
+            c = Client(e, setup)
+            c.start()
+            return c
+
+        return EngineRuns(e, factory, args.timeout)
+
+    try:
+        if args.order == "interleaved":
+            t0 = time.monotonic()
+            log(f"--- {', '.join(LABEL[e] for e in engines)} in turn: {len(queries)} queries, "
+                f"1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
+            for e in engines:
+                runners[e] = runner(e)
+            time_engines(list(runners.values()), queries, args.runs)
+            phases["engines_s"] = time.monotonic() - t0
+        else:
+            for e in engines:
+                t0 = time.monotonic()
+                log(f"--- {LABEL[e]}: {len(queries)} queries, 1 warm-up + {args.runs} runs each, timeout {args.timeout:g}s")
+                runners[e] = runner(e)
+                time_engines([runners[e]], queries, args.runs)
+                runners[e].stop()
+                if e == "floe":
+                    floe_server.stop()  # don't let it hold memory while the others run
+                phases[f"{e}_s"] = time.monotonic() - t0
+        for e, r in runners.items():
+            records[e], answers[e] = r.records, r.answers
     finally:
+        for r in runners.values():
+            r.stop()
         if floe_server is not None:
             floe_server.stop()
 
@@ -757,6 +806,7 @@ def main(argv=None) -> int:
         "benchmark": "tpch",
         "scale_factor": sf,
         "runs": args.runs,
+        "order": args.order,
         "timeout_s": args.timeout,
         "started_utc": started.isoformat(),
         "wall_s": wall,
