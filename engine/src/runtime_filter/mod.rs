@@ -1,5 +1,5 @@
-//! Runtime filters across stages: the keys of a partitioned join's build side, sent to the
-//! producers of its probe side, so that rows which cannot join are dropped before they are
+//! Runtime filters across stages: the keys of a partitioned or broadcast join's build side, sent
+//! to the producers of its probe side, so that rows which cannot join are dropped before they are
 //! shuffled (Trino's dynamic filtering, between tasks of different stages).
 //!
 //! ```text

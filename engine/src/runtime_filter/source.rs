@@ -28,9 +28,9 @@ pub(super) struct SourceBinding {
     pub(super) shuffle_key: Tag,
 }
 
-/// Passes a partitioned join's build side through, collecting its key columns, and publishes
-/// them (or "too many") to the executors of the probe side's producers. Unbound (on the
-/// coordinator) it passes its input through.
+/// Passes a join's build side through (a partitioned join's part of it, or a broadcast join's
+/// whole), collecting its key columns, and publishes them (or "too many") to the executors of
+/// the probe side's producers. Unbound (on the coordinator) it passes its input through.
 #[derive(Debug)]
 pub struct RuntimeFilterSourceExec {
     input: Arc<dyn ExecutionPlan>,
