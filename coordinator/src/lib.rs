@@ -47,6 +47,7 @@ pub mod planned_statement;
 pub mod registry;
 pub mod remote;
 pub mod results;
+mod rewrite;
 pub mod runtime_filters;
 pub mod scheduler;
 pub mod session;

@@ -23,7 +23,6 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
@@ -42,13 +41,7 @@ impl PhysicalOptimizerRule for OneShuffleForNestedAggregates {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| {
-            Ok(match rewritten(&node)? {
-                Some(plan) => Transformed::yes(plan),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|t| t.data)
+        crate::rewrite::top_down(plan, rewritten)
     }
 
     fn name(&self) -> &str {
