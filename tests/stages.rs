@@ -308,6 +308,45 @@ async fn stages_have_a_task_per_executor_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_querys_single_task_stages_take_the_executors_in_turn() {
+    // Two dimensions of one file each, broadcast to the facts' tasks: each is read by a stage of
+    // one task, and the two tasks run on different executors (the slots are taken in turn over
+    // the whole query, not from the first executor at every stage).
+    let cluster = Cluster::with_slots(&[1, 1]).await;
+    let mut connection = cluster.connect().await;
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA b".to_string(),
+            keys_in_seven_groups("b.facts"),
+            "CREATE TABLE b.colours AS SELECT * FROM (VALUES (1, 'red'), (2, 'green')) AS v(g, colour)"
+                .to_string(),
+            "CREATE TABLE b.sizes AS SELECT * FROM (VALUES (3, 'S'), (5, 'M')) AS v(m, size)"
+                .to_string(),
+        ],
+    )
+    .await;
+    let sql = "SELECT sum(f.k) FROM b.facts f JOIN b.colours c ON f.g = c.g \
+               JOIN b.sizes s ON f.k % 6 = s.m";
+    let text = analyzed(&cluster, sql).await;
+    let single: Vec<Vec<String>> = text
+        .lines()
+        .filter(|line| line.contains("ShuffleExchangeExec:") && line.contains("tasks=1,"))
+        .map(task_executors)
+        .collect();
+    assert_eq!(single.len(), 2, "two single-task stages: {text}");
+    assert_eq!(single[0].len(), 1, "{text}");
+    assert_eq!(single[1].len(), 1, "{text}");
+    assert_ne!(single[0], single[1], "both on one executor: {text}");
+    // And the answer is right.
+    let expected: i64 = (1..=400)
+        .filter(|k| [1, 2].contains(&(k % 7)) && [3, 5].contains(&(k % 6)))
+        .sum();
+    assert_eq!(one_number(&cluster, sql).await, expected);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_run_twice_as_many_tasks_as_slots() {
     // Two executors of one slot each: a query's stages have two tasks, a write's four (its
     // tasks wait on their files being written).

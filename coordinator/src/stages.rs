@@ -166,6 +166,9 @@ struct Cutter {
     /// restart at 1 in every cut) never name another plan's running stages.
     run: Arc<QueryRun>,
     next_stage: u32,
+    /// The executor slot the next stage's first task goes to: the tasks of a query take the
+    /// executors' slots in turn (see `crate::scheduler`'s placement).
+    next_slot: usize,
     /// The shuffle stages each runtime filter is applied in (see `crate::runtime_filters`),
     /// by filter id: cut before the join whose build side publishes the keys.
     filter_targets: HashMap<u64, Vec<u32>>,
@@ -371,12 +374,15 @@ impl Cutter {
                 .or_default()
                 .push(self.next_stage);
         }
+        let first_slot = self.next_slot;
+        self.next_slot += tasks;
         Ok(Arc::new(ShuffleStage {
             stage_id: self.next_stage,
             plan,
             encoded: Arc::new(encoded),
             files: Arc::new(files),
             tasks,
+            first_slot,
             output,
             inputs,
             reports: Mutex::default(),
@@ -420,10 +426,13 @@ impl Cutter {
         match encode_fragment(&plan) {
             Ok((encoded, files)) => {
                 self.next_stage += 1;
+                let first_slot = self.next_slot;
+                self.next_slot += partitions(&plan);
                 let stage = GatherStage {
                     stage_id: self.next_stage,
                     plan: Arc::new(encoded),
                     files,
+                    first_slot,
                     inputs,
                 };
                 Ok(Arc::new(RemoteStageExec::new(
@@ -618,6 +627,7 @@ impl PhysicalOptimizerRule for PlanStages {
         let mut cutter = Cutter {
             run: Arc::new(run),
             next_stage: 0,
+            next_slot: 0,
             filter_targets: HashMap::new(),
         };
         let (plan, placement) = cutter.place(plan)?;

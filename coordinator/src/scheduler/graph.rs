@@ -126,6 +126,7 @@ pub(super) async fn launch(
                 memory_limit: run.memory_limit,
                 stage_id: stage.stage_id,
                 partition,
+                slot: stage.first_slot + partition,
                 plan: Arc::clone(&stage.encoded),
                 files: stage.files.get(partition).cloned().unwrap_or_default(),
                 output: Some(stage.output),

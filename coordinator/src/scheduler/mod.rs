@@ -66,6 +66,8 @@ pub struct GatherStage {
     pub plan: Arc<Vec<u8>>,
     /// Each task's files.
     pub files: Vec<FileGroup>,
+    /// The executor slot its first task goes to (see the scheduler's placement).
+    pub first_slot: usize,
     /// The shuffle stages its tasks read.
     pub inputs: Vec<Arc<ShuffleStage>>,
 }
@@ -102,6 +104,7 @@ impl QueryRun {
             memory_limit: self.memory_limit,
             stage_id: stage.stage_id,
             partition,
+            slot: stage.first_slot + partition,
             plan: Arc::clone(&stage.plan),
             files: stage.files.get(partition).cloned().unwrap_or_default(),
             output: None,

@@ -1,8 +1,11 @@
 //! Placement and loss: which executor runs a task, and what a failure says about the executor.
 //!
-//! Task `p` of a stage goes to the `p`-th executor slot in turn: the first slot of every live
-//! executor, then the second of those that have two, and so on, so each executor gets tasks in
-//! proportion to the slots it registered with (file groups are already balanced by bytes). A
+//! A query's tasks go to the executors' slots in turn: the first slot of every live executor,
+//! then the second of those that have two, and so on, so each executor gets tasks in proportion
+//! to the slots it registered with (file groups are already balanced by bytes). The turn runs
+//! over the whole query, not each stage: a stage's first task takes the slot after the previous
+//! stage's last (`first_slot`, counted as the plan is cut), so the single-task stages of one
+//! query (a small table's scan) do not all land on the first executor. A
 //! task that cannot reach its executor is sent to the next one, and the unreachable
 //! executor is dropped from the registry; one that turns the task away is kept. An error in a
 //! running task that says an executor was lost drops that executor too, so that a query run
@@ -31,7 +34,7 @@ impl Task {
             )));
         }
         let mut last_error = None;
-        let first = first_choice(&live, self.partition);
+        let first = first_choice(&live, self.slot);
         for attempt in 0..live.len() {
             let executor = &live[(first + attempt) % live.len()];
             match self.try_on(executor).await {
@@ -69,9 +72,9 @@ impl Task {
     }
 }
 
-/// Which of `live` task `partition` goes to first: the executors' slots taken in turn (the
+/// Which of `live` the task in `slot` goes to first: the executors' slots taken in turn (the
 /// first slot of each, then the second of those with two, …).
-fn first_choice(live: &[ExecutorInfo], partition: usize) -> usize {
+fn first_choice(live: &[ExecutorInfo], slot: usize) -> usize {
     let most = live.iter().map(|e| e.task_slots).max().unwrap_or(1);
     let rotation: Vec<usize> = (0..most)
         .flat_map(|slot| {
@@ -82,8 +85,8 @@ fn first_choice(live: &[ExecutorInfo], partition: usize) -> usize {
         })
         .collect();
     match rotation.len() {
-        0 => partition % live.len().max(1),
-        n => rotation[partition % n],
+        0 => slot % live.len().max(1),
+        n => rotation[slot % n],
     }
 }
 

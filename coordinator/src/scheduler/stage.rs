@@ -20,6 +20,8 @@ pub struct ShuffleStage {
     pub files: Arc<Vec<FileGroup>>,
     /// How many tasks the stage runs.
     pub tasks: usize,
+    /// The executor slot its first task goes to (see the scheduler's placement).
+    pub first_slot: usize,
     /// How its tasks split their output.
     pub output: ShuffleOutput,
     /// The stages its tasks read.

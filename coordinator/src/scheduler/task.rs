@@ -27,6 +27,8 @@ pub(super) struct Task {
     pub(super) memory_limit: u64,
     pub(super) stage_id: u32,
     pub(super) partition: usize,
+    /// Its place in the query's rotation over the executors' slots (see the scheduler's placement).
+    pub(super) slot: usize,
     pub(super) plan: Arc<Vec<u8>>,
     pub(super) files: FileGroup,
     /// Present for a shuffle producer.
