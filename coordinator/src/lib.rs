@@ -28,6 +28,7 @@
 pub mod abandoned;
 pub mod admission;
 pub mod broadcast;
+pub mod build_reduction;
 pub mod cancel;
 pub mod client_auth;
 pub mod ddl;

@@ -260,6 +260,8 @@ impl QueryEngine {
         ));
         // A semi or anti join's probe keys grouped before their shuffle.
         rules.push(Arc::new(crate::distinct_probe_keys::DistinctProbeKeys));
+        // A large broadcast build side reduced by a small filtered one under its probe side.
+        rules.push(Arc::new(crate::build_reduction::ReducedBuildSides));
         // On the final plan: LIKE patterns matched without a regular expression.
         rules.push(Arc::new(floe_engine::like::LikeParts));
         rules.push(Arc::new(PlanStages::new(self.registry.clone())));
