@@ -172,6 +172,32 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         "{shuffled:?}\n{analyzed}"
     );
     assert_eq!(numbers(&cluster, over_partitioned).await, [Some(8_000)]);
+    // The same with a dimension of two files, read by two tasks and collected for the
+    // broadcast: the keys go just the same.
+    connection
+        .run("CREATE TABLE r.dim2 PARTITIONED BY (id) AS SELECT * FROM r.dim")
+        .await
+        .expect("CREATE TABLE r.dim2");
+    let collected = over_partitioned.replace("r.dim d", "r.dim2 d");
+    let analyzed = common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {collected}")).await;
+    let broadcast = analyzed
+        .lines()
+        .find(|l| l.contains("build side ≈"))
+        .unwrap_or_else(|| panic!("no broadcast: {analyzed}"));
+    assert!(
+        !broadcast.contains("tasks=1,"),
+        "the dimension read by one task: {broadcast}"
+    );
+    let shuffled: Vec<(u64, u64)> = analyzed
+        .lines()
+        .filter(|l| l.contains("ShuffleExchangeExec:") && l.contains("rows_read="))
+        .map(|l| (figure(l, "rows_read="), figure(l, "rows_out=")))
+        .collect();
+    assert!(
+        shuffled.contains(&(400_000, 8_000)),
+        "{shuffled:?}\n{analyzed}"
+    );
+    assert_eq!(numbers(&cluster, &collected).await, [Some(8_000)]);
 
     // A join on a key whose build side has no row: the producers drop every row.
     let none = "SELECT d.id FROM r.dim d WHERE d.g > 5000 AND EXISTS \
