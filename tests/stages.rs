@@ -347,6 +347,38 @@ async fn a_querys_single_task_stages_take_the_executors_in_turn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aggregation_over_one_task_sends_its_partial_result_not_its_rows() {
+    // A table of one file is read by one task; DataFusion aggregates one partition in a single
+    // step, which would bring all 400 rows to the coordinator. Split, the task sends one row.
+    let cluster = Cluster::start(2).await;
+    let mut connection = cluster.connect().await;
+    let values: Vec<String> = (1..=400).map(|k| format!("({k})")).collect();
+    run_each(
+        &mut connection,
+        [
+            "CREATE SCHEMA p".to_string(),
+            format!(
+                "CREATE TABLE p.one AS SELECT * FROM (VALUES {}) AS v(k)",
+                values.join(", ")
+            ),
+        ],
+    )
+    .await;
+    let sql = "SELECT sum(k) FROM p.one WHERE k > 100";
+    let text = analyzed(&cluster, sql).await;
+    let gather = text
+        .lines()
+        .find(|l| l.contains("RemoteStageExec:"))
+        .unwrap_or_else(|| panic!("no gather: {text}"));
+    assert!(gather.contains("tasks=1,"), "{gather}");
+    assert!(gather.contains("rows_out=1 "), "{text}");
+    assert!(text.contains("mode=Partial"), "{text}");
+    // And the answer is right.
+    assert_eq!(one_number(&cluster, sql).await, (101..=400).sum::<i64>());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_run_twice_as_many_tasks_as_slots() {
     // Two executors of one slot each: a query's stages have two tasks, a write's four (its
     // tasks wait on their files being written).

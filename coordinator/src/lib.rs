@@ -41,6 +41,7 @@ pub mod limits;
 mod metadata;
 pub mod nested_aggregates;
 pub mod not_in;
+pub mod partial_aggregates;
 pub mod placeholders;
 pub mod plan_cache;
 pub mod planned;

@@ -262,6 +262,8 @@ impl QueryEngine {
         rules.push(Arc::new(crate::distinct_probe_keys::DistinctProbeKeys));
         // A large broadcast build side reduced by a small filtered one under its probe side.
         rules.push(Arc::new(crate::build_reduction::ReducedBuildSides));
+        // An aggregation over one partition in two steps, the partial one where the rows are.
+        rules.push(Arc::new(crate::partial_aggregates::PartialAggregates));
         // On the final plan: LIKE patterns matched without a regular expression.
         rules.push(Arc::new(floe_engine::like::LikeParts));
         rules.push(Arc::new(PlanStages::new(self.registry.clone())));
