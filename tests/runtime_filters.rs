@@ -64,21 +64,18 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
             format!("({k}, {g}, {})", k % 4)
         })
         .collect();
-    for sql in [
-        "CREATE SCHEMA r".to_string(),
-        format!(
+    connection
+        .run_each([
+            "CREATE SCHEMA r".to_string(),
+            format!(
             "CREATE TABLE r.facts PARTITIONED BY (p) AS SELECT * FROM (VALUES {}) AS v(k, g, p)",
             facts.join(", ")
         ),
-        "CREATE TABLE r.dim AS SELECT * FROM (VALUES (1, 7), (2, 42), (3, 1000), (4, NULL)) \
+            "CREATE TABLE r.dim AS SELECT * FROM (VALUES (1, 7), (2, 42), (3, 1000), (4, NULL)) \
          AS v(id, g)"
-            .to_string(),
-    ] {
-        connection
-            .run(&sql)
-            .await
-            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..40.min(sql.len())]));
-    }
+                .to_string(),
+        ])
+        .await;
 
     // EXISTS: a left semi join, partitioned (its output is the dimension's rows, so it cannot
     // run over a broadcast). The dimension's keys go to the facts' producers (which shuffle
@@ -221,26 +218,23 @@ async fn a_large_broadcast_build_side_is_reduced_by_a_filtered_one_under_its_pro
         })
         .collect();
     let hundred: Vec<String> = (0..100).map(|x| format!("({x})")).collect();
-    for sql in [
-        "CREATE SCHEMA b".to_string(),
-        format!(
-            "CREATE TABLE b.parts AS SELECT * FROM (VALUES {}) AS v(k, name)",
-            parts.join(", ")
-        ),
-        format!(
-            "CREATE TABLE b.partsupp PARTITIONED BY (p) AS SELECT k AS pk, x AS sk, \
+    connection
+        .run_each([
+            "CREATE SCHEMA b".to_string(),
+            format!(
+                "CREATE TABLE b.parts AS SELECT * FROM (VALUES {}) AS v(k, name)",
+                parts.join(", ")
+            ),
+            format!(
+                "CREATE TABLE b.partsupp PARTITIONED BY (p) AS SELECT k AS pk, x AS sk, \
              k * 100 + x AS cost, x % 2 AS p FROM b.parts CROSS JOIN (VALUES {}) AS v(x)",
-            hundred.join(", ")
-        ),
-        "CREATE TABLE b.lines PARTITIONED BY (p) AS SELECT pk, sk, y + 1 AS qty, y % 2 AS p \
+                hundred.join(", ")
+            ),
+            "CREATE TABLE b.lines PARTITIONED BY (p) AS SELECT pk, sk, y + 1 AS qty, y % 2 AS p \
          FROM b.partsupp CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7)) AS v(y)"
-            .to_string(),
-    ] {
-        connection
-            .run(&sql)
-            .await
-            .unwrap_or_else(|s| panic!("{}: {s:?}", &sql[..40.min(sql.len())]));
-    }
+                .to_string(),
+        ])
+        .await;
     let sql = "SELECT sum(l.qty * ps.cost) FROM b.lines l JOIN b.parts pt ON l.pk = pt.k \
                JOIN b.partsupp ps ON ps.pk = l.pk AND ps.sk = l.sk \
                WHERE pt.name LIKE '%green%'";

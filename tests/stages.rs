@@ -45,9 +45,7 @@ fn count(plan: &str, node: &str) -> usize {
 async fn plans_are_cut_where_data_must_move() {
     let cluster = Cluster::start(2).await;
     let mut connection = cluster.connect().await;
-    run_each(
-        &mut connection,
-        [
+    connection.run_each([
             "CREATE SCHEMA s",
             "CREATE TABLE s.big PARTITIONED BY (k) AS SELECT * FROM (VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 30), (4, 'c', 40)) AS v(k, g, x)",
             "CREATE TABLE s.small AS SELECT * FROM (VALUES ('a', 'A'), ('b', 'B')) AS v(g, label)",
@@ -137,20 +135,6 @@ async fn rows_read(cluster: &Cluster, sql: &str) -> u64 {
     read.iter().sum()
 }
 
-/// Runs each statement on `connection`, failing the test (naming the statement) on an error.
-async fn run_each<S: AsRef<str>>(
-    connection: &mut common::Connection,
-    statements: impl IntoIterator<Item = S>,
-) {
-    for sql in statements {
-        let sql = sql.as_ref();
-        if let Err(status) = connection.run(sql).await {
-            let start: String = sql.chars().take(60).collect();
-            panic!("{start}: {status:?}");
-        }
-    }
-}
-
 /// `CREATE TABLE table` of keys k = 1..=400 partitioned by g = k % 7.
 fn keys_in_seven_groups(table: &str) -> String {
     let values: Vec<String> = (1..=400).map(|k| format!("({k}, {})", k % 7)).collect();
@@ -183,9 +167,8 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
     let values: Vec<String> = (1..=20_000)
         .map(|k| format!("({k}, {}, 'note {k}')", k % 100))
         .collect();
-    run_each(
-        &mut connection,
-        [
+    connection
+        .run_each([
             "CREATE SCHEMA d".to_string(),
             format!(
                 "CREATE TABLE d.facts AS SELECT * FROM (VALUES {}) AS v(k, g, note)",
@@ -193,9 +176,8 @@ async fn dynamic_filters_reach_the_scan_in_executor_tasks() {
             ),
             "CREATE TABLE d.dim AS SELECT * FROM (VALUES (7, 'x'), (42, 'y')) AS v(g, label)"
                 .to_string(),
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // The dimension is broadcast; its keys, pushed into the facts scan, let the reader keep
     // only the 400 facts that join (without them it reads all 20,000) and decode their notes
@@ -278,11 +260,9 @@ async fn stages_have_a_task_per_executor_slot() {
     // them on the first.
     let cluster = Cluster::with_slots(&[3, 2]).await;
     let mut connection = cluster.connect().await;
-    run_each(
-        &mut connection,
-        ["CREATE SCHEMA w".to_string(), keys_in_seven_groups("w.t")],
-    )
-    .await;
+    connection
+        .run_each(["CREATE SCHEMA w".to_string(), keys_in_seven_groups("w.t")])
+        .await;
     let sql = "SELECT k % 5, sum(k) FROM w.t GROUP BY k % 5";
     let text = analyzed(&cluster, sql).await;
     let stages: Vec<&str> = text
@@ -314,9 +294,7 @@ async fn a_querys_single_task_stages_take_the_executors_in_turn() {
     // the whole query, not from the first executor at every stage).
     let cluster = Cluster::with_slots(&[1, 1]).await;
     let mut connection = cluster.connect().await;
-    run_each(
-        &mut connection,
-        [
+    connection.run_each([
             "CREATE SCHEMA b".to_string(),
             keys_in_seven_groups("b.facts"),
             "CREATE TABLE b.colours AS SELECT * FROM (VALUES (1, 'red'), (2, 'green')) AS v(g, colour)"
@@ -353,17 +331,15 @@ async fn an_aggregation_over_one_task_sends_its_partial_result_not_its_rows() {
     let cluster = Cluster::start(2).await;
     let mut connection = cluster.connect().await;
     let values: Vec<String> = (1..=400).map(|k| format!("({k})")).collect();
-    run_each(
-        &mut connection,
-        [
+    connection
+        .run_each([
             "CREATE SCHEMA p".to_string(),
             format!(
                 "CREATE TABLE p.one AS SELECT * FROM (VALUES {}) AS v(k)",
                 values.join(", ")
             ),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let sql = "SELECT sum(k) FROM p.one WHERE k > 100";
     let text = analyzed(&cluster, sql).await;
     let gather = text
@@ -384,15 +360,13 @@ async fn writes_run_twice_as_many_tasks_as_slots() {
     // tasks wait on their files being written).
     let cluster = Cluster::with_slots(&[1, 1]).await;
     let mut connection = cluster.connect().await;
-    run_each(
-        &mut connection,
-        [
+    connection
+        .run_each([
             "CREATE SCHEMA x".to_string(),
             keys_in_seven_groups("x.src"),
             "CREATE TABLE x.dst AS SELECT * FROM x.src WHERE k < 0".to_string(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let query = physical_plan(&cluster, "SELECT k, g FROM x.src").await;
     assert!(query.contains("tasks=2"), "{query}");
     let write = physical_plan(&cluster, "INSERT INTO x.dst SELECT k, g FROM x.src").await;
@@ -416,14 +390,12 @@ async fn a_prepared_statement_runs_the_plan_made_to_prepare_it_while_its_table_i
     // unless a table it reads changed since.
     let cluster = Cluster::start(1).await;
     let mut connection = cluster.connect().await;
-    run_each(
-        &mut connection,
-        [
+    connection
+        .run_each([
             "CREATE SCHEMA x",
             "CREATE TABLE x.t AS SELECT * FROM (VALUES (1), (2), (3)) AS v(k)",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let count = |batches: Vec<arrow::array::RecordBatch>| {
         batches[0]
             .column(0)
@@ -564,14 +536,12 @@ async fn a_query_run_again_answers_for_its_own_run() {
     }
     assert_eq!(cluster.runs_from_kept_physical(), 4);
     // Neither a query reading a table nor one asking the time keeps its physical plan.
-    run_each(
-        &mut connection,
-        [
+    connection
+        .run_each([
             "CREATE SCHEMA k",
             "CREATE TABLE k.t AS SELECT * FROM (VALUES (1), (2)) AS v(x)",
-        ],
-    )
-    .await;
+        ])
+        .await;
     for _ in 0..2 {
         connection
             .run("SELECT count(*) FROM k.t")

@@ -164,6 +164,17 @@ impl Connection {
         bounded(sql, self.fetch(descriptor)).await
     }
 
+    /// Runs each statement in turn, failing the test (naming the statement) on an error.
+    pub async fn run_each<S: AsRef<str>>(&mut self, statements: impl IntoIterator<Item = S>) {
+        for sql in statements {
+            let sql = sql.as_ref();
+            if let Err(status) = self.run(sql).await {
+                let start: String = sql.chars().take(60).collect();
+                panic!("{start}: {status:?}");
+            }
+        }
+    }
+
     /// Runs `sql` as a prepared statement (CreatePreparedStatement; DoPut of `parameters`, one
     /// row, when there are any; GetFlightInfo of the handle the DoPut answered; DoGet).
     pub async fn run_prepared(
