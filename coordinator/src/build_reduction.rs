@@ -22,8 +22,9 @@
 //! Only where it pays by the estimates: the build side has at least [`MIN_BUILD_ROWS`] rows and
 //! the reducing side at most a quarter as many, and that side is selective — it holds a filter
 //! estimated to keep at most half of what it reads — so that its keys are not the whole key
-//! range (Q09's supplier, all 10,000 of them, reduces nothing). The reducing side is a plain
-//! subtree (no join: a copy of a join would share its dynamic filters with the original). The
+//! range (Q09's supplier, all 10,000 of them, reduces nothing). The reducing side runs twice,
+//! so it must give the same rows each time: scans, filters, projections and exchanges only — no
+//! join (a copy would share its dynamic filters), no LIMIT, no volatile function. The
 //! joins reduced are those where a build row that matches no probe row adds nothing to the
 //! output (inner, right, right semi, right anti and right mark joins).
 
@@ -34,6 +35,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, NullEquality, Result};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -209,21 +211,16 @@ fn has_fetch(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Whether `reducer` is small beside the `build_rows` it reduces, selective (a filter in it
-/// keeps at most half of what it reads, by the estimates) and plain (no join).
+/// keeps at most half of what it reads, by the estimates) and repeatable (see [`repeatable`]).
 fn worth_it(reducer: &Arc<dyn ExecutionPlan>, build_rows: usize) -> bool {
     let Some(rows) = estimated_rows(reducer) else {
         return false;
     };
-    if rows.saturating_mul(4) > build_rows {
+    if rows.saturating_mul(4) > build_rows || !repeatable(reducer) {
         return false;
     }
-    let mut plain = true;
     let mut selective = false;
     let _ = reducer.apply(|node| {
-        if node.name().contains("Join") {
-            plain = false;
-            return Ok(TreeNodeRecursion::Stop);
-        }
         if let Some(filter) = node.as_any().downcast_ref::<FilterExec>() {
             if let (Some(kept), Some(read)) = (estimated_rows(node), estimated_rows(filter.input()))
             {
@@ -232,7 +229,44 @@ fn worth_it(reducer: &Arc<dyn ExecutionPlan>, build_rows: usize) -> bool {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    plain && selective
+    selective
+}
+
+/// Whether `plan` gives the same rows each time it runs: the reducing side runs twice (once
+/// for its own join, once for the reduction), and a build row is dropped only if the second
+/// run's keys say it cannot match the first's. So: scans (a leaf reads its table's snapshot),
+/// filters, projections and exchanges only — no join (a copy would share its dynamic filters),
+/// no LIMIT anywhere (which rows it keeps may differ between runs), no volatile function
+/// (`random()`).
+fn repeatable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut repeatable = true;
+    let _ = plan.apply(|node| {
+        let any = node.as_any();
+        let expressions: Vec<Arc<dyn PhysicalExpr>> =
+            if let Some(filter) = any.downcast_ref::<FilterExec>() {
+                vec![Arc::clone(filter.predicate())]
+            } else if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
+                projection
+                    .expr()
+                    .iter()
+                    .map(|e| Arc::clone(&e.expr))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        let kind_ok = node.children().is_empty()
+            || any.is::<FilterExec>()
+            || any.is::<ProjectionExec>()
+            || any.is::<CoalescePartitionsExec>()
+            || any.is::<RepartitionExec>()
+            || any.is::<CooperativeExec>();
+        if !kind_ok || node.fetch().is_some() || expressions.iter().any(is_volatile) {
+            repeatable = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    repeatable
 }
 
 #[cfg(test)]
@@ -347,6 +381,49 @@ mod tests {
 
     fn column_index(expr: &Arc<dyn PhysicalExpr>) -> usize {
         column_of(expr).expect("a column").index()
+    }
+
+    #[test]
+    fn a_side_that_may_give_other_rows_when_run_again_reduces_nothing() {
+        let is_reduced = |plan: &Arc<dyn ExecutionPlan>| {
+            plan.children()[0]
+                .as_any()
+                .downcast_ref::<HashJoinExec>()
+                .is_some()
+        };
+        let parts = || filtered(table(&["p_partkey", "p_size"], 200_000), "p_size");
+        // A LIMIT keeps some rows, maybe not the same ones twice.
+        let limited: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::limit::LocalLimitExec::new(parts(), 30_000),
+        );
+        assert!(!is_reduced(&optimized(q09(limited, 800_000))));
+        // `p_size = 5 AND random() < 0.5`: a volatile filter keeps other rows each run.
+        let input = table(&["p_partkey", "p_size"], 200_000);
+        let random = Arc::new(
+            datafusion::physical_expr::ScalarFunctionExpr::try_new(
+                datafusion::functions::math::random(),
+                vec![],
+                &input.schema(),
+                Arc::new(ConfigOptions::new()),
+            )
+            .expect("random()"),
+        );
+        let coin = Arc::new(BinaryExpr::new(
+            random,
+            Operator::Lt,
+            lit(ScalarValue::Float64(Some(0.5))),
+        ));
+        let sized = Arc::new(BinaryExpr::new(
+            col("p_size", &input.schema()).expect("a column"),
+            Operator::Eq,
+            lit(ScalarValue::Int64(Some(5))),
+        ));
+        let predicate = Arc::new(BinaryExpr::new(sized, Operator::And, coin));
+        let volatile: Arc<dyn ExecutionPlan> =
+            Arc::new(FilterExec::try_new(predicate, input).expect("a valid filter"));
+        assert!(!is_reduced(&optimized(q09(volatile, 800_000))));
+        // The same parts without either are used.
+        assert!(is_reduced(&optimized(q09(parts(), 800_000))));
     }
 
     #[test]
