@@ -5,6 +5,7 @@ and the CPU seconds per execution of every Floe process (coordinator and executo
 noisy 2-core machine CPU time tells two plans apart where wall time cannot.
 
     .venv/bin/python benches/tpch/cpu.py --sf 1 --queries 9,20,22 --runs 7 --deployment cluster [--floe-bin PATH]
+    .venv/bin/python benches/tpch/cpu.py --sf 1 --sql parts.sql --deployment cluster   # one statement per line
 
 Uses the TPC-H benchmark's cached data and warehouse (generated on first use); DataFusion reads
 the very Parquet files of the Iceberg tables, as in run.py.
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sf", default="1")
     ap.add_argument("--queries", default="1-22", help="e.g. 1,3,5-9")
     ap.add_argument("--runs", type=int, default=7, help="executions per engine and query (default 7)")
+    ap.add_argument("--sql", type=Path, help="measure the statements of this file instead (one per line, "
+                    "tables as tpch.<name>): a query's parts taken apart")
     tpch.add_floe_args(ap)
     args = ap.parse_args(argv)
     import adbc_driver_flightsql.dbapi as flightsql
@@ -60,8 +63,12 @@ def main(argv=None) -> int:
     print(f"{'query':6s} {'Floe ms':>8s} {'DF ms':>8s} {'Floe CPU ms':>12s} {'DF CPU ms':>10s} {'CPU ratio':>10s}")
     try:
         with flightsql.connect(server.uri) as conn:
-            for q in tpch.parse_queries(args.queries):
-                sql = query_text(q)
+            if args.sql:
+                lines = [line.strip().rstrip(";") for line in args.sql.read_text().splitlines()]
+                statements = [(f"s{i:02d}", line) for i, line in enumerate(filter(None, lines), 1)]
+            else:
+                statements = [(f"q{q:02d}", query_text(q)) for q in tpch.parse_queries(args.queries)]
+            for name, sql in statements:
 
                 def floe() -> None:
                     with conn.cursor() as cur:
@@ -86,7 +93,7 @@ def main(argv=None) -> int:
                     df_wall.append(time.perf_counter() - start)
                     df_cpu += time.process_time() - before
                 floe_cpu, df_cpu = floe_cpu / args.runs, df_cpu / args.runs
-                print(f"q{q:02d}    {statistics.median(floe_wall) * 1e3:8.1f} {statistics.median(df_wall) * 1e3:8.1f} "
+                print(f"{name}    {statistics.median(floe_wall) * 1e3:8.1f} {statistics.median(df_wall) * 1e3:8.1f} "
                       f"{floe_cpu * 1e3:12.1f} {df_cpu * 1e3:10.1f} {floe_cpu / df_cpu if df_cpu else float('nan'):10.2f}")
     finally:
         server.stop()

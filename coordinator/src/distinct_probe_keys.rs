@@ -1,5 +1,5 @@
 //! A semi or anti join asks of each probe row only whether its key is there: where its probe
-//! side shuffles the keys alone, each producer groups them first, so that a key shuffles once
+//! side shuffles the keys alone, each producer passes each key once, so that a key shuffles once
 //! per producer partition instead of once per row (TPC-H Q22's orders: 750 K customer keys
 //! per task, of which 100 K differ; Q04's lineitems: an order's lines share its key).
 //!
@@ -7,18 +7,18 @@
 //! HashJoinExec Partitioned LeftSemi|LeftAnti      HashJoinExec Partitioned LeftSemi|LeftAnti
 //!   build side                                      build side
 //!   RepartitionExec Hash(keys)              →       RepartitionExec Hash(keys)
-//!     input (its columns: the join keys)              AggregateExec Partial gby=keys
+//!     input (its columns: the join keys)              DistinctKeysExec range=[min, max]
 //!                                                       input
 //! ```
 //!
 //! Only where the statistics show that keys repeat — one integer key whose range of values is at
 //! most a quarter of the rows (o_custkey's 150 K values under 1.5 M orders; not l_orderkey's
-//! 6 M values under 6 M lineitems, where grouping cost Q04 12 %) — and where the join has no
-//! filter (one could test the probe row's other columns, but there are none) and is not
-//! NULL-aware. No final step is needed: a key that two producers both
-//! send is found twice, which a semi or anti join does not count. Where few keys repeat,
-//! DataFusion's partial aggregation gives itself up after its first rows
-//! (`skip_partial_aggregation_probe_ratio_threshold`) and passes them on as they come.
+//! 6 M values under 6 M lineitems) — and where the join has no filter (one could test the probe
+//! row's other columns, but there are none) and is not NULL-aware. The producers keep a bit per
+//! value of the range (`floe_engine::distinct_keys`; a key outside the statistics' bounds passes
+//! every time, so they steer only the saving); a range wider than that bitmap allows is grouped
+//! by a partial aggregation instead. No final step is needed: a key that two producers both
+//! send is found twice, which a semi or anti join does not count.
 
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, Physic
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use floe_engine::distinct_keys::{self, DistinctKeysExec};
+use floe_proto::DistinctKeysNode;
 
 /// See the [module documentation](self).
 #[derive(Debug, Default)]
@@ -54,24 +56,19 @@ impl PhysicalOptimizerRule for DistinctProbeKeys {
     }
 }
 
-/// Whether `input`'s statistics show its one column repeating: an integer whose range of values
-/// is at most a quarter of the rows. Statistics that cannot be had say nothing: the plan stays.
-fn keys_repeat(input: &Arc<dyn ExecutionPlan>) -> bool {
-    let Ok(statistics) = input.partition_statistics(None) else {
-        return false;
-    };
+/// The bounds of `input`'s one column, if its statistics show it repeating: an integer whose
+/// range of values is at most a quarter of the rows. Statistics that cannot be had say nothing:
+/// the plan stays.
+fn repeating_range(input: &Arc<dyn ExecutionPlan>) -> Option<(i128, i128)> {
+    let statistics = input.partition_statistics(None).ok()?;
     let [column] = statistics.column_statistics.as_slice() else {
-        return false;
+        return None;
     };
-    let (Some(rows), Some(min), Some(max)) = (
-        statistics.num_rows.get_value(),
-        column.min_value.get_value().and_then(as_i128),
-        column.max_value.get_value().and_then(as_i128),
-    ) else {
-        return false;
-    };
+    let rows = *statistics.num_rows.get_value()? as i128;
+    let min = column.min_value.get_value().and_then(as_i128)?;
+    let max = column.max_value.get_value().and_then(as_i128)?;
     let values = max - min + 1;
-    values > 0 && values.saturating_mul(4) <= *rows as i128
+    (values > 0 && values.saturating_mul(4) <= rows).then_some((min, max))
 }
 
 /// An integer scalar's value.
@@ -109,7 +106,7 @@ fn rewritten(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPl
         return Ok(None);
     }
     let input = shuffle.input();
-    if input.as_any().is::<AggregateExec>() {
+    if input.as_any().is::<AggregateExec>() || input.as_any().is::<DistinctKeysExec>() {
         return Ok(None);
     }
     let schema = input.schema();
@@ -121,9 +118,37 @@ fn rewritten(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPl
             _ => return Ok(None),
         }
     }
-    if is_key.contains(&false) || !keys_repeat(input) {
+    if is_key.contains(&false) {
         return Ok(None);
     }
+    let Some((min, max)) = repeating_range(input) else {
+        return Ok(None);
+    };
+    let first_keys: Arc<dyn ExecutionPlan> = match bitmap_range(min, max) {
+        Some(node) => Arc::new(DistinctKeysExec::try_new(Arc::clone(input), node)?),
+        None => match grouped(input)? {
+            Some(grouped) => grouped,
+            None => return Ok(None),
+        },
+    };
+    let probe = Arc::clone(probe).with_new_children(vec![first_keys])?;
+    Ok(Some(
+        Arc::clone(node).with_new_children(vec![Arc::clone(join.left()), probe])?,
+    ))
+}
+
+/// `[min, max]` as a [`DistinctKeysExec`]'s range, if it is one a bitmap is kept for.
+fn bitmap_range(min: i128, max: i128) -> Option<DistinctKeysNode> {
+    let low = i64::try_from(min).ok()?;
+    let high = i64::try_from(max).ok()?;
+    (max - min < i128::from(distinct_keys::MAX_RANGE)).then_some(DistinctKeysNode { low, high })
+}
+
+/// `input` (its columns: the keys) grouped by all its columns in a partial aggregation, if that
+/// keeps its columns as they are.
+fn grouped(input: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let schema = input.schema();
+    let columns = schema.fields().len();
     let keys = schema
         .fields()
         .iter()
@@ -151,13 +176,7 @@ fn rewritten(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPl
             .iter()
             .zip(schema.fields())
             .all(|(g, f)| g.name() == f.name() && g.data_type() == f.data_type());
-    if !same {
-        return Ok(None);
-    }
-    let probe = Arc::clone(probe).with_new_children(vec![Arc::new(grouped)])?;
-    Ok(Some(
-        Arc::clone(node).with_new_children(vec![Arc::clone(join.left()), probe])?,
-    ))
+    Ok(same.then(|| Arc::new(grouped) as Arc<dyn ExecutionPlan>))
 }
 
 #[cfg(test)]
@@ -211,19 +230,33 @@ mod tests {
         )
     }
 
-    fn grouped_before_the_shuffle(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    /// The node between the probe side's shuffle and its input.
+    fn under_the_shuffle(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
         let probe = &plan.children()[1];
-        probe.children()[0].as_any().is::<AggregateExec>()
+        Arc::clone(probe.children()[0])
     }
 
     #[test]
-    fn repeating_probe_keys_of_a_semi_or_anti_join_are_grouped_before_their_shuffle() {
+    fn repeating_probe_keys_of_a_semi_or_anti_join_pass_once_before_their_shuffle() {
         // TPC-H Q22: 1.5 M orders over 150 K customer keys.
         for join_type in [JoinType::LeftAnti, JoinType::LeftSemi] {
             let plan = semi(shuffled("o_custkey", 1_500_000, 150_000), join_type);
-            let rewritten = rewritten(&plan).expect("planned").expect("rewritten");
-            assert!(grouped_before_the_shuffle(&rewritten), "{rewritten:?}");
-            assert_eq!(rewritten.schema(), plan.schema());
+            let once = rewritten(&plan).expect("planned").expect("rewritten");
+            let first = under_the_shuffle(&once);
+            let first = first
+                .as_any()
+                .downcast_ref::<DistinctKeysExec>()
+                .unwrap_or_else(|| panic!("{once:?}"));
+            assert_eq!(
+                first.node(),
+                &DistinctKeysNode {
+                    low: 1,
+                    high: 150_000
+                }
+            );
+            assert_eq!(once.schema(), plan.schema());
+            // Once is enough.
+            assert!(rewritten(&once).expect("planned").is_none());
         }
         // Keys that need not repeat (Q04's 6 M lineitems over 6 M order keys): as it was.
         let unique = semi(
@@ -234,5 +267,17 @@ mod tests {
         // An inner join keeps every probe row: as it was.
         let inner = semi(shuffled("o_custkey", 1_500_000, 150_000), JoinType::Inner);
         assert!(rewritten(&inner).expect("planned").is_none());
+    }
+
+    #[test]
+    fn keys_over_a_range_too_wide_for_a_bitmap_are_grouped_instead() {
+        let max = distinct_keys::MAX_RANGE as i64 * 2;
+        let plan = semi(
+            shuffled("o_custkey", 4 * max as usize, max),
+            JoinType::LeftSemi,
+        );
+        let rewritten = rewritten(&plan).expect("planned").expect("rewritten");
+        assert!(under_the_shuffle(&rewritten).as_any().is::<AggregateExec>());
+        assert_eq!(rewritten.schema(), plan.schema());
     }
 }

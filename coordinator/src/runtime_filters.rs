@@ -32,6 +32,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use floe_engine::distinct_keys::DistinctKeysExec;
 use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
 use floe_proto::{RuntimeFilterNode, RuntimeFilterSourceNode};
 
@@ -166,6 +167,12 @@ fn push(
                     return Ok(Some(Arc::clone(plan).with_new_children(vec![partial])?));
                 }
             }
+        }
+        // Under a probe side's first keys the filter drops rows before they are looked up.
+        if let Some(first_keys) = input.as_any().downcast_ref::<DistinctKeysExec>() {
+            let filtered = filtered(first_keys.children()[0], keys, filter, through_join);
+            let first_keys = Arc::clone(input).with_new_children(vec![filtered])?;
+            return Ok(Some(Arc::clone(plan).with_new_children(vec![first_keys])?));
         }
         let filtered = filtered(input, keys, filter, through_join);
         return Ok(Some(Arc::clone(plan).with_new_children(vec![filtered])?));

@@ -40,6 +40,7 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use floe_engine::distinct_keys::DistinctKeysExec;
 use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
 use floe_engine::shuffle::ShuffleReaderExec;
 use floe_engine::write::IcebergWriteExec;
@@ -584,6 +585,7 @@ fn is_partition_local(plan: &dyn ExecutionPlan) -> bool {
         || any.is::<IcebergWriteExec>()
         || any.is::<RuntimeFilterExec>()
         || any.is::<RuntimeFilterSourceExec>()
+        || any.is::<DistinctKeysExec>()
     {
         return true;
     }

@@ -14,6 +14,7 @@ use floe_proto::{floe_plan_node, FloePlanNode};
 use iceberg::io::FileIO;
 use prost::Message;
 
+use crate::distinct_keys::DistinctKeysExec;
 use crate::like::LikePartsExpr;
 use crate::partition_key::PartitionValueExpr;
 use crate::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
@@ -87,6 +88,15 @@ impl PhysicalExtensionCodec for FloeCodec {
                     "RuntimeFilterSourceNode takes one input".into(),
                 )),
             },
+            Some(floe_plan_node::Node::DistinctKeys(keys)) => match inputs {
+                [input] => Ok(Arc::new(DistinctKeysExec::try_new(
+                    Arc::clone(input),
+                    keys,
+                )?)),
+                _ => Err(DataFusionError::Plan(
+                    "DistinctKeysNode takes one input".into(),
+                )),
+            },
             None => Err(DataFusionError::Plan(
                 "required protobuf field 'FloePlanNode.node' is missing".into(),
             )),
@@ -119,13 +129,17 @@ impl PhysicalExtensionCodec for FloeCodec {
             return Ok(());
         }
         let any = node.as_any();
-        let runtime_filter = if let Some(filter) = any.downcast_ref::<RuntimeFilterExec>() {
+        let extension = if let Some(filter) = any.downcast_ref::<RuntimeFilterExec>() {
             Some(floe_plan_node::Node::RuntimeFilter(filter.node().clone()))
+        } else if let Some(source) = any.downcast_ref::<RuntimeFilterSourceExec>() {
+            Some(floe_plan_node::Node::RuntimeFilterSource(
+                source.node().clone(),
+            ))
         } else {
-            any.downcast_ref::<RuntimeFilterSourceExec>()
-                .map(|source| floe_plan_node::Node::RuntimeFilterSource(source.node().clone()))
+            any.downcast_ref::<DistinctKeysExec>()
+                .map(|keys| floe_plan_node::Node::DistinctKeys(*keys.node()))
         };
-        if let Some(node) = runtime_filter {
+        if let Some(node) = extension {
             FloePlanNode { node: Some(node) }
                 .encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("encoding FloePlanNode: {e}")))?;
@@ -292,6 +306,35 @@ mod tests {
         for node in ["IcebergWriteExec", "IcebergScanExec", "ShuffleReaderExec"] {
             assert!(text(&plan).contains(node), "{node} in {}", text(&plan));
         }
+    }
+
+    /// A probe side's first keys ship with their range.
+    #[test]
+    fn distinct_keys_round_trip() {
+        let keys = ArrowSchema::new(vec![Field::new("o_custkey", DataType::Int64, true)]);
+        let reader = ShuffleReaderExec::try_new(ShuffleReaderNode {
+            stage_id: 2,
+            schema: encode_schema(&keys).expect("schema"),
+            partitions: 2,
+            broadcast: false,
+            bucket: 1,
+        })
+        .expect("reader");
+        let node = floe_proto::DistinctKeysNode {
+            low: -7,
+            high: 150_000,
+        };
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(DistinctKeysExec::try_new(Arc::new(reader), node).expect("distinct keys"));
+        let bytes = encode_plan(Arc::clone(&plan)).expect("encodes");
+        let ctx = datafusion::prelude::SessionContext::new().task_ctx();
+        let decoded = decode_plan(&bytes, &ctx, file_io()).expect("decodes");
+        let decoded_keys = decoded
+            .as_any()
+            .downcast_ref::<DistinctKeysExec>()
+            .expect("a DistinctKeysExec");
+        assert_eq!(decoded_keys.node(), &node);
+        assert_eq!(decoded.schema(), plan.schema());
     }
 
     /// A node Floe does not ship is refused by name, not sent half-encoded.

@@ -21,7 +21,8 @@
 //!                        checked: checked integer arithmetic (rule + functions);
 //!                        one_row: a scalar subquery returns at most one row (rule + function);
 //!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
-//!                        cooperative: joins that yield
+//!                        cooperative: joins that yield;
+//!                        distinct_keys: a semi/anti join's probe keys, each once (a bitmap)
 //! ```
 //!
 //! Depends on `floe-proto` only. The coordinator and the executor are siblings over this crate:
@@ -32,6 +33,7 @@
 pub mod checked;
 pub mod codec;
 pub mod cooperative;
+pub mod distinct_keys;
 pub mod error;
 pub mod file_cache;
 pub mod ipc;
