@@ -2,12 +2,16 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{
+    ArrowNativeType, DataType, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, UInt16Type,
+    UInt32Type, UInt64Type, UInt8Type,
+};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
@@ -32,6 +36,8 @@ pub struct RuntimeFilterExec {
     node: RuntimeFilterNode,
     /// The query whose keys it waits for: set when a task binds it.
     query_id: Option<String>,
+    /// The test of the keys, built once for all the task's partitions.
+    built: Arc<OnceLock<Option<Arc<KeyTest>>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -42,6 +48,7 @@ impl RuntimeFilterExec {
             input,
             node,
             query_id: None,
+            built: Arc::default(),
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -116,9 +123,120 @@ impl Worth {
     }
 }
 
+/// How a filter tests a batch's keys: a bit per value of the keys' range for one integer key
+/// column whose range is not much wider than its keys, else `column IN (keys)` for every key
+/// column, and-ed (DataFusion's static hash set). A NULL key is never kept.
+#[derive(Debug)]
+pub(super) enum KeyTest {
+    /// Bit `v - low` of `bits` is set for each key `v` of column `column`.
+    Bitmap {
+        column: usize,
+        low: i64,
+        bits: Vec<u64>,
+    },
+    Predicate(Arc<dyn PhysicalExpr>),
+}
+
+/// The widest range a filter's bitmap covers (8 MiB of bits) …
+const MAX_BITMAP_VALUES: u64 = 1 << 26;
+
+/// … and at most this many values per key (no more memory than a hash set's entry takes).
+const MAX_VALUES_PER_KEY: u64 = 1024;
+
+/// The test of `keys` on `schema`'s `columns`; a filter without key columns (a build side
+/// without rows) keeps nothing.
+pub(super) fn key_test(
+    schema: &SchemaRef,
+    columns: &[u32],
+    keys: Vec<ArrayRef>,
+) -> Result<KeyTest> {
+    if let ([column], [values]) = (columns, keys.as_slice()) {
+        let index = *column as usize;
+        let field_type = schema.fields().get(index).map(|f| f.data_type());
+        if field_type == Some(values.data_type()) {
+            if let Some((low, bits)) = bitmap(values) {
+                return Ok(KeyTest::Bitmap {
+                    column: index,
+                    low,
+                    bits,
+                });
+            }
+        }
+    }
+    key_predicate(schema, columns, keys).map(KeyTest::Predicate)
+}
+
+/// A bitmap of `keys` from their least value, if they are integers whose range fits one.
+fn bitmap(keys: &ArrayRef) -> Option<(i64, Vec<u64>)> {
+    fn of<T: ArrowPrimitiveType>(keys: &dyn Array) -> Option<(i64, Vec<u64>)> {
+        let keys = keys.as_primitive::<T>();
+        let low = arrow::compute::min(keys)?.to_i64()?;
+        let high = arrow::compute::max(keys)?.to_i64()?;
+        let values = u64::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
+        let present = (keys.len() - keys.null_count()) as u64;
+        if values > MAX_BITMAP_VALUES || values > present.saturating_mul(MAX_VALUES_PER_KEY) {
+            return None;
+        }
+        let mut bits = vec![0u64; values.div_ceil(64) as usize];
+        for v in keys.iter().flatten() {
+            let at = (v.to_i64()? - low) as usize;
+            bits[at / 64] |= 1 << (at % 64);
+        }
+        Some((low, bits))
+    }
+    match keys.data_type() {
+        DataType::Int8 => of::<Int8Type>(keys),
+        DataType::Int16 => of::<Int16Type>(keys),
+        DataType::Int32 => of::<Int32Type>(keys),
+        DataType::Int64 => of::<Int64Type>(keys),
+        DataType::UInt8 => of::<UInt8Type>(keys),
+        DataType::UInt16 => of::<UInt16Type>(keys),
+        DataType::UInt32 => of::<UInt32Type>(keys),
+        DataType::UInt64 => of::<UInt64Type>(keys),
+        _ => None,
+    }
+}
+
+/// Which of `values` have their bit set in `bits` (from `low`); NULLs and values out of the
+/// range do not.
+fn in_bitmap(values: &dyn Array, low: i64, bits: &[u64]) -> Result<BooleanArray> {
+    fn of<T: ArrowPrimitiveType>(values: &dyn Array, low: i64, bits: &[u64]) -> BooleanArray {
+        let values = values.as_primitive::<T>();
+        let width = bits.len() as i128 * 64;
+        let hit = |v: T::Native| {
+            v.to_i64().is_some_and(|v| {
+                let at = i128::from(v) - i128::from(low);
+                (0..width).contains(&at) && bits[at as usize / 64] & (1 << (at as usize % 64)) != 0
+            })
+        };
+        let kept = match values.nulls() {
+            None => BooleanBuffer::collect_bool(values.len(), |i| hit(values.value(i))),
+            Some(nulls) => BooleanBuffer::collect_bool(values.len(), |i| {
+                nulls.is_valid(i) && hit(values.value(i))
+            }),
+        };
+        BooleanArray::new(kept, None)
+    }
+    Ok(match values.data_type() {
+        DataType::Int8 => of::<Int8Type>(values, low, bits),
+        DataType::Int16 => of::<Int16Type>(values, low, bits),
+        DataType::Int32 => of::<Int32Type>(values, low, bits),
+        DataType::Int64 => of::<Int64Type>(values, low, bits),
+        DataType::UInt8 => of::<UInt8Type>(values, low, bits),
+        DataType::UInt16 => of::<UInt16Type>(values, low, bits),
+        DataType::UInt32 => of::<UInt32Type>(values, low, bits),
+        DataType::UInt64 => of::<UInt64Type>(values, low, bits),
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "a runtime filter bitmap over keys of type {other}"
+            )))
+        }
+    })
+}
+
 /// `column IN (keys)` for every key column, and-ed; `false` for a build side without rows (no
 /// key column at all).
-pub(super) fn key_predicate(
+fn key_predicate(
     schema: &SchemaRef,
     columns: &[u32],
     keys: Vec<ArrayRef>,
@@ -161,29 +279,34 @@ pub(super) fn key_predicate(
     Ok(predicate.unwrap_or_else(|| lit(true)))
 }
 
-pub(super) fn keep(batch: RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> Result<RecordBatch> {
-    let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-    let mask = mask
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| DataFusionError::Internal("a runtime filter is not boolean".into()))?;
-    Ok(filter_record_batch(&batch, mask)?)
+pub(super) fn keep(batch: RecordBatch, test: &KeyTest) -> Result<RecordBatch> {
+    let mask = match test {
+        KeyTest::Bitmap { column, low, bits } => in_bitmap(batch.column(*column), *low, bits)?,
+        KeyTest::Predicate(predicate) => {
+            let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            mask.as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| DataFusionError::Internal("a runtime filter is not boolean".into()))?
+                .clone()
+        }
+    };
+    Ok(filter_record_batch(&batch, &mask)?)
 }
 
 /// An eager filter's state: waiting for its keys (until a deadline), or settled.
 enum Eager {
     Awaiting(Awaiting, Instant),
-    Settled(Option<Arc<dyn PhysicalExpr>>),
+    Settled(Option<Arc<KeyTest>>),
 }
 
-/// The predicate of `keys` (`None`: no filter), or `None` with a warning when they do not fit.
+/// The test of `keys` (`None`: no filter), or `None` with a warning when they do not fit.
 fn predicate(
     schema: &SchemaRef,
     node: &RuntimeFilterNode,
     keys: Option<Vec<ArrayRef>>,
-) -> Option<Arc<dyn PhysicalExpr>> {
-    match key_predicate(schema, &node.columns, keys?) {
-        Ok(p) => Some(p),
+) -> Option<Arc<KeyTest>> {
+    match key_test(schema, &node.columns, keys?) {
+        Ok(p) => Some(Arc::new(p)),
         Err(e) => {
             warn!(
                 "runtime filter {:08x} not applied: {e}",
@@ -197,7 +320,7 @@ fn predicate(
 /// `batch` with the rows `predicate` keeps, while the filter is worth testing.
 fn test(
     batch: RecordBatch,
-    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    predicate: Option<&Arc<KeyTest>>,
     worth: &mut Worth,
     output_rows: &Count,
 ) -> Result<RecordBatch> {
@@ -278,6 +401,7 @@ impl ExecutionPlan for RuntimeFilterExec {
         let node = self.node.clone();
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let awaiting = FilterRegistry::process().awaiting(&query_id, node.filter_id, node.sources);
+        let built = Arc::clone(&self.built);
         if node.eager {
             // Rows pass until the keys are there (looked for before each batch), then are
             // tested; past the bound the filter is given up.
@@ -285,8 +409,11 @@ impl ExecutionPlan for RuntimeFilterExec {
             let mut worth = Worth::eager();
             let filtered = input.and_then(move |batch| {
                 if let Eager::Awaiting(awaiting, until) = &state {
-                    if let Some(keys) = awaiting.now() {
-                        state = Eager::Settled(predicate(&schema, &node, keys));
+                    if let Some(test) = built.get() {
+                        state = Eager::Settled(test.clone());
+                    } else if let Some(keys) = awaiting.now() {
+                        let test = built.get_or_init(|| predicate(&schema, &node, keys));
+                        state = Eager::Settled(test.clone());
                     } else if Instant::now() >= *until {
                         state = Eager::Settled(None);
                     }
@@ -303,8 +430,15 @@ impl ExecutionPlan for RuntimeFilterExec {
             )));
         }
         let filtered = async move {
-            let keys = awaiting.wait(WAIT).await;
-            let predicate = predicate(&schema, &node, keys);
+            let predicate = match built.get() {
+                Some(test) => test.clone(),
+                None => {
+                    let keys = awaiting.wait(WAIT).await;
+                    built
+                        .get_or_init(|| predicate(&schema, &node, keys))
+                        .clone()
+                }
+            };
             let mut worth = Worth::default();
             Ok::<_, DataFusionError>(input.and_then(move |batch| {
                 futures::future::ready(test(batch, predicate.as_ref(), &mut worth, &output_rows))

@@ -1,10 +1,10 @@
 //! The registry, the filter's predicate and the keys' wire form.
 
-use super::filter::{keep, key_predicate};
+use super::filter::{keep, key_test, KeyTest};
 use super::wire::encode_keys;
 use super::*;
-use arrow::array::Int64Array;
 use arrow::array::RecordBatch;
+use arrow::array::{Int32Array, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 
 fn keys(values: &[Option<i64>]) -> Vec<ArrayRef> {
@@ -83,7 +83,7 @@ async fn build_sides_without_rows_keep_no_row() {
         .expect("both published");
     assert!(none.is_empty());
     let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
-    let predicate = key_predicate(&schema, &[0], none).expect("a predicate");
+    let predicate = key_test(&schema, &[0], none).expect("a predicate");
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
@@ -98,8 +98,7 @@ fn rows_are_kept_when_their_key_is_one_of_the_keys_and_null_keys_never() {
         Field::new("x", DataType::Int64, true),
         Field::new("k", DataType::Int64, true),
     ]));
-    let predicate =
-        key_predicate(&schema, &[1], keys(&[Some(2), Some(4), None])).expect("a predicate");
+    let predicate = key_test(&schema, &[1], keys(&[Some(2), Some(4), None])).expect("a predicate");
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![
@@ -121,6 +120,63 @@ fn rows_are_kept_when_their_key_is_one_of_the_keys_and_null_keys_never() {
         .downcast_ref::<Int64Array>()
         .expect("Int64");
     assert_eq!(x.values().to_vec(), [20, 40]);
+}
+
+/// The values of an Int32 column `k` that `test` keeps of `values`.
+fn kept_i32(test: &KeyTest, values: Vec<Option<i32>>) -> Vec<Option<i32>> {
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int32, true)]));
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values))]).expect("a batch");
+    let kept = keep(batch, test).expect("filtered");
+    kept.column(0)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .expect("Int32")
+        .iter()
+        .collect()
+}
+
+#[test]
+fn dense_integer_keys_are_tested_by_a_bitmap_and_sparse_ones_by_a_set_alike() {
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int32, true)]));
+    let int32 = |v: Vec<Option<i32>>| vec![Arc::new(Int32Array::from(v)) as ArrayRef];
+    let probe = vec![
+        Some(-6),
+        Some(-5),
+        Some(-4),
+        Some(-3),
+        None,
+        Some(0),
+        Some(7),
+        Some(8),
+        Some(i32::MAX),
+        Some(i32::MIN),
+        Some(-5),
+    ];
+    let dense = key_test(
+        &schema,
+        &[0],
+        int32(vec![Some(7), Some(-5), None, Some(0), Some(-3)]),
+    )
+    .expect("a test");
+    assert!(
+        matches!(dense, KeyTest::Bitmap { low: -5, .. }),
+        "{dense:?}"
+    );
+    assert_eq!(
+        kept_i32(&dense, probe.clone()),
+        [Some(-5), Some(-3), Some(0), Some(7), Some(-5)]
+    );
+    // Two keys a billion apart: a bitmap would take 120 MiB.
+    let sparse =
+        key_test(&schema, &[0], int32(vec![Some(-5), Some(1_000_000_000)])).expect("a test");
+    assert!(matches!(sparse, KeyTest::Predicate(_)), "{sparse:?}");
+    let mut far = probe;
+    far.push(Some(1_000_000_000));
+    assert_eq!(
+        kept_i32(&sparse, far),
+        [Some(-5), Some(-5), Some(1_000_000_000)]
+    );
 }
 
 #[test]
