@@ -258,7 +258,7 @@ impl QueryEngine {
         rules.push(Arc::new(
             crate::nested_aggregates::OneShuffleForNestedAggregates,
         ));
-        // A semi or anti join's probe keys grouped before their shuffle.
+        // A semi or anti join's probe keys passed once per producer before their shuffle.
         rules.push(Arc::new(crate::distinct_probe_keys::DistinctProbeKeys));
         // A large broadcast build side reduced by a small filtered one under its probe side.
         rules.push(Arc::new(crate::build_reduction::ReducedBuildSides));
