@@ -162,36 +162,32 @@ impl ExecutionPlan for DistinctKeysExec {
     }
 }
 
-/// One partition's keys seen so far: a bit per value from `low`, allocated at the first batch
-/// (and none at all when the memory pool cannot give it: every row then passes).
+/// One partition's keys seen so far: a bit per value from `low` (none at all when the memory
+/// pool cannot give them: every row then passes).
 struct Seen {
     low: i64,
     values: u64,
     bits: Option<Vec<u64>>,
-    reservation: MemoryReservation,
-    allocated: bool,
+    _reservation: MemoryReservation,
 }
 
 impl Seen {
     fn new(low: i64, values: u64, reservation: MemoryReservation) -> Self {
+        let words = values.div_ceil(64) as usize;
+        let bits = reservation
+            .try_grow(words * 8)
+            .is_ok()
+            .then(|| vec![0; words]);
         Self {
             low,
             values,
-            bits: None,
-            reservation,
-            allocated: false,
+            bits,
+            _reservation: reservation,
         }
     }
 
     /// `batch` with the rows whose key was not seen before (or is NULL or out of range).
     fn first_rows(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
-        if !self.allocated {
-            self.allocated = true;
-            let words = self.values.div_ceil(64) as usize;
-            if self.reservation.try_grow(words * 8).is_ok() {
-                self.bits = Some(vec![0; words]);
-            }
-        }
         let Some(bits) = self.bits.as_mut() else {
             return Ok(batch);
         };
