@@ -1,7 +1,13 @@
 //! How a scan's files become the partitions (tasks) of `IcebergScanExec`: split by rows while
-//! there are fewer pieces than tasks, then spread over the tasks by bytes.
+//! there are fewer pieces than tasks, then spread over the tasks by bytes — or, where a table is
+//! partitioned by a column's value, spread whole partitions so that each value is one task's.
+
+use std::collections::HashMap;
+use std::hash::Hash;
 
 use floe_proto::{DataFileTask, FileGroup};
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{Literal, PartitionSpec, Transform};
 
 /// A piece of a file by rows is worth a task of its own from this many bytes (pro rata).
 const MIN_PIECE_BYTES: u64 = 8 * 1024 * 1024;
@@ -62,6 +68,99 @@ pub fn balance_by_bytes(mut files: Vec<(u64, DataFileTask)>, target: usize) -> V
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
+/// The pieces (see [`split_by_rows`]) grouped by the value of an identity partition field of
+/// `spec` (the partition spec of every file: the table's only one) that the scan outputs, so
+/// that each value is read by one task: the first such field whose values [`balance_keyed`]
+/// spreads over as many tasks as spreading the pieces would fill. `field_ids` are the scan's
+/// output columns. Returns the groups and the output column they are keyed by.
+pub fn keyed_by_identity_partition(
+    spec: &PartitionSpec,
+    tasks: &[FileScanTask],
+    pieces: &[(u64, DataFileTask)],
+    field_ids: &[i32],
+    target: usize,
+) -> Option<(Vec<FileGroup>, usize)> {
+    let target = target.min(pieces.len());
+    if target < 2 {
+        return None;
+    }
+    for (position, field) in spec.fields().iter().enumerate() {
+        if field.transform != Transform::Identity {
+            continue;
+        }
+        let Some(column) = field_ids.iter().position(|id| *id == field.source_id) else {
+            continue;
+        };
+        // The field's value in each file (a partition tuple of the spec's arity).
+        let by_path: Option<HashMap<&str, &Option<Literal>>> = tasks
+            .iter()
+            .map(|t| {
+                let values = t.partition.as_ref()?.fields();
+                if values.len() != spec.fields().len() {
+                    return None;
+                }
+                Some((t.data_file_path.as_str(), &values[position]))
+            })
+            .collect();
+        let Some(by_path) = by_path else {
+            continue;
+        };
+        let keyed: Option<Vec<_>> = pieces
+            .iter()
+            .map(|(weight, piece)| {
+                let key = by_path.get(piece.path.as_str())?;
+                Some(((*key).clone(), *weight, piece.clone()))
+            })
+            .collect();
+        if let Some(groups) = keyed.and_then(|k| balance_keyed(k, target)) {
+            return Some((groups, column));
+        }
+    }
+    None
+}
+
+/// A keyed grouping may load its heaviest task this much more than the best spread of single
+/// pieces could (in 1/4ths: 5/4 = 25 % more) — the price of an aggregation without a shuffle.
+const KEYED_IMBALANCE_QUARTERS: u64 = 5;
+
+/// Spreads weighed pieces over `target` groups so that all pieces of one key (an identity
+/// partition value) land in the same group, heaviest keys first, each to the lightest group.
+/// `None` when there are fewer keys than `target` (a task would be idle) or when whole keys
+/// would load the heaviest group more than a quarter beyond what spreading single pieces could.
+pub fn balance_keyed<K: Eq + Hash>(
+    pieces: Vec<(K, u64, DataFileTask)>,
+    target: usize,
+) -> Option<Vec<FileGroup>> {
+    let target = target.max(1);
+    let total: u64 = pieces.iter().map(|(_, w, _)| *w).sum();
+    let largest = pieces.iter().map(|(_, w, _)| *w).max().unwrap_or(0);
+    let mut by_key: HashMap<K, (u64, Vec<DataFileTask>)> = HashMap::new();
+    for (key, weight, piece) in pieces {
+        let entry = by_key.entry(key).or_default();
+        entry.0 += weight;
+        entry.1.push(piece);
+    }
+    if by_key.len() < target {
+        return None;
+    }
+    let mut keys: Vec<(u64, Vec<DataFileTask>)> = by_key.into_values().collect();
+    keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1[0].path.cmp(&b.1[0].path)));
+    let mut groups: Vec<(u64, FileGroup)> =
+        (0..target).map(|_| (0, FileGroup::default())).collect();
+    for (weight, files) in keys {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        lightest.0 += weight;
+        lightest.1.files.extend(files);
+    }
+    let heaviest = groups.iter().map(|(bytes, _)| *bytes).max().unwrap_or(0);
+    let best_by_pieces = total.div_ceil(target as u64).max(largest);
+    (heaviest * 4 <= best_by_pieces * KEYED_IMBALANCE_QUARTERS)
+        .then(|| groups.into_iter().map(|(_, g)| g).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +216,65 @@ mod tests {
             .collect();
         assert_eq!(sums.iter().sum::<u64>(), 220);
         assert_eq!(sums, vec![110, 110]);
+    }
+
+    #[test]
+    fn keyed_groups_hold_each_key_whole() {
+        // Four keys, two files each, of unequal sizes: every key's files in one group.
+        let files: Vec<(u32, u64, DataFileTask)> = [
+            (1, 100),
+            (1, 20),
+            (2, 60),
+            (2, 50),
+            (3, 40),
+            (3, 45),
+            (4, 70),
+            (4, 30),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, size))| {
+            let (_, mut f) = file(size);
+            f.path = format!("k{key}-{i}");
+            (key, size, f)
+        })
+        .collect();
+        let groups = balance_keyed(files, 2).expect("balanced enough");
+        assert_eq!(groups.len(), 2);
+        let keys_of = |g: &FileGroup| -> Vec<String> {
+            let mut k: Vec<String> = g.files.iter().map(|f| f.path[..2].to_string()).collect();
+            k.sort();
+            k.dedup();
+            k
+        };
+        let (a, b) = (keys_of(&groups[0]), keys_of(&groups[1]));
+        assert!(
+            a.iter().all(|k| !b.contains(k)),
+            "{a:?} and {b:?} share a key"
+        );
+        let sums: Vec<u64> = groups
+            .iter()
+            .map(|g| g.files.iter().map(|f| f.file_size_in_bytes).sum())
+            .collect();
+        assert_eq!(sums.iter().sum::<u64>(), 415);
+        assert!(sums.iter().all(|s| *s <= 215), "{sums:?}");
+    }
+
+    #[test]
+    fn keyed_groups_refused_when_too_few_keys_or_too_uneven() {
+        let keyed = |pairs: &[(u32, u64)]| -> Vec<(u32, u64, DataFileTask)> {
+            pairs.iter().map(|(k, s)| (*k, *s, file(*s).1)).collect()
+        };
+        // Two keys cannot feed three tasks.
+        assert!(balance_keyed(keyed(&[(1, 10), (1, 10), (2, 10)]), 3).is_none());
+        // One key holds most of the bytes in many files: spreading files does far better.
+        assert!(balance_keyed(
+            keyed(&[(1, 50), (1, 50), (1, 50), (1, 50), (2, 10), (3, 10)]),
+            2
+        )
+        .is_none());
+        // Even keys are taken.
+        assert!(balance_keyed(keyed(&[(1, 50), (2, 50), (3, 50), (4, 50)]), 2).is_some());
     }
 
     #[test]

@@ -625,10 +625,29 @@ impl TableProvider for IcebergTableProvider {
             None => vec![],
         };
         let target = state.config().target_partitions().max(1);
-        let file_groups = crate::file_groups::balance_by_bytes(
-            crate::file_groups::split_by_rows(files, target),
-            target,
-        );
+        let pieces = crate::file_groups::split_by_rows(files, target);
+        // Each value of an identity partition column read by one task, where that spreads as
+        // well (an aggregation grouped by it then needs no shuffle); not under a LIMIT, which
+        // keeps only the files it needs.
+        // (iceberg's tasks do not say which spec their file was written with: only a table of
+        // one spec, whose every file has it.)
+        let metadata = self.table.metadata();
+        let keyed = match limit {
+            None if metadata.partition_specs_iter().len() == 1 => {
+                crate::file_groups::keyed_by_identity_partition(
+                    metadata.default_partition_spec(),
+                    &tasks,
+                    &pieces,
+                    &field_ids,
+                    target,
+                )
+            }
+            _ => None,
+        };
+        let (file_groups, keyed_column) = match keyed {
+            Some((groups, column)) => (groups, Some(column as u32)),
+            None => (crate::file_groups::balance_by_bytes(pieces, target), None),
+        };
 
         // A lookup by key (the reader then filters rows while decoding): an equality or IN list
         // whose values are few next to the column's range in the manifests (any, unknown).
@@ -661,6 +680,7 @@ impl TableProvider for IcebergTableProvider {
                 .map(|s| s.snapshot_id())
                 .unwrap_or_default(),
             keys_lookup,
+            keyed_column,
         };
         Ok(Arc::new(
             IcebergScanExec::try_new(node, self.table.file_io().clone())?

@@ -37,6 +37,7 @@ pub mod error;
 pub mod filter_estimates;
 pub mod flight_sql;
 mod insert_source;
+pub mod keyed_aggregates;
 pub mod limits;
 mod metadata;
 pub mod nested_aggregates;

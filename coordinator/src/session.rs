@@ -258,6 +258,8 @@ impl QueryEngine {
         rules.push(Arc::new(
             crate::nested_aggregates::OneShuffleForNestedAggregates,
         ));
+        // An aggregation grouped by a column whose every value one task reads: no exchange.
+        rules.push(Arc::new(crate::keyed_aggregates::KeyedAggregates));
         // A semi or anti join's probe keys passed once per producer before their shuffle.
         rules.push(Arc::new(crate::distinct_probe_keys::DistinctProbeKeys));
         // A large broadcast build side reduced by a small filtered one under its probe side.

@@ -212,7 +212,7 @@ impl DisplayAs for IcebergScanExec {
             .collect();
         write!(
             f,
-            "IcebergScanExec: table={}, snapshot={}, files={}/{}, bytes={}/{}, records={}, tasks={}, projection=[{}]{}",
+            "IcebergScanExec: table={}, snapshot={}, files={}/{}, bytes={}/{}, records={}, tasks={}{}, projection=[{}]{}",
             self.node.table,
             self.node.snapshot_id,
             stats.files_selected,
@@ -221,6 +221,10 @@ impl DisplayAs for IcebergScanExec {
             stats.bytes_total,
             stats.records_selected,
             self.node.file_groups.len(),
+            match self.node.keyed_column.and_then(|c| columns.get(c as usize)) {
+                Some(column) => format!(" by {column}"),
+                None => String::new(),
+            },
             columns.join(", "),
             match self.node.limit {
                 0 => String::new(),
