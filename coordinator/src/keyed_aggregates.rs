@@ -2,17 +2,20 @@
 //! by day, grouped by day: the seed question's distinct users per day, city and model, any
 //! `GROUP BY dt` over a daily table — runs where its rows are read. The hash exchange DataFusion
 //! put under it is taken out (on a cluster: a shuffle and a stage less), and its partial and
-//! final steps, now next to each other, become one.
+//! final steps, now next to each other, become one. So does the exchange under a write into a
+//! table partitioned by that column (`CREATE TABLE … PARTITIONED BY (dt) AS SELECT … GROUP BY
+//! dt, …`: the layer build), which clusters rows only so that each partition is one task's.
 //!
 //! A scan says which of its columns its tasks are keyed by (`IcebergScanNode.keyed_column`: its
 //! files grouped by the value of an identity partition field, see
 //! `floe_catalog::file_groups::keyed_by_identity_partition`). Whether a node's output is still
 //! keyed is followed up the plan through filters, projections, the probe side of a broadcast
-//! join and aggregations grouped by the column. An exchange goes when its input is keyed by one
-//! of its hash columns and everything that reads its output (up to the next exchange or merge)
-//! needs only that each group be in one partition: aggregations grouped by the column, or
-//! nodes that merge partitions. A partitioned join, which needs both inputs hashed alike, and
-//! any node not named here keep the partitioning DataFusion planned.
+//! join (and an inner join's build key equal to the probe key) and aggregations grouped by the
+//! column. A hash exchange goes when its input is keyed and everything that reads its output (up
+//! to the next exchange or merge) needs only each group of columns that include the keyed one in
+//! one partition: aggregations grouped by it, a write with an identity partition field on it,
+//! nodes that merge partitions. A partitioned join, which needs both inputs hashed alike, and any
+//! node not named here keep the partitioning DataFusion planned.
 //!
 //! ```text
 //! AggregateExec FinalPartitioned gby=dt,…
@@ -40,7 +43,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{Distribution, ExecutionPlan, Partitioning};
+use floe_engine::partition_key::PartitionValueExpr;
+use floe_engine::write::IcebergWriteExec;
 use floe_engine::IcebergScanExec;
 
 use crate::broadcast::probe_driven;
@@ -83,9 +88,11 @@ impl Need {
         Need::Colocated(vec![])
     }
 
+    /// Whether rows keyed by column `keyed` meet it — and something is needed (an exchange
+    /// that nothing reads by its keys is left as planned).
     fn met_by(&self, keyed: usize) -> bool {
         match self {
-            Need::Colocated(sets) => sets.iter().all(|s| s.contains(&keyed)),
+            Need::Colocated(sets) => !sets.is_empty() && sets.iter().all(|s| s.contains(&keyed)),
             Need::Exact => false,
         }
     }
@@ -125,16 +132,38 @@ fn rewrite(
     if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
         // It makes its own partitioning: nothing is needed of its input.
         let (input, keyed) = rewrite(Arc::clone(repartition.input()), &Need::nothing())?;
-        if let (Partitioning::Hash(keys, _), Some(k)) = (repartition.partitioning(), keyed) {
-            let hashes_keyed = keys.iter().any(|e| column_index(e) == Some(k));
-            if hashes_keyed && !repartition.preserve_order() && need.met_by(k) {
-                return Ok((input, Some(k)));
-            }
+        let hashes = matches!(repartition.partitioning(), Partitioning::Hash(..));
+        if let Some(k) =
+            keyed.filter(|k| hashes && !repartition.preserve_order() && need.met_by(*k))
+        {
+            return Ok((input, Some(k)));
         }
         return Ok((with_children(plan, vec![input])?, None));
     }
     if let Some(aggregate) = any.downcast_ref::<AggregateExec>() {
         return rewrite_aggregate(&plan, aggregate, need);
+    }
+    if any.is::<IcebergWriteExec>() {
+        // A write wants each partition's rows in one task (fewer files), which rows keyed by
+        // the column of one of its identity partition fields are.
+        let identity: Vec<usize> = match plan.required_input_distribution().first() {
+            Some(Distribution::HashPartitioned(keys)) => keys
+                .iter()
+                .filter_map(|k| k.as_any().downcast_ref::<PartitionValueExpr>())
+                .filter_map(PartitionValueExpr::identity_column)
+                .collect(),
+            _ => vec![],
+        };
+        let input_need = if identity.is_empty() {
+            Need::Exact
+        } else {
+            Need::Colocated(vec![identity])
+        };
+        let [input] = plan.children()[..] else {
+            return Ok((plan, None));
+        };
+        let (input, _) = rewrite(Arc::clone(input), &input_need)?;
+        return Ok((with_children(plan, vec![input])?, None));
     }
     if let Some(join) = any.downcast_ref::<HashJoinExec>() {
         if join.mode == PartitionMode::CollectLeft && probe_driven(&join.join_type) {

@@ -52,6 +52,19 @@ impl PartitionValueExpr {
         Self { source, transform }
     }
 
+    /// The input column whose value the partition value is (an identity transform of a
+    /// column), if it is one.
+    pub fn identity_column(&self) -> Option<usize> {
+        (self.transform == Transform::Identity)
+            .then(|| {
+                self.source
+                    .as_any()
+                    .downcast_ref::<Column>()
+                    .map(Column::index)
+            })
+            .flatten()
+    }
+
     /// The wire form (the source travels as the expression's child).
     pub fn encode(&self) -> Vec<u8> {
         format!("{WIRE_TAG}{}", self.transform).into_bytes()
