@@ -53,19 +53,28 @@ pub fn split_by_rows(files: Vec<DataFileTask>, target: usize) -> Vec<(u64, DataF
 }
 
 /// Spreads files (largest first) over at most `target` groups, each file to the lightest group.
-pub fn balance_by_bytes(mut files: Vec<(u64, DataFileTask)>, target: usize) -> Vec<FileGroup> {
-    files.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+pub fn balance_by_bytes(files: Vec<(u64, DataFileTask)>, target: usize) -> Vec<FileGroup> {
     let n = target.min(files.len()).max(1);
-    let mut groups: Vec<(u64, FileGroup)> = (0..n).map(|_| (0, FileGroup::default())).collect();
-    for (weight, file) in files {
+    spread(files, n)
+        .into_iter()
+        .map(|(_, files)| FileGroup { files })
+        .collect()
+}
+
+/// Weighed items spread over `n` groups, heaviest first (in their order among equals), each to
+/// the lightest group: each group's weight and items.
+fn spread<T>(mut items: Vec<(u64, T)>, n: usize) -> Vec<(u64, Vec<T>)> {
+    items.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+    let mut groups: Vec<(u64, Vec<T>)> = (0..n.max(1)).map(|_| (0, Vec::new())).collect();
+    for (weight, item) in items {
         let lightest = groups
             .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
+            .min_by_key(|(total, _)| *total)
             .expect("at least one group");
         lightest.0 += weight;
-        lightest.1.files.push(file);
+        lightest.1.push(item);
     }
-    groups.into_iter().map(|(_, g)| g).collect()
+    groups
 }
 
 /// The pieces (see [`split_by_rows`]) grouped by the value of an identity partition field of
@@ -133,7 +142,8 @@ pub fn balance_keyed<K: Eq + Hash>(
     target: usize,
 ) -> Option<Vec<FileGroup>> {
     let target = target.max(1);
-    let spread = heaviest(pieces.iter().map(|(_, w, _)| *w).collect(), target);
+    let singly: Vec<(u64, ())> = pieces.iter().map(|(_, w, _)| (*w, ())).collect();
+    let spread_singly = heaviest(&spread(singly, target.min(pieces.len())));
     let mut by_key: HashMap<K, (u64, Vec<DataFileTask>)> = HashMap::new();
     for (key, weight, piece) in pieces {
         let entry = by_key.entry(key).or_default();
@@ -143,33 +153,22 @@ pub fn balance_keyed<K: Eq + Hash>(
     if by_key.len() < target {
         return None;
     }
+    // In path order among keys of equal weight, so that a plan is the same every time.
     let mut keys: Vec<(u64, Vec<DataFileTask>)> = by_key.into_values().collect();
-    keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1[0].path.cmp(&b.1[0].path)));
-    let mut groups: Vec<(u64, FileGroup)> =
-        (0..target).map(|_| (0, FileGroup::default())).collect();
-    for (weight, files) in keys {
-        let lightest = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        lightest.0 += weight;
-        lightest.1.files.extend(files);
-    }
-    let keyed = groups.iter().map(|(bytes, _)| *bytes).max().unwrap_or(0);
-    (keyed * 8 <= spread * KEYED_IMBALANCE_EIGHTHS)
-        .then(|| groups.into_iter().map(|(_, g)| g).collect())
+    keys.sort_by(|a, b| a.1[0].path.cmp(&b.1[0].path));
+    let groups = spread(keys, target);
+    (heaviest(&groups) * 8 <= spread_singly * KEYED_IMBALANCE_EIGHTHS).then(|| {
+        groups
+            .into_iter()
+            .map(|(_, keys)| FileGroup {
+                files: keys.into_iter().flatten().collect(),
+            })
+            .collect()
+    })
 }
 
-/// The heaviest group's weight when `weights` are spread as [`balance_by_bytes`] spreads them.
-fn heaviest(mut weights: Vec<u64>, target: usize) -> u64 {
-    weights.sort_unstable_by(|a, b| b.cmp(a));
-    let mut groups = vec![0u64; target.min(weights.len()).max(1)];
-    for w in weights {
-        if let Some(lightest) = groups.iter_mut().min() {
-            *lightest += w;
-        }
-    }
-    groups.into_iter().max().unwrap_or(0)
+fn heaviest<T>(groups: &[(u64, Vec<T>)]) -> u64 {
+    groups.iter().map(|(weight, _)| *weight).max().unwrap_or(0)
 }
 
 #[cfg(test)]
