@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                 lines = [line.strip().rstrip(";") for line in args.sql.read_text().splitlines()]
                 statements = [(f"s{i:02d}", line) for i, line in enumerate(filter(None, lines), 1)]
             else:
-                statements = [(f"q{q:02d}", query_text(q)) for q in tpch.parse_queries(args.queries)]
+                statements = [(f"q{q:02d}", query_text(q, float(args.sf))) for q in tpch.parse_queries(args.queries)]
             for name, sql in statements:
 
                 def floe() -> None:

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         with flightsql.connect(server.uri) as conn:
             for q in tpch.parse_queries(args.queries):
                 with conn.cursor() as cur:
-                    cur.execute("EXPLAIN ANALYZE " + query_text(q))
+                    cur.execute("EXPLAIN ANALYZE " + query_text(q, float(args.sf)))
                     rows = cur.fetch_arrow_table().to_pylist()
                 print(f"===== Q{q:02d} ({binary})")
                 for r in rows:

@@ -473,8 +473,9 @@ class EngineRuns:
     all of one engine's in a row (`--order sequential`) or the engines in turn
     (`--order interleaved`).  `records` and `answers` fill as it goes."""
 
-    def __init__(self, engine: str, client_factory, timeout: float, on_timeout=None):
+    def __init__(self, engine: str, client_factory, timeout: float, sf: float, on_timeout=None):
         self.engine, self.factory, self.timeout, self.on_timeout = engine, client_factory, timeout, on_timeout
+        self.sf = sf
         self.client = client_factory()
         self.records: dict[int, dict] = {}
         self.answers: dict[int, object] = {}
@@ -487,7 +488,7 @@ class EngineRuns:
         rec = self.records[n]
         if rec["status"] != "ok":
             return
-        res = self.client.run(query_text(n), self.timeout)
+        res = self.client.run(query_text(n, self.sf), self.timeout)
         if res[0] != "ok":
             rec["status"] = res[0]
             rec["error"] = res[1] if res[0] == "error" else f"no answer within {self.timeout:g}s"
@@ -746,7 +747,7 @@ def main(argv=None) -> int:
                 floe_server.stop()
                 floe_server.start()
 
-            return EngineRuns(e, factory, args.timeout, restart)
+            return EngineRuns(e, factory, args.timeout, float(args.sf), restart)
         setup = {"files": {t: str(p) for t, p in peer_files.items()}}
 
         def factory(e=e, setup=setup):
@@ -754,7 +755,7 @@ def main(argv=None) -> int:
             c.start()
             return c
 
-        return EngineRuns(e, factory, args.timeout)
+        return EngineRuns(e, factory, args.timeout, float(args.sf))
 
     try:
         if args.order == "interleaved":

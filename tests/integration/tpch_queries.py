@@ -21,8 +21,14 @@ ORDER_KEYS = {
 QUERY_NUMBERS = sorted(ORDER_KEYS)
 
 
-def query_text(n: int) -> str:
-    return (QUERY_DIR / f"q{n:02d}.sql").read_text()
+def query_text(n: int, sf: float = 1.0) -> str:
+    """Query `n`'s text for scale factor `sf`: Q11's FRACTION is 0.0001 / SF (TPC-H spec 2.4.11.3;
+    the file holds SF 1's, with which Q11 finds no part at SF 10)."""
+    text = (QUERY_DIR / f"q{n:02d}.sql").read_text()
+    if n == 11 and sf != 1.0:
+        fraction = f"{0.0001 / sf:.10f}".rstrip("0")
+        text = text.replace("* 0.0001\n", f"* {fraction}\n")
+    return text
 
 
 def query_limit(sql: str) -> Optional[int]:
