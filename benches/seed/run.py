@@ -1,6 +1,7 @@
 """Seed-question benchmark (issue 11, P3): daily active users per day, city and device model over
 the last 30 of 365 daily partitions, minus the users marketing acquired, on Floe against DuckDB
-over the same rows as hive-partitioned Parquet.
+over the same rows as hive-partitioned Parquet; then the layer build over those rows
+(`CREATE TABLE … PARTITIONED BY (dt) AS …`) against DuckDB's `COPY … PARTITION_BY (dt)`.
 
     bash benches/seed/run.sh --rows 20000000 --runs 5
 
@@ -63,6 +64,14 @@ def question(namespace: str) -> str:
             f"WHERE dt >= DATE '{start}' AND dt < DATE '{end}' "
             f"AND user_id NOT IN (SELECT user_id FROM {namespace}.marketing_users) "
             f"GROUP BY dt, city, model")
+
+
+def build_query(namespace: str) -> str:
+    """A DWS-style layer build's query: the last quarter's users and events per day, city and model
+    (written partitioned by day)."""
+    start = FIRST_DAY + dt.timedelta(days=DAYS - 92)
+    return (f"SELECT dt, city, model, count(DISTINCT user_id) AS dau, count(*) AS events "
+            f"FROM {namespace}.events WHERE dt >= DATE '{start}' GROUP BY dt, city, model")
 
 
 def catalog(warehouse: Path):
@@ -183,7 +192,9 @@ def main(argv=None) -> int:
     server = tpch.FloeServer(binary, warehouse, warehouse.parent / "floe-logs" /
                              time.strftime("seed-%Y%m%dT%H%M%S"), args.executors, getattr(args, "deployment", "standalone"))
     server.start()
-    times: dict[str, list[float]] = {"floe": [], "duckdb": []}
+    times: dict[str, list[float]] = {"floe": [], "duckdb": [], "floe_build": [], "duckdb_build": []}
+    build = build_query("bench_seed")
+    build_out = warehouse.parent / "duckdb-build"
     try:
         with flightsql.connect(server.uri, autocommit=True) as conn:
             def floe(text):
@@ -205,6 +216,27 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 duck.sql(sql).to_arrow_table()
                 times["duckdb"].append(time.perf_counter() - t0)
+            # The layer build: CREATE TABLE … PARTITIONED BY (dt) AS its query, against DuckDB's
+            # COPY … PARTITION_BY (dt) of the same query; the tables written are compared.
+            for i in range(args.runs):
+                table = f"bench_seed.daily_{os.getpid()}_{i}"
+                t0 = time.perf_counter()
+                floe(f"CREATE TABLE {table} PARTITIONED BY (dt) AS {build}")
+                times["floe_build"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                duck.execute(f"COPY ({build}) TO '{build_out}' (FORMAT parquet, COMPRESSION zstd, "
+                             f"PARTITION_BY (dt), OVERWRITE_OR_IGNORE)")
+                times["duckdb_build"].append(time.perf_counter() - t0)
+                if i == 0:
+                    written = floe(f"SELECT * FROM {table}")
+                    copied = duck.sql(f"SELECT dt, city, model, dau, events FROM read_parquet("
+                                      f"'{build_out}/*/*.parquet', hive_partitioning = true, "
+                                      f"hive_types = {{'dt': DATE}})").to_arrow_table()
+                    assert_close(written, copied, context="the layer build's table")
+                    schema, name = table.split(".")
+                    build_files = floe(f'SELECT count(*) AS n FROM "{schema}"."{name}$files"')
+                    build_files = build_files.column(0)[0].as_py()
+                floe(f"DROP TABLE {table}")
     finally:
         server.stop()
 
@@ -215,6 +247,10 @@ def main(argv=None) -> int:
     print(f"  Floe    {med['floe'] * 1e3:8.0f} ms   {med['floe'] / med['duckdb']:5.2f}x DuckDB   "
           f"(data files opened: {opened} = the {WINDOW} days' {expected_files})")
     print(f"  DuckDB  {med['duckdb'] * 1e3:8.0f} ms   (hive-partitioned Parquet)")
+    print(f"The layer build (92 days into a table partitioned by day, {build_files} files), medians of {args.runs}:")
+    print(f"  Floe    {med['floe_build'] * 1e3:8.0f} ms   {med['floe_build'] / med['duckdb_build']:5.2f}x DuckDB   "
+          f"(CREATE TABLE … PARTITIONED BY (dt) AS …)")
+    print(f"  DuckDB  {med['duckdb_build'] * 1e3:8.0f} ms   (COPY … PARTITION_BY (dt), zstd)")
     out = HERE.parent / "results" / f"seed-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "medians_s": med, "runs_s": times, "files_opened": opened,
