@@ -43,7 +43,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::{Distribution, ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{
+    with_new_children_if_necessary as with_children, Distribution, ExecutionPlan, Partitioning,
+};
 use floe_engine::partition_key::PartitionValueExpr;
 use floe_engine::write::IcebergWriteExec;
 use floe_engine::IcebergScanExec;
@@ -215,6 +217,9 @@ fn rewrite(
         .into_iter()
         .map(|c| rewrite(Arc::clone(c), &child_need).map(|(c, _)| c))
         .collect::<Result<Vec<_>>>()?;
+    if children.is_empty() {
+        return Ok((plan, None));
+    }
     Ok((with_children(plan, children)?, None))
 }
 
@@ -336,23 +341,6 @@ fn rewrite_broadcast_join(
     let outputs = plan.schema().fields().len();
     let keyed = keyed.and_then(|k| (0..outputs).find(|i| probe_column(*i) == Some(k)));
     Ok((with_children(Arc::clone(plan), vec![build, probe])?, keyed))
-}
-
-/// `plan` over `children`, the very node when they are its own.
-fn with_children(
-    plan: Arc<dyn ExecutionPlan>,
-    children: Vec<Arc<dyn ExecutionPlan>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let same = plan.children().len() == children.len()
-        && plan
-            .children()
-            .iter()
-            .zip(&children)
-            .all(|(a, b)| Arc::ptr_eq(a, b));
-    if same {
-        return Ok(plan);
-    }
-    plan.with_new_children(children)
 }
 
 fn column_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {

@@ -38,7 +38,7 @@ pub const MAX_SET_OPERATIONS: usize = 1_000;
 
 /// Most parts one dotted name may have (`catalog.schema.table.column.field…`). The SQL parser
 /// (sqlparser 0.61) backtracks on a dotted chain and its time doubles with every part: a
-/// 125-byte statement of two such chains of about 24 parts took 13.7 s to be refused (found by
+/// 125-byte statement holding one such chain of about 24 parts took 13.7 s to be refused (found by
 /// the `check_sql` fuzz target). Real names have a handful of parts; at 12 the parser's
 /// detours cost microseconds.
 pub const MAX_NAME_PARTS: usize = 12;
