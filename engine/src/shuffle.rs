@@ -15,9 +15,13 @@
 //! The executors of one process (`floe standalone`, or a consumer that runs where its producer
 //! did) share one registry, and a consumer takes a bucket that is in it straight from the
 //! channel: no gRPC, no Arrow IPC encoding, no copy.
+//!
+//! The coordinator starts a query's tasks all at once, consumers with producers, so a consumer
+//! may come for a bucket before its producer's task has reached the producer's executor: a
+//! claim waits for the bucket to be registered, up to [`CLAIM_WAIT`].
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -74,10 +78,23 @@ struct Bucket {
     receiver: mpsc::Receiver<ShuffleItem>,
 }
 
+/// How long a claim waits for a bucket whose producer task has not reached its executor yet.
+/// The coordinator starts producers and consumers together and fails the whole query when a
+/// producer does not start where it was placed, so a bucket that does not come within this
+/// belongs to no task that will run.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
 /// The buckets of the shuffle producers running on this executor, until a consumer claims them.
 #[derive(Debug, Default)]
 pub struct ShuffleRegistry {
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    /// The buckets claimed or dropped unclaimed within the last [`CLAIM_WAIT`], and when: a
+    /// claim of one of these is answered at once, not waited for.
+    gone: Mutex<HashMap<BucketKey, std::time::Instant>>,
+    /// Woken whenever a producer registers its buckets.
+    registered: tokio::sync::Notify,
+    /// The executors running in this process (their producers register here).
+    local_executors: Mutex<HashSet<String>>,
 }
 
 /// Un-registers a producer's buckets that no consumer claimed, when the producer ends.
@@ -93,8 +110,12 @@ impl Drop for BucketsGuard {
             .buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let mut gone = self.registry.gone.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
         for key in &self.keys {
-            buckets.remove(key);
+            if buckets.remove(key).is_some() {
+                gone.insert(key.clone(), now);
+            }
         }
     }
 }
@@ -158,6 +179,7 @@ impl ShuffleRegistry {
                 keys.push(key);
             }
         }
+        self.registered.notify_waiters();
         let guard = BucketsGuard {
             registry: Arc::clone(self),
             keys,
@@ -165,29 +187,85 @@ impl ShuffleRegistry {
         (senders, guard)
     }
 
-    /// Takes a bucket for reading. The coordinator starts a consumer only after every producer
-    /// it reads answered its task (and so registered its buckets), so a bucket that is not here
-    /// belongs to a producer that never ran here, already ended, or a query that does not exist:
-    /// the answer is NOT_FOUND at once, never a wait.
+    /// Notes that executor `executor_id` runs in this process: its producers' buckets are read
+    /// from this registry.
+    pub fn add_local_executor(&self, executor_id: &str) {
+        self.local_executors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(executor_id.to_string());
+    }
+
+    /// Whether executor `executor_id` runs in this process.
+    pub fn is_local(&self, executor_id: &str) -> bool {
+        self.local_executors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(executor_id)
+    }
+
+    /// Takes a bucket for reading, waiting up to `bound` for its producer to register it (see
+    /// [`CLAIM_WAIT`]); NOT_FOUND then, or at once for a bucket that was here and is gone
+    /// (read already, or its producer ended).
+    pub async fn claim_waiting(
+        &self,
+        read: &ShuffleRead,
+        bound: Duration,
+    ) -> std::result::Result<(SchemaRef, mpsc::Receiver<ShuffleItem>), Status> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // Listening before looking, so that a producer registering in between wakes it.
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            match self.try_claim(read) {
+                Ok(claimed) => return Ok(claimed),
+                Err(was_here) if was_here || tokio::time::Instant::now() >= deadline => {
+                    return Err(not_found(read))
+                }
+                Err(_) => {
+                    let _ = tokio::time::timeout_at(deadline, registered).await;
+                }
+            }
+        }
+    }
+
+    /// Takes a bucket for reading if it is here; NOT_FOUND if not (its producer has not
+    /// registered it yet, never ran here, already ended, or the query does not exist).
     pub fn claim(
         &self,
         read: &ShuffleRead,
     ) -> std::result::Result<(SchemaRef, mpsc::Receiver<ShuffleItem>), Status> {
+        self.try_claim(read).map_err(|_| not_found(read))
+    }
+
+    /// A bucket that is here; otherwise whether it was here (claimed, or dropped unclaimed,
+    /// lately): `Err(true)`.
+    fn try_claim(
+        &self,
+        read: &ShuffleRead,
+    ) -> std::result::Result<(SchemaRef, mpsc::Receiver<ShuffleItem>), bool> {
         let key = (read.query_id.clone(), read.stage_id, read.task, read.bucket);
-        match self
-            .buckets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key)
-        {
-            Some(bucket) => Ok((bucket.schema, bucket.receiver)),
-            None => Err(Status::not_found(format!(
-                "bucket {} of task {} of stage {} (query {}) is not on this executor: the \
-                 producer never started here, it ended, or it was already read",
-                read.bucket, read.task, read.stage_id, read.query_id
-            ))),
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        gone.retain(|_, at| now.duration_since(*at) < CLAIM_WAIT);
+        match buckets.remove(&key) {
+            Some(bucket) => {
+                gone.insert(key, now);
+                Ok((bucket.schema, bucket.receiver))
+            }
+            None => Err(gone.contains_key(&key)),
         }
     }
+}
+
+fn not_found(read: &ShuffleRead) -> Status {
+    Status::not_found(format!(
+        "bucket {} of task {} of stage {} (query {}) is not on this executor: the producer \
+         never started here, it ended, or it was already read",
+        read.bucket, read.task, read.stage_id, read.query_id
+    ))
 }
 
 /// How a producer splits its output.
@@ -476,7 +554,8 @@ impl ExecutionPlan for ShuffleReaderExec {
                 bucket,
                 nonce: crate::runtime::random_nonce().to_vec(),
             };
-            // A producer in this process: its bucket's channel, read directly.
+            // A producer in this process: its bucket's channel, read directly (once its task
+            // has registered it: the coordinator starts producers and consumers together).
             if let Ok((_, receiver)) = local.claim(&read) {
                 let producer = producer.clone();
                 inputs.push(
@@ -484,6 +563,21 @@ impl ExecutionPlan for ShuffleReaderExec {
                         .map_err(move |s| producer_error(&producer, s))
                         .boxed(),
                 );
+                continue;
+            }
+            if local.is_local(&producer.executor_id) {
+                let (local, producer) = (Arc::clone(&local), producer.clone());
+                let claimed = async move {
+                    // Not there in time: no producer of this query will run here (not a loss).
+                    let (_, receiver) = local
+                        .claim_waiting(&read, CLAIM_WAIT)
+                        .await
+                        .map_err(|s| DataFusionError::External(Box::new(s)))?;
+                    Ok::<_, DataFusionError>(
+                        serve_bucket(receiver, read).map_err(move |s| producer_error(&producer, s)),
+                    )
+                };
+                inputs.push(futures::stream::once(claimed).try_flatten().boxed());
                 continue;
             }
             let read = read.encode_to_vec();
@@ -614,6 +708,56 @@ mod tests {
     }
 
     use futures::stream::BoxStream;
+
+    /// A consumer started with its producer may come first: its claim waits for the bucket;
+    /// a bucket read already is NOT_FOUND at once; one that never comes, after the bound.
+    #[tokio::test]
+    async fn a_claim_waits_for_a_producer_not_for_a_bucket_gone() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let early = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                registry
+                    .claim_waiting(&read("q5", 0), Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!early.is_finished(), "the claim waits for its producer");
+        let (senders, _guard) = registry.register("q5", 1, 0, schema(), 1);
+        let producer = tokio::spawn(produce(
+            input(vec![Ok(batch(&[7, 8]))]),
+            Split::Broadcast,
+            senders,
+        ));
+        let (_, receiver) = tokio::time::timeout(Duration::from_secs(10), early)
+            .await
+            .expect("claimed once registered")
+            .expect("join")
+            .expect("claimed");
+        assert_eq!(
+            rows(serve_bucket(receiver, read("q5", 0))).await,
+            vec![7, 8]
+        );
+        producer.await.expect("join").expect("produced");
+
+        let started = std::time::Instant::now();
+        let again = registry
+            .claim_waiting(&read("q5", 0), Duration::from_secs(30))
+            .await
+            .expect_err("read already");
+        assert_eq!(again.code(), tonic::Code::NotFound);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered at once"
+        );
+
+        let never = registry
+            .claim_waiting(&read("q6", 0), Duration::from_millis(100))
+            .await
+            .expect_err("no producer");
+        assert_eq!(never.code(), tonic::Code::NotFound, "{never:?}");
+    }
 
     /// A broadcast puts every row in every bucket, then one end marker each; a bucket is read
     /// once (a second claim is NOT_FOUND at once, never a wait).

@@ -96,6 +96,9 @@ impl ExecutorHandle {
     }
 }
 
+/// Requests a peer may cancel before the executor has taken them, per connection (see `start`).
+const MAX_PENDING_RESETS: usize = 1024;
+
 /// Starts an executor: binds its Flight service, then registers with the coordinator and keeps
 /// heartbeating in the background.
 #[allow(
@@ -153,6 +156,10 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
     );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // The coordinator starts a query's tasks at once and, when one cannot start, drops
+            // the others' requests unanswered: h2's default of 20 such resets per connection
+            // would close the connection (its rapid-reset guard) under the next query.
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .layer(floe_engine::status::DecodeErrorsAreInvalidArgument)
             .add_service(service)
             .serve_with_incoming_shutdown(

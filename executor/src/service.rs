@@ -85,6 +85,8 @@ impl ExecutorState {
         storage: &StorageSettings,
         roots: Vec<String>,
     ) -> Self {
+        let shuffles = ShuffleRegistry::process();
+        shuffles.add_local_executor(&executor_id);
         Self {
             executor_id,
             shuffle_key: secret.shuffle_key(),
@@ -94,7 +96,7 @@ impl ExecutorState {
             running_tasks: AtomicUsize::new(0),
             task_ctx,
             query_pools: Default::default(),
-            shuffles: ShuffleRegistry::process(),
+            shuffles,
             file_io: floe_engine::storage::confined_file_io(storage, roots.clone()),
             roots,
         }
@@ -386,8 +388,9 @@ impl ExecutorFlightService {
         })
     }
 
-    /// Serves a consumer's bucket of one of this executor's shuffle producers.
-    fn serve_shuffle(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
+    /// Serves a consumer's bucket of one of this executor's shuffle producers (waiting for the
+    /// producer's task to register it, up to `shuffle::CLAIM_WAIT`).
+    async fn serve_shuffle(&self, signed: Signed) -> Result<BoxedFlightStream<FlightData>, Status> {
         let expected = auth::shuffle_read_mac(&self.state.shuffle_key, &signed.body);
         if !auth::verify(&expected, &signed.mac) {
             return Err(Status::permission_denied(
@@ -397,7 +400,11 @@ impl ExecutorFlightService {
         let read = ShuffleRead::decode(signed.body.as_slice())
             .map_err(|e| Status::invalid_argument(format!("not a ShuffleRead: {e}")))?;
         check_version(read.protocol_version)?;
-        let (schema, receiver) = self.state.shuffles.claim(&read)?;
+        let (schema, receiver) = self
+            .state
+            .shuffles
+            .claim_waiting(&read, shuffle::CLAIM_WAIT)
+            .await?;
         let batches = shuffle::serve_bucket(receiver, read)
             .map_err(|s| FlightError::Tonic(Box::new(mark_from_executor(s))));
         let data = FlightDataEncoderBuilder::new()
@@ -639,7 +646,7 @@ impl FlightService for ExecutorFlightService {
             .map_err(|e| Status::invalid_argument(format!("ticket is not a FloeTicket: {e}")));
         let result = match ticket.map(|t| t.kind) {
             Ok(Some(Kind::Task(task))) => self.run_task(task),
-            Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read),
+            Ok(Some(Kind::ShuffleRead(read))) => self.serve_shuffle(read).await,
             Ok(Some(Kind::RuntimeFilter(keys))) => self.take_runtime_filter(keys),
             Ok(None) => Err(Status::invalid_argument("empty FloeTicket")),
             Err(e) => Err(e),

@@ -27,8 +27,8 @@ Tests:
   1. test_executor_killed_mid_aggregation_reruns_query[q18|q21|q09]: SIGKILL a
      busy executor during a TPC-H aggregation/join (right away, 0.6 s and 1.2 s
      after tasks start): correct answer (DuckDB on the same Parquet), the loss
-     logged, the query run again exactly once (or the task moved, if the
-     kill beat the task's DoGet response);
+     logged, the query run again exactly once (also when the kill beat a
+     shuffle task's DoGet response; a gather task is moved instead);
      test_second_executor_killed_during_rerun: 3 executors, a second kill
      once the first loss was handled: typically 3 attempts, right answer;
      test_all_executors_killed_mid_query_fails_cleanly: prompt UNAVAILABLE.
@@ -161,15 +161,17 @@ class Cluster:
 
     def recovery(self, executor_id: str) -> Optional[str]:
         """How the coordinator coped with losing `executor_id` (from its log):
-        "rerun": a task stream from it broke ("executor lost mid-task"), the
-                 query is run again (before any row reached the client);
-        "task moved": a task's DoGet to it failed before the stream began
-                 ("task could not start"), that task went to another executor;
+        "rerun": a task stream from it broke ("executor lost mid-task"), or a
+                 shuffle task placed on it could not start ("executor lost before
+                 its task started": its consumers were told to read it there), and
+                 the query is run again (before any row reached the client);
+        "task moved": a gather task's DoGet to it failed before the stream
+                 began ("task could not start"), that task went to another executor;
         "heartbeat": only dropped for missing heartbeats (no query needed it);
         None: nothing logged yet."""
         lines = self.loss_lines(executor_id) + [
             l for l in self.coordinator_log().splitlines() if "task could not start" in l and executor_id in l]
-        if any("lost mid-task" in l for l in lines):
+        if any("lost mid-task" in l or "lost before its task started" in l for l in lines):
             return "rerun"
         if any("task could not start" in l for l in lines):
             return "task moved"

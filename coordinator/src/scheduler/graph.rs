@@ -1,4 +1,4 @@
-//! A query's shuffle stages, started together (producers before consumers) so that data flows
+//! A query's shuffle stages, started together (every task at once) so that data flows
 //! through the shuffles as it is produced: where each stage's tasks run, and the first failure
 //! of any of them, which fails every consumer at once. Dropping the graph ends its tasks.
 
@@ -11,10 +11,14 @@ use floe_engine::runtime::{spawn_scoped, ScopedTask};
 use floe_proto::{StageInput, TaskLocation, TaskMetrics};
 use futures::StreamExt;
 use tokio::sync::watch;
+use tonic::Status;
 
+use super::external;
+use super::placement::first_choice;
 use super::stage::ShuffleStage;
 use super::task::Task;
 use super::QueryRun;
+use crate::registry::ExecutorInfo;
 
 /// The running shuffle stages of one gather stage: where their tasks run, and the first
 /// failure of any of them.
@@ -93,7 +97,10 @@ async fn first_failure(
     }
 }
 
-/// Starts every task of `stages` and of the stages they read, producers before consumers.
+/// Starts every task of `stages` and of the stages they read, all at once: each task is placed
+/// first (see `placement`), so a consumer knows where its producers will run before they do (an
+/// executor waits for a bucket whose producer has not reached it yet). A task that cannot start
+/// where it was placed fails the launch as that executor's loss: the query runs again.
 pub(super) async fn launch(
     run: &QueryRun,
     stages: &[Arc<ShuffleStage>],
@@ -102,15 +109,39 @@ pub(super) async fn launch(
     for stage in stages {
         post_order(stage, &mut order);
     }
-    let (failed, failure) = watch::channel(None);
-    let (ended_tx, ended) = watch::channel(0usize);
-    let ended_tx = Arc::new(ended_tx);
-    let mut locations: HashMap<u32, Vec<TaskLocation>> = HashMap::new();
-    let mut tasks = Vec::new();
+    let live = run.registry.live();
+    if live.is_empty() {
+        return Err(external(Status::unavailable(
+            "no executors are registered with the coordinator",
+        )));
+    }
+    let mut placed: HashMap<u32, Vec<ExecutorInfo>> = HashMap::new();
+    let mut unique = Vec::new();
     for stage in order {
-        if locations.contains_key(&stage.stage_id) {
+        if placed.contains_key(&stage.stage_id) {
             continue;
         }
+        let executors = (0..stage.tasks)
+            .map(|partition| live[first_choice(&live, stage.first_slot + partition)].clone())
+            .collect();
+        placed.insert(stage.stage_id, executors);
+        unique.push(stage);
+    }
+    let locations: HashMap<u32, Vec<TaskLocation>> = placed
+        .iter()
+        .map(|(id, executors)| {
+            let tasks = executors
+                .iter()
+                .map(|e| TaskLocation {
+                    executor_id: e.id.clone(),
+                    endpoint: e.endpoint.clone(),
+                })
+                .collect();
+            (*id, tasks)
+        })
+        .collect();
+    let mut starts = Vec::new();
+    for stage in unique {
         let inputs: Vec<StageInput> = stage
             .inputs
             .iter()
@@ -119,7 +150,7 @@ pub(super) async fn launch(
                 tasks: locations.get(&s.stage_id).cloned().unwrap_or_default(),
             })
             .collect();
-        let starts = (0..stage.tasks).map(|partition| {
+        for (partition, executor) in placed[&stage.stage_id].iter().enumerate() {
             let reporting = Arc::clone(&stage);
             let task = Task {
                 query_id: run.query_id.clone(),
@@ -140,35 +171,34 @@ pub(super) async fn launch(
                         .push(m);
                 }),
             };
-            async move { task.start().await }
-        });
-        let started = futures::future::try_join_all(starts).await?;
-        let mut placed = Vec::with_capacity(started.len());
-        for (executor, mut stream) in started {
-            placed.push(TaskLocation {
-                executor_id: executor.id.clone(),
-                endpoint: executor.endpoint.clone(),
-            });
-            let failed = failed.clone();
-            let ended = Arc::clone(&ended_tx);
-            tasks.push(spawn_scoped(async move {
-                while let Some(item) = stream.next().await {
-                    if let Err(e) = item {
-                        failed.send_if_modified(|f| {
-                            if f.is_none() {
-                                *f = Some(Arc::new(e));
-                                true
-                            } else {
-                                false
-                            }
-                        });
-                        break;
-                    }
-                }
-                ended.send_modify(|n| *n += 1);
-            }));
+            let executor = executor.clone();
+            starts.push(async move { task.start_placed(&executor).await });
         }
-        locations.insert(stage.stage_id, placed);
+    }
+    let started = futures::future::try_join_all(starts).await?;
+    let (failed, failure) = watch::channel(None);
+    let (ended_tx, ended) = watch::channel(0usize);
+    let ended_tx = Arc::new(ended_tx);
+    let mut tasks = Vec::with_capacity(started.len());
+    for mut stream in started {
+        let failed = failed.clone();
+        let ended = Arc::clone(&ended_tx);
+        tasks.push(spawn_scoped(async move {
+            while let Some(item) = stream.next().await {
+                if let Err(e) = item {
+                    failed.send_if_modified(|f| {
+                        if f.is_none() {
+                            *f = Some(Arc::new(e));
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                    break;
+                }
+            }
+            ended.send_modify(|n| *n += 1);
+        }));
     }
     Ok(Arc::new(RunningStages {
         locations,

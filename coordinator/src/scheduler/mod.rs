@@ -3,10 +3,11 @@
 //! ```text
 //!  QueryRun (one run of a query: its id, its memory share on each executor, the executors)
 //!    │ gather(stage, partition) — called when the coordinator's plan runs a RemoteStageExec
-//!    ├─▶ graph: the shuffle stages that gather stage reads, started once, producers first
+//!    ├─▶ graph: the shuffle stages that gather stage reads, placed, then started at once
 //!    │         (RunningStages: where each task runs; the first failure fails every reader)
 //!    └─▶ task: each partition as a signed TaskDefinition on one executor
-//!              placement: which executor, failover to the next, loss → out of the registry
+//!              placement: which executor; a gather task fails over to the next, a shuffle
+//!              task that cannot start fails the run; loss → out of the registry
 //!  retry: a query whose executor was lost before any row reached the client runs again
 //! ```
 //!

@@ -5,11 +5,15 @@
 //! to the slots it registered with (file groups are already balanced by bytes). The turn runs
 //! over the whole query, not each stage: a stage's first task takes the slot after the previous
 //! stage's last (`first_slot`, counted as the plan is cut), so the single-task stages of one
-//! query (a small table's scan) do not all land on the first executor. A
-//! task that cannot reach its executor is sent to the next one, and the unreachable
+//! query (a small table's scan) do not all land on the first executor.
+//!
+//! The shuffle stages' tasks are placed before any starts and start all at once (consumers are
+//! told where their producers will run), so one that cannot start where it was placed fails the
+//! run as an executor loss and the query runs again (`retry`). A gather task, which no task
+//! reads, that cannot reach its executor is sent to the next one. Either way the unreachable
 //! executor is dropped from the registry; one that turns the task away is kept. An error in a
 //! running task that says an executor was lost drops that executor too, so that a query run
-//! again (`retry`) goes elsewhere.
+//! again goes elsewhere.
 
 use datafusion::common::{DataFusionError, Result};
 use floe_engine::status::{is_from_executor, lost_executor, ExecutorLost};
@@ -72,9 +76,49 @@ impl Task {
     }
 }
 
+impl Task {
+    /// Starts the task on `executor`, where it was placed (its consumers read it there): a
+    /// failure to start is the executor's loss for this run, which runs again without it if it
+    /// could not be reached.
+    pub(super) async fn start_placed(&self, executor: &ExecutorInfo) -> Result<FlightStream> {
+        let mut started = self.try_on(executor).await;
+        // A connection that broke under other requests (the executor closed it) is not a lost
+        // executor: once more, on a new connection, before deciding.
+        if matches!(&started, Err(status) if is_connection_failure(status)) {
+            started = self.try_on(executor).await;
+        }
+        match started {
+            Ok(stream) => {
+                let (id, registry) = (executor.id.clone(), self.registry.clone());
+                Ok(stream
+                    .map_err(move |status| remote_error(&registry, &id, status))
+                    .boxed())
+            }
+            Err(status) if is_connection_failure(&status) => {
+                warn!(executor_id = %executor.id, "executor lost before its task started: {status}");
+                self.registry.remove(&executor.id);
+                Err(lost_before_start(executor, &status))
+            }
+            Err(status) if is_from_executor(&status) && status.code() == Code::Unavailable => {
+                warn!(executor_id = %executor.id, "executor turned the task away: {status}");
+                Err(lost_before_start(executor, &status))
+            }
+            Err(status) => Err(external(status)),
+        }
+    }
+}
+
+/// Task `executor` could not start as an executor loss, so that the query runs again.
+fn lost_before_start(executor: &ExecutorInfo, status: &Status) -> DataFusionError {
+    DataFusionError::External(Box::new(ExecutorLost {
+        executor_id: executor.id.clone(),
+        reason: format!("a task could not start there: {}", status.message()),
+    }))
+}
+
 /// Which of `live` the task in `slot` goes to first: the executors' slots taken in turn (the
 /// first slot of each, then the second of those with two, …).
-fn first_choice(live: &[ExecutorInfo], slot: usize) -> usize {
+pub(super) fn first_choice(live: &[ExecutorInfo], slot: usize) -> usize {
     let most = live.iter().map(|e| e.task_slots).max().unwrap_or(1);
     let rotation: Vec<usize> = (0..most)
         .flat_map(|slot| {
