@@ -74,9 +74,7 @@ impl Task {
                 .unwrap_or_default()
         ))))
     }
-}
 
-impl Task {
     /// Starts the task on `executor`, where it was placed (its consumers read it there): a
     /// failure to start is the executor's loss for this run, which runs again without it if it
     /// could not be reached.
@@ -108,7 +106,7 @@ impl Task {
     }
 }
 
-/// Task `executor` could not start as an executor loss, so that the query runs again.
+/// A task that could not start on `executor`, as that executor's loss: the query runs again.
 fn lost_before_start(executor: &ExecutorInfo, status: &Status) -> DataFusionError {
     DataFusionError::External(Box::new(ExecutorLost {
         executor_id: executor.id.clone(),
