@@ -1,7 +1,7 @@
 //! Where producers leave their buckets and consumers claim them: one registry per process, a
 //! claim waiting (bounded) for a producer that has not registered yet.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -32,11 +32,38 @@ pub struct ShuffleRegistry {
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
     /// The buckets claimed or dropped unclaimed within the last [`CLAIM_WAIT`], and when: a
     /// claim of one of these is answered at once, not waited for.
-    gone: Mutex<HashMap<BucketKey, std::time::Instant>>,
+    gone: Mutex<Gone>,
     /// Woken whenever a producer registers its buckets.
     registered: tokio::sync::Notify,
     /// The executors running in this process (their producers register here).
     local_executors: Mutex<HashSet<String>>,
+}
+
+/// Buckets that were here lately, oldest first: forgotten once older than [`CLAIM_WAIT`], a
+/// few at a time as new ones come (no sweep of the whole set per claim).
+#[derive(Debug, Default)]
+struct Gone {
+    order: VecDeque<(std::time::Instant, BucketKey)>,
+    keys: HashSet<BucketKey>,
+}
+
+impl Gone {
+    fn forget_old(&mut self, now: std::time::Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < CLAIM_WAIT {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: BucketKey, now: std::time::Instant) {
+        self.forget_old(now);
+        self.keys.insert(key.clone());
+        self.order.push_back((now, key));
+    }
 }
 
 /// Un-registers a producer's buckets that no consumer claimed, when the producer ends.
@@ -191,13 +218,13 @@ impl ShuffleRegistry {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        gone.retain(|_, at| now.duration_since(*at) < CLAIM_WAIT);
+        gone.forget_old(now);
         match buckets.remove(&key) {
             Some(bucket) => {
                 gone.insert(key, now);
                 Ok((bucket.schema, bucket.receiver))
             }
-            None => Err(gone.contains_key(&key)),
+            None => Err(gone.keys.contains(&key)),
         }
     }
 }
@@ -208,4 +235,24 @@ fn not_found(read: &ShuffleRead) -> Status {
          never started here, it ended, or it was already read",
         read.bucket, read.task, read.stage_id, read.query_id
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_gone_are_forgotten_after_the_claim_wait_oldest_first() {
+        let key = |task: u32| ("q".to_string(), 1, task, 0);
+        let start = std::time::Instant::now();
+        let mut gone = Gone::default();
+        gone.insert(key(0), start);
+        gone.insert(key(1), start + CLAIM_WAIT / 2);
+        gone.forget_old(start + CLAIM_WAIT);
+        assert!(!gone.keys.contains(&key(0)), "older than the claim wait");
+        assert!(gone.keys.contains(&key(1)));
+        gone.insert(key(2), start + CLAIM_WAIT * 2);
+        assert_eq!(gone.keys.len(), 1, "{:?}", gone.keys);
+        assert_eq!(gone.order.len(), 1);
+    }
 }
