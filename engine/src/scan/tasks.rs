@@ -289,11 +289,16 @@ fn late_decoding_pays(
     dynamic_columns: &HashSet<String>,
     tested: &HashSet<String>,
 ) -> bool {
-    let wide = fields
-        .iter()
-        .filter(|f| is_variable_width(f.data_type()) && !dynamic_columns.contains(f.name()));
-    let (tested, untested): (Vec<_>, Vec<_>) = wide.partition(|f| tested.contains(f.name()));
-    !untested.is_empty() || tested.len() > 1
+    let mut wide_tested = 0;
+    for f in fields {
+        if is_variable_width(f.data_type()) && !dynamic_columns.contains(f.name()) {
+            if !tested.contains(f.name()) {
+                return true;
+            }
+            wide_tested += 1;
+        }
+    }
+    wide_tested > 1
 }
 
 /// Whether values of `data_type` have a length of their own (strings and binaries): the columns
