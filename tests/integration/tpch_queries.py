@@ -27,6 +27,8 @@ def query_text(n: int, sf: float = 1.0) -> str:
     text = (QUERY_DIR / f"q{n:02d}.sql").read_text()
     if n == 11 and sf != 1.0:
         fraction = f"{0.0001 / sf:.10f}".rstrip("0")
+        if "* 0.0001\n" not in text:
+            raise ValueError(f"Q11's FRACTION (* 0.0001) is not where {QUERY_DIR}/q11.sql had it")
         text = text.replace("* 0.0001\n", f"* {fraction}\n")
     return text
 
