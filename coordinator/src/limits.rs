@@ -12,6 +12,8 @@
 
 use std::future::Future;
 
+use futures::FutureExt;
+
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -229,7 +231,9 @@ fn planning_threads() -> Result<&'static tokio::runtime::Runtime> {
 
 /// Runs the future `make` returns on a thread with a [`PLANNING_STACK`] stack (see
 /// [`planning_threads`]), inside the current runtime, and returns its output; a small
-/// statement's ([`Planning::Here`]) right here.
+/// statement's ([`Planning::Here`]) right here. Either way a panic in planning (a DataFusion
+/// `unwrap` on a statement it did not expect: `SELECT a.b.c.d.e.f`, six parts naming nothing)
+/// is an INTERNAL error naming it; the task serving the client goes on.
 pub async fn on_planning_thread<F, Fut, T>(planning: Planning, make: F) -> Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -237,15 +241,31 @@ where
     T: Send + 'static,
 {
     if planning == Planning::Here {
-        return Ok(make().await);
+        return std::panic::AssertUnwindSafe(make())
+            .catch_unwind()
+            .await
+            .map_err(|panic| planning_panicked(panic.as_ref()));
     }
     let runtime = tokio::runtime::Handle::current();
     planning_threads()?
         .spawn_blocking(move || runtime.block_on(make()))
         .await
-        .map_err(|e| {
-            CoordinatorError::Internal(format!("the planning thread ended without an answer: {e}"))
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => planning_panicked(panic.as_ref()),
+            Err(e) => CoordinatorError::Internal(format!(
+                "the planning thread ended without an answer: {e}"
+            )),
         })
+}
+
+/// The error for a panic in planning, with its message.
+fn planning_panicked(panic: &(dyn std::any::Any + Send)) -> CoordinatorError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    CoordinatorError::Internal(format!("planning the statement failed (a panic: {message})"))
 }
 
 #[cfg(test)]
@@ -279,6 +299,25 @@ mod tests {
         // IN lists are flat.
         let list = format!("SELECT 1 WHERE a IN ({})", vec!["1"; 50_000].join(","));
         check_statement(&list).expect("an IN list of 50,000 values");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_planning_is_an_internal_error_here_or_on_a_planning_thread() {
+        for planning in [Planning::Here, Planning::OnPlanningThread] {
+            let err = on_planning_thread(planning, || async {
+                if std::hint::black_box(true) {
+                    panic!("an unwrap in the planner");
+                }
+            })
+            .await
+            .expect_err("a panic is an error");
+            assert!(
+                matches!(&err, CoordinatorError::Internal(m) if m.contains("an unwrap in the planner")),
+                "{planning:?}: {err}"
+            );
+            let fine = on_planning_thread(planning, || async { 7 }).await;
+            assert_eq!(fine.expect("planned"), 7);
+        }
     }
 
     #[test]
