@@ -86,26 +86,28 @@ pub fn check_statement(sql: &str) -> Result<Planning> {
     let (mut selects, mut joins, mut commas, mut depth, mut deepest) = (0, 0, 0, 0usize, 0);
     let mut in_from = false;
     // The dotted name being read: its parts so far, whether a period was the last token, and
-    // whether the last token was a part with nothing between it and this one. A part right
-    // after another (`TNT.?NT`: a placeholder, then a word) goes on with the name as the
-    // parser's backtracking reads it: the plan_sql fuzz target's chain of 27 parts broken by
-    // two `?` took 12 s when each piece was counted alone.
+    // whether the last token belongs to the name with nothing between it and this one.
+    // Whatever follows a period goes on with the name, and so does a part right after it
+    // (`TNT.?NT`, `TNT.~Ia`, `IT.(FTNT`): the parser backtracks over such a chain as over a
+    // plain one — the plan_sql fuzz target's chains of 24–27 parts broken by `?`, `~` and `(`
+    // took 12 s each when each piece was counted alone.
     let (mut parts, mut after_period, mut longest_name) = (0usize, false, 0usize);
     let mut adjacent = false;
     for token in &tokens {
         match token {
             Token::Whitespace(_) => adjacent = false,
             Token::Period => (after_period, adjacent) = (true, false),
-            Token::Word(_) | Token::Number(..) | Token::Mul | Token::Placeholder(_) => {
-                parts = if after_period || adjacent {
-                    parts + 1
-                } else {
-                    1
-                };
+            _ if after_period => {
+                parts += 1;
                 longest_name = longest_name.max(parts);
                 (after_period, adjacent) = (false, true);
             }
-            _ => (parts, after_period, adjacent) = (0, false, false),
+            Token::Word(_) | Token::Number(..) | Token::Mul | Token::Placeholder(_) => {
+                parts = if adjacent { parts + 1 } else { 1 };
+                longest_name = longest_name.max(parts);
+                adjacent = true;
+            }
+            _ => (parts, adjacent) = (0, false),
         }
         if let Some(kind) = operator_kind(token) {
             counts[kind as usize] += 1;
@@ -342,6 +344,11 @@ mod tests {
         // The plan_sql target's: the same chain broken by placeholders, 12 s in planning.
         let broken = "SELECT(LUNCTEIT.FTNT.Ia.TNT.Ia.TNT.IT.FIIELDS. (D&TNTSELI.Ia.TNT.?NT.IT.\
                       FTNT.Ia.TNT.Ia.TNT.IT.FIIELDS.TI.Ia.TNT.?NT.IT.FTNT.Ia.TNT.Ia.TNT.IT.FIIELDS. ";
+        let err = check_statement(broken).expect_err("too long a name");
+        assert!(err.to_string().contains("dotted name of"), "{err}");
+        let broken =
+            "SELECT(UNCTE(D&TNTSELECT(LU^CTD(D&TNT.~Ia.TNT.I.Ia.TNT.?a.TNT.I.~Ia.TNT.I.Ia.\
+                      TNT.?a.TNT.IT.(FTNT.Ia.TNT.Ia.a.TNT.I.Ia.TNST.I.Ia.TNS. ";
         let err = check_statement(broken).expect_err("too long a name");
         assert!(err.to_string().contains("dotted name of"), "{err}");
         // Placeholders and names that only stand next to each other are not one name.
