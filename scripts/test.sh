@@ -60,9 +60,20 @@ fi
 # Stable toolchain: no sanitizer (that needs nightly), coverage-guided all the same.
 FUZZ_SECONDS="${FLOE_FUZZ_SECONDS:-30}"
 for target in decode_ticket check_sql plan_sql; do
-  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$HOME/.cache/floe-fuzz-target" \
+  log="$(mktemp)"
+  if (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$HOME/.cache/floe-fuzz-target" \
     cargo fuzz run "$target" --dev --sanitizer none -- -max_total_time="$FUZZ_SECONDS" -timeout=10 \
-      -rss_limit_mb=4096 2>&1 | tail -n 3)
+      -rss_limit_mb=4096 >"$log" 2>&1); then
+    tail -n 3 "$log"
+    rm -f "$log"
+  else
+    # A finding: libFuzzer's report (crash, timeout or out-of-memory, with the input as text and
+    # Base64) and cargo-fuzz's "Failing input", without the progress lines before them.
+    echo "fuzz target $target failed:"
+    grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)|NEW_FUNC' "$log" | tail -n 60
+    rm -f "$log"
+    exit 1
+  fi
 done
 
 echo "== integration tests"
