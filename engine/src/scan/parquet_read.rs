@@ -19,7 +19,7 @@
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -31,7 +31,7 @@ use datafusion::datasource::physical_plan::{
 };
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_expr_adapter::{PhysicalExprAdapter, PhysicalExprAdapterFactory};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet};
 use futures::future::BoxFuture;
@@ -244,22 +244,46 @@ async fn read_parquet(
     Ok((rows, file_rows))
 }
 
-/// The rows of `batch` for which `filter` is true.
+/// The rows of `batch` for which `filter` is true. Its conjuncts are tested in order, and the
+/// rows the ones so far reject are dropped before the next is tested once they are at least
+/// half of them; masks of conjuncts that keep more are and-ed instead (a filter copies every
+/// column). DataFusion's `AND` over a whole batch gets there by evaluating its right side on
+/// the rows its left keeps and scattering the answers back row by row into a mask the batch's
+/// length (`pre_selection_scatter`: 11 % of TPC-H Q06's CPU).
 pub(super) fn keep_passing(
     batch: &RecordBatch,
     filter: &Arc<dyn PhysicalExpr>,
 ) -> Result<RecordBatch> {
-    let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
-    let mask = mask
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .ok_or_else(|| {
+    let mut batch = batch.clone();
+    // Rows of `batch` the conjuncts tested so far keep, when not all.
+    let mut pending: Option<BooleanArray> = None;
+    for conjunct in split_conjunction(filter) {
+        if let Some(mask) = pending.take_if(|m| m.true_count() * 2 <= m.len()) {
+            batch = arrow::compute::filter_record_batch(&batch, &mask)?;
+        }
+        let mask = conjunct.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| {
             DataFusionError::Internal(format!(
-                "scan filter {filter} is not boolean: {}",
+                "scan filter {conjunct} is not boolean: {}",
                 mask.data_type()
             ))
         })?;
-    Ok(arrow::compute::filter_record_batch(batch, mask)?)
+        let mask = match pending.take() {
+            Some(before) => arrow::compute::and(&before, mask)?,
+            None => mask.clone(),
+        };
+        let kept = mask.true_count();
+        if kept == 0 {
+            return Ok(batch.slice(0, 0));
+        }
+        if kept < mask.len() {
+            pending = Some(mask);
+        }
+    }
+    match pending {
+        Some(mask) => Ok(arrow::compute::filter_record_batch(&batch, &mask)?),
+        None => Ok(batch),
+    }
 }
 
 /// A read error as lost data naming the file, unless it says storage refused or was unreachable.
@@ -544,6 +568,65 @@ mod tests {
         let whole_piece = access_plan_for_rows(&[4, 3, 2], &RoaringTreemap::new(), Some(4..7));
         assert!(!whole_piece.should_scan(0) && whole_piece.should_scan(1));
         assert!(!whole_piece.should_scan(2));
+    }
+
+    #[test]
+    fn a_conjunction_keeps_the_rows_every_conjunct_keeps_as_datafusion_would() {
+        use arrow::array::{Array, Int32Array};
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{col, lit, BinaryExpr};
+        // a: 0..1000 with every 7th NULL; b: a % 10.
+        let a = Int32Array::from_iter((0..1000).map(|i| (i % 7 != 3).then_some(i)));
+        let b = Int32Array::from_iter_values((0..1000).map(|i| i % 10));
+        let schema = Arc::new(ArrowSchema::new(vec![
+            arrow::datatypes::Field::new("a", DataType::Int32, true),
+            arrow::datatypes::Field::new("b", DataType::Int32, false),
+        ]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(a), Arc::new(b)])
+            .expect("batch");
+        let test = |c: &str, op: Operator, v: i32| -> Arc<dyn PhysicalExpr> {
+            Arc::new(BinaryExpr::new(
+                col(c, &schema).expect("column"),
+                op,
+                lit(v),
+            ))
+        };
+        let and =
+            |l, r| -> Arc<dyn PhysicalExpr> { Arc::new(BinaryExpr::new(l, Operator::And, r)) };
+        // Conjuncts keeping 90 % (and-ed), then 10 % of those (filtered), all (no copy), none.
+        let cases = [
+            and(test("a", Operator::GtEq, 100), test("b", Operator::Eq, 4)),
+            and(
+                and(test("b", Operator::Eq, 4), test("a", Operator::GtEq, 100)),
+                test("a", Operator::Lt, 5000),
+            ),
+            and(test("a", Operator::Lt, 5000), test("b", Operator::NotEq, 4)),
+            and(test("b", Operator::Eq, 4), test("a", Operator::Lt, 0)),
+            test("a", Operator::Lt, 5000),
+        ];
+        for filter in cases {
+            let expected = {
+                let mask = filter
+                    .evaluate(&batch)
+                    .and_then(|m| m.into_array(1000))
+                    .expect("mask");
+                arrow::compute::filter_record_batch(&batch, mask.as_boolean()).expect("filtered")
+            };
+            let kept = keep_passing(&batch, &filter).expect("kept");
+            assert_eq!(kept, expected, "{filter}");
+            // NULLs of `a` never pass.
+            assert_eq!(kept.column(0).null_count(), 0, "{filter}");
+        }
+        let some = keep_passing(
+            &batch,
+            &and(test("a", Operator::GtEq, 100), test("b", Operator::Eq, 4)),
+        )
+        .expect("kept");
+        assert_eq!(
+            some.num_rows(),
+            78,
+            "rows 104, 114, … 994 but the NULL ones"
+        );
     }
 
     /// The rows a plan reads, numbered over the row groups it reads.

@@ -72,13 +72,11 @@ impl IcebergScanExec {
         let row_filter = (!self.dynamic_filters.is_empty()
             && late_decoding_pays(&fields, &dynamic_columns, &tested))
             || self.node.keys_lookup;
-        // Without a row filter, a predicate that tests a string or binary column keeps its
-        // rows right after decoding, before they leave the scan (TPC-H Q12's ship modes).
-        let filter_batches = views
-            && !row_filter
-            && fields
-                .iter()
-                .any(|f| is_variable_width(f.data_type()) && tested.contains(f.name()));
+        // Without a row filter, the predicate keeps its rows right after decoding, before they
+        // leave the scan, testing its conjuncts one after another on the rows the ones before
+        // kept ([`super::parquet_read::keep_passing`]); the exact filter above the scan then
+        // passes what is left.
+        let filter_batches = !row_filter && !tested.is_empty();
         // Columns the predicate tests row by row (a row filter, or the batch filter) are
         // decoded as string/binary views: a view only points into the page's bytes (no copy
         // per value); the rows that pass are cast back to the plan's type on the way out.
