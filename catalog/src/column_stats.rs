@@ -171,3 +171,78 @@ pub async fn scan_column_statistics(
         })
         .collect())
 }
+
+/// The field ids of the top-level string columns of `table` that hold categories — a few
+/// values repeated (a flag, a mode, a city) — judged by the compressed bytes per value its
+/// newest data manifest records for them: under [`CATEGORY_BYTES_PER_VALUE`]. Those are
+/// planned as string views (`floe_engine::views`), which a dictionary-encoded column decodes
+/// into without copying a value per row, and which grouping and joining compare by their inline
+/// prefix (TPC-H Q01's return flag and line status). Free text and unique names stay plain
+/// strings: their views would only be copied out again where rows are gathered and sent.
+/// Best effort: a table without a snapshot or whose manifests cannot be read has none.
+pub async fn category_strings(table: &Table) -> HashSet<i32> {
+    let metadata = table.metadata();
+    let strings: Vec<i32> = metadata
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| {
+            matches!(
+                *f.field_type,
+                iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::String)
+            )
+        })
+        .map(|f| f.id)
+        .collect();
+    let Some(snapshot) = metadata.current_snapshot() else {
+        return HashSet::new();
+    };
+    if strings.is_empty() {
+        return HashSet::new();
+    }
+    let Ok(list) = crate::manifests::manifest_list(table, snapshot).await else {
+        return HashSet::new();
+    };
+    let Some(newest) = list
+        .entries()
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Data)
+        .max_by_key(|m| m.sequence_number)
+    else {
+        return HashSet::new();
+    };
+    let Ok(manifests) = crate::manifests::manifests(table, &[newest]).await else {
+        return HashSet::new();
+    };
+    let mut sizes = vec![(0u64, 0u64); strings.len()];
+    for entry in manifests.iter().flat_map(|m| m.entries()) {
+        let file = entry.data_file();
+        if !entry.is_alive() || file.content_type() != DataContentType::Data {
+            continue;
+        }
+        for (id, (bytes, values)) in strings.iter().zip(&mut sizes) {
+            if let (Some(b), Some(v)) = (file.column_sizes().get(id), file.value_counts().get(id)) {
+                *bytes += b;
+                *values += v;
+            }
+        }
+    }
+    strings
+        .into_iter()
+        .zip(sizes)
+        .filter(|(_, (bytes, values))| {
+            *values >= MIN_CATEGORY_VALUES
+                && (*bytes as f64) < CATEGORY_BYTES_PER_VALUE * *values as f64
+        })
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Compressed bytes per value under which a string column is taken for a category. On TPC-H
+/// SF1 as pyiceberg writes it (zstd, dictionaries): the flags, modes, priorities, segments,
+/// brands, containers and types 0.11–0.92; names, phones, addresses and comments 1.26–23.
+const CATEGORY_BYTES_PER_VALUE: f64 = 1.0;
+
+/// Fewer values than this say nothing of a column (a file's fixed costs dominate).
+const MIN_CATEGORY_VALUES: u64 = 10_000;

@@ -8,7 +8,7 @@
 //! pruning) and returns an [`IcebergScanExec`] over the surviving files.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
@@ -285,8 +285,10 @@ impl SchemaProvider for IcebergSchema {
             return Ok(None);
         }
         let table = self.load(name).await?;
+        let views = crate::column_stats::category_strings(&table).await;
         let provider =
-            IcebergTableProvider::try_new(table, Arc::clone(&self.catalog), self.swap.clone())?;
+            IcebergTableProvider::try_new(table, Arc::clone(&self.catalog), self.swap.clone())?
+                .with_string_views(views)?;
         Ok(Some(Arc::new(match point {
             Some(point) => provider.at(&point)?,
             None => provider,
@@ -319,6 +321,8 @@ pub struct IcebergTableProvider {
     schema: SchemaRef,
     /// The snapshot read (time travel), or None for the current one.
     snapshot: Option<iceberg::spec::SnapshotRef>,
+    /// The field ids of the string columns planned as views (see [`planned_schema`]).
+    views: HashSet<i32>,
 }
 
 impl IcebergTableProvider {
@@ -330,7 +334,8 @@ impl IcebergTableProvider {
     ) -> Result<Self> {
         let ident = table.identifier();
         let name = format!("{}.{}", ident.namespace().to_url_string(), ident.name());
-        let schema = client_schema(&name, table.metadata().current_schema())?;
+        let views = HashSet::new();
+        let schema = planned_schema(&name, table.metadata().current_schema(), &views)?;
         Ok(Self {
             table,
             catalog,
@@ -338,7 +343,17 @@ impl IcebergTableProvider {
             name,
             schema,
             snapshot: None,
+            views,
         })
+    }
+
+    /// The same table with the string columns whose field ids are in `views` planned as
+    /// `Utf8View` (see [`planned_schema`]).
+    pub fn with_string_views(mut self, views: HashSet<i32>) -> Result<Self> {
+        let schema = self.read_schema()?;
+        self.schema = planned_schema(&self.name, &schema, &views)?;
+        self.views = views;
+        Ok(self)
     }
 
     /// Whether the table read is still the catalog's current version of it (its metadata file
@@ -401,7 +416,7 @@ impl IcebergTableProvider {
         let schema = snapshot
             .schema(metadata)
             .map_err(|e| external(FloeError::from_iceberg(&format!("schema of {name}"), e)))?;
-        self.schema = client_schema(name, &schema)?;
+        self.schema = planned_schema(name, &schema, &self.views)?;
         self.snapshot = Some(snapshot);
         Ok(self)
     }
@@ -435,14 +450,29 @@ fn chrono_text(ms: i64) -> String {
     }
 }
 
-/// An Iceberg schema as clients see it: plain columns (the Parquet field ids stay inside Floe).
-fn client_schema(name: &str, schema: &iceberg::spec::Schema) -> Result<SchemaRef> {
+/// An Iceberg schema as DataFusion plans it: plain columns (the Parquet field ids stay inside
+/// Floe), and the top-level string columns whose field ids are in `views` as `Utf8View`
+/// (see `floe_engine::views`; which ones: [`crate::column_stats::category_strings`]).
+fn planned_schema(
+    name: &str,
+    schema: &iceberg::spec::Schema,
+    views: &HashSet<i32>,
+) -> Result<SchemaRef> {
     let arrow_schema = iceberg::arrow::schema_to_arrow_schema(schema)
         .map_err(|e| external(FloeError::Unsupported(format!("schema of {name}: {e}"))))?;
     let fields: Vec<_> = arrow_schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+        .zip(schema.as_struct().fields())
+        .map(|(f, iceberg_field)| {
+            let field = f.as_ref().clone().with_metadata(Default::default());
+            if views.contains(&iceberg_field.id) {
+                let t = floe_engine::views::planned_type(f.data_type());
+                field.with_data_type(t)
+            } else {
+                field
+            }
+        })
         .collect();
     Ok(Arc::new(ArrowSchema::new(fields)))
 }

@@ -55,10 +55,13 @@ pub enum Planned {
 }
 
 impl Planned {
-    /// The schema of what the statement returns.
+    /// The schema of what the statement returns, as clients receive it (strings plain, not
+    /// views: see `floe_engine::views`).
     pub fn schema(&self) -> SchemaRef {
         match self {
-            Planned::Query(q) => Arc::new(q.plan.schema().as_arrow().clone()),
+            Planned::Query(q) => {
+                floe_engine::views::plain_schema(&Arc::new(q.plan.schema().as_arrow().clone()))
+            }
             Planned::Kept(run) => Arc::clone(&run.schema),
             Planned::Command(..) | Planned::Settings(_) => count_schema(),
         }
@@ -85,6 +88,22 @@ impl Planned {
     pub fn with_params(self, params: Vec<ScalarValue>) -> Result<Planned> {
         match self {
             Planned::Query(mut q) if !params.is_empty() => {
+                // A client binds plain strings where the plan compares views (the schema it
+                // was told says `Utf8`): each becomes the view its placeholder expects.
+                let types = q.plan.get_parameter_types()?;
+                let params = params
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
+                        Some(Some(t))
+                            if t != &value.data_type()
+                                && floe_engine::views::plain_type(t) == value.data_type() =>
+                        {
+                            value.cast_to(t)
+                        }
+                        _ => Ok(value),
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
                 q.plan = q.plan.with_param_values(ParamValues::from(params))?;
                 Ok(Planned::Query(q))
             }

@@ -360,7 +360,9 @@ impl QueryEngine {
                     // Reads no table: runs a copy of the physical plan its first run made.
                     self.runs_from_kept_physical.fetch_add(1, Ordering::Relaxed);
                     return Ok(Planned::Kept(Box::new(KeptRun {
-                        schema: Arc::new(kept.plan.schema().as_arrow().clone()),
+                        schema: floe_engine::views::plain_schema(&Arc::new(
+                            kept.plan.schema().as_arrow().clone(),
+                        )),
                         planning: kept.planning,
                         physical: made.clone(),
                     })));

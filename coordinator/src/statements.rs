@@ -82,7 +82,8 @@ pub(crate) fn restart(
 /// `stream` with the schema the statement declared when it was planned (what GetFlightInfo
 /// and prepared statements told the client). The physical plan may know more, e.g. that a
 /// folded constant is never null; a client that compares the two (ADBC does) must see the
-/// same schema in the FlightInfo and in the stream.
+/// same schema in the FlightInfo and in the stream. Strings, views inside Floe, leave as plain
+/// strings (`floe_engine::views`).
 pub(crate) fn conform_schema(
     stream: SendableRecordBatchStream,
     declared: SchemaRef,
@@ -93,11 +94,26 @@ pub(crate) fn conform_schema(
     let target = Arc::clone(&declared);
     let batches = stream.map(move |batch| {
         let batch = batch?;
-        RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec()).map_err(|e| {
-            DataFusionError::Internal(format!(
-                "a result batch does not fit the statement's declared schema: {e}"
-            ))
-        })
+        // Columns keep their arrays where the types agree; views become plain strings.
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(target.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(Arc::clone(column))
+                } else {
+                    arrow::compute::cast(column, field.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>();
+        columns
+            .and_then(|columns| RecordBatch::try_new(Arc::clone(&target), columns))
+            .map_err(|e| {
+                DataFusionError::Internal(format!(
+                    "a result batch does not fit the statement's declared schema: {e}"
+                ))
+            })
     });
     Box::pin(RecordBatchStreamAdapter::new(declared, batches))
 }

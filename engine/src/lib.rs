@@ -22,7 +22,8 @@
 //!                        one_row: a scalar subquery returns at most one row (rule + function);
 //!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
 //!                        cooperative: joins that yield;
-//!                        distinct_keys: a semi/anti join's probe keys, each once (a bitmap)
+//!                        distinct_keys: a semi/anti join's probe keys, each once (a bitmap);
+//!                        views: strings planned as views, plain where they leave Floe
 //! ```
 //!
 //! Depends on `floe-proto` only. The coordinator and the executor are siblings over this crate:
@@ -47,6 +48,7 @@ pub mod scan;
 pub mod shuffle;
 pub mod status;
 pub mod storage;
+pub mod views;
 pub mod write;
 
 pub use error::FloeError;

@@ -85,7 +85,8 @@ impl PartitionValueExpr {
     }
 
     fn transformed_type(&self, input_schema: &ArrowSchema) -> Result<DataType> {
-        let source = self.source.data_type(input_schema)?;
+        // Iceberg's transforms take plain strings, not the views Floe plans strings as.
+        let source = crate::views::plain_type(&self.source.data_type(input_schema)?);
         let function = create_transform_function(&self.transform).map_err(iceberg_error)?;
         Ok(function
             .transform(new_empty_array(&source))
@@ -120,6 +121,12 @@ impl PhysicalExpr for PartitionValueExpr {
 
     fn evaluate(&self, batch: &arrow::array::RecordBatch) -> Result<ColumnarValue> {
         let source = self.source.evaluate(batch)?.into_array(batch.num_rows())?;
+        let plain = crate::views::plain_type(source.data_type());
+        let source = if &plain == source.data_type() {
+            source
+        } else {
+            arrow::compute::cast(&source, &plain)?
+        };
         let function = create_transform_function(&self.transform).map_err(iceberg_error)?;
         Ok(ColumnarValue::Array(
             function.transform(source).map_err(iceberg_error)?,
@@ -172,9 +179,12 @@ pub fn clustering_keys(
                 .find(|f| f.id == field.source_id)?;
             let name = source.name.clone();
             let (index, column) = input.column_with_name(&name)?;
-            // Only a column the writer takes as it is.
+            // Only a column the writer takes as it is (or strings as views: the partition
+            // value is the same either way).
             let (_, declared) = table.column_with_name(&name)?;
-            (column.data_type() == declared.data_type()).then(|| {
+            let same = column.data_type() == declared.data_type()
+                || &crate::views::plain_type(column.data_type()) == declared.data_type();
+            same.then(|| {
                 Arc::new(PartitionValueExpr::new(
                     Arc::new(Column::new(&name, index)),
                     field.transform,

@@ -322,6 +322,8 @@ impl ExecutorFlightService {
                 .inspect_ok(move |b| {
                     counted.fetch_add(b.num_rows(), Ordering::Relaxed);
                 })
+                // Views cut from larger buffers are compacted before IPC sends them whole.
+                .and_then(|b| futures::future::ready(floe_engine::views::compact(b)))
                 .map_err(|e| FlightError::Tonic(Box::new(status_from_datafusion(e))));
             let data = FlightDataEncoderBuilder::new()
                 .with_schema(schema)

@@ -465,3 +465,64 @@ def test_time_travel_to_an_expired_snapshot_is_not_found(w):
     # the snapshot log may still name the first snapshot (then it is reported as expired) or not
     message = error_of(w.conn, f"SELECT * FROM {NS}.aging FOR TIMESTAMP AS OF {between}")
     assert f"snapshot {first.snapshot_id}" in message or "no snapshot at or before" in message, message
+
+
+def test_category_strings_are_planned_as_views_and_reach_clients_and_tables_as_strings(w):
+    """A string column of a few values repeated (under one compressed byte per value in its
+    manifest) is planned as Utf8View, a column of unique text as Utf8. Clients and tables see
+    plain strings all the same: query results, a bound parameter, a join with a plain string
+    column, GetTables' schema, and tables written from it — partitioned by the column itself,
+    by bucket and by truncate, which pyiceberg then prunes by (so the partition values Floe
+    computed from the views must be Iceberg's)."""
+    import pyarrow as pa
+    from pyiceberg.expressions import EqualTo
+
+    cities = ["Berlin", "Lagos", "Lima", "Osaka", "Pune", "Quito", "Riga", "Sofia"]
+    n = 30_000
+    src = pa.table({
+        "id": pa.array(range(n), pa.int64()),
+        "city": pa.array([cities[(i * 7) % 8] for i in range(n)], pa.string()),
+        "note": pa.array([f"note {i:06d}/{i * 7919 % 100003}" for i in range(n)], pa.string()),
+    })
+    w.catalog.create_table(f"{NS}.cats", schema=src.schema).append(src)
+    per_city = {c: sum(1 for x in src.column("city").to_pylist() if x == c) for c in cities}
+
+    plan = plan_text(fetch(w.conn, f"EXPLAIN SELECT count(*) FROM {NS}.cats WHERE city = 'Lima' AND note <> 'x'"))
+    assert 'Utf8View("Lima")' in plan and 'Utf8("x")' in plan, plan
+
+    got = fetch(w.conn, f"SELECT city, count(*) AS n, max(note) AS last FROM {NS}.cats GROUP BY city ORDER BY city")
+    assert got.schema.field("city").type == pa.string() and got.schema.field("last").type == pa.string()
+    last = {c: max(s for x, s in zip(src.column("city").to_pylist(), src.column("note").to_pylist()) if x == c)
+            for c in cities}
+    assert rows(got) == [(c, per_city[c], last[c]) for c in cities]
+
+    bound = fetch(w.conn, f"SELECT city, count(*) AS n FROM {NS}.cats WHERE city = $1 GROUP BY city", ["Lima"])
+    assert rows(bound) == [("Lima", per_city["Lima"])] and bound.schema.field("city").type == pa.string()
+
+    fetch(w.conn, f"CREATE TABLE {NS}.cat_names (city VARCHAR, country VARCHAR)")
+    fetch(w.conn, f"INSERT INTO {NS}.cat_names VALUES ('Lima', 'Peru'), ('Quito', 'Ecuador'), ('Riga', 'Latvia')")
+    joined = fetch(w.conn, f"""SELECT n.country, c.city, count(*) AS k FROM {NS}.cats c
+        JOIN {NS}.cat_names n ON c.city = n.city GROUP BY n.country, c.city ORDER BY n.country""")
+    assert rows(joined) == [("Ecuador", "Quito", per_city["Quito"]), ("Latvia", "Riga", per_city["Riga"]),
+                            ("Peru", "Lima", per_city["Lima"])]
+
+    schema = w.conn.adbc_get_table_schema("cats", db_schema_filter=NS)
+    assert schema.field("city").type == pa.string(), schema
+
+    fetch(w.conn, f"""CREATE TABLE {NS}.cats_parts PARTITIONED BY (city, bucket(4, city), truncate(2, city))
+        AS SELECT id, city, note FROM {NS}.cats""")
+    fetch(w.conn, f"INSERT INTO {NS}.cats_parts SELECT id, city, note FROM {NS}.cats WHERE city = 'Lima'")
+    t = w.load("cats_parts")
+    assert str(t.schema().find_field("city").field_type) == "string"
+    back = t.scan().to_arrow()
+    assert back.num_rows == n + per_city["Lima"]
+    lima = t.scan(row_filter=EqualTo("city", "Lima")).to_arrow()
+    assert lima.num_rows == 2 * per_city["Lima"] and set(lima.column("city").to_pylist()) == {"Lima"}
+    from pyiceberg.types import StringType
+
+    bucket = BucketTransform(4).transform(StringType())
+    files = t.inspect.files().to_pylist()
+    assert len({tuple(sorted(f["partition"].items())) for f in files}) == len(cities)
+    for f in files:
+        p = f["partition"]
+        assert p["city_trunc"] == p["city"][:2] and p["city_bucket"] == bucket(p["city"]), p

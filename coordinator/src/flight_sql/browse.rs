@@ -147,5 +147,6 @@ async fn table_schema(
     }
     let provider = IcebergTableProvider::try_new(table, Arc::clone(catalog), None)
         .map_err(status_from_datafusion)?;
-    Ok(provider.schema())
+    // As a query's results come: strings plain.
+    Ok(floe_engine::views::plain_schema(&provider.schema()))
 }

@@ -214,7 +214,10 @@ impl FlightSqlService for FloeFlightSql {
         let parameter_schema = Schema::new(
             parameters
                 .into_iter()
-                .map(|(name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
+                .map(|(name, t)| {
+                    let t = t.map_or(DataType::Null, |t| floe_engine::views::plain_type(&t));
+                    Field::new(name, t, true)
+                })
                 .collect::<Vec<_>>(),
         );
         // A query's plan is kept for the execution that usually follows at once.

@@ -539,7 +539,10 @@ impl ExecutionPlan for IcebergScanExec {
                 .map(move |item| {
                     let batch = item?;
                     rows.add(batch.num_rows());
-                    conform(batch, &stream_schema)
+                    // A string column decoded as views points into whole pages; a batch that
+                    // uses a small part of them is compacted, so that what holds it (a sort,
+                    // a join's build side) counts and keeps what it uses.
+                    crate::views::compact(conform(batch, &stream_schema)?)
                 })
                 // a pushed-down LIMIT: stop reading once enough rows came out
                 .scan((), move |_, item| {

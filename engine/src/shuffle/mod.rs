@@ -104,7 +104,12 @@ pub async fn produce(
                     }
                     Ok(())
                 })?,
-                Split::Broadcast => pieces.extend((0..senders.len()).map(|b| (b, batch.clone()))),
+                Split::Broadcast => {
+                    // Views cut from larger buffers are compacted once, not sent whole to
+                    // every reader (Arrow IPC sends a view array's buffers as they are).
+                    let batch = crate::views::compact(batch)?;
+                    pieces.extend((0..senders.len()).map(|b| (b, batch.clone())))
+                }
             }
             send_all(&mut pieces, &senders, &mut produced).await;
         }
