@@ -75,31 +75,35 @@ const SLACK: usize = 64 * 1024;
 /// `batch` with each view column that holds more than twice the bytes its views use (plus
 /// [`SLACK`]) copied into buffers of just those bytes; the batch itself when none does.
 pub fn compact(batch: RecordBatch) -> Result<RecordBatch> {
-    fn wasteful(held: usize, used: usize) -> bool {
-        held > used.saturating_mul(2).saturating_add(SLACK)
+    // The views are counted only when the buffers hold more than the slack: a batch of a
+    // dictionary page's categories (a few KiB) is never copied, nor its views walked.
+    fn wasteful(held: usize, used: impl FnOnce() -> usize) -> bool {
+        held > SLACK && held > used().saturating_mul(2).saturating_add(SLACK)
     }
     let compacted = |column: &ArrayRef| -> Option<ArrayRef> {
         match column.data_type() {
             DataType::Utf8View => {
                 let a = column.as_string_view();
                 let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
-                wasteful(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
+                wasteful(held, || a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
             }
             DataType::BinaryView => {
                 let a = column.as_binary_view();
                 let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
-                wasteful(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
+                wasteful(held, || a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
             }
             _ => None,
         }
     };
-    if !batch.columns().iter().any(|c| compacted(c).is_some()) {
+    let compacted: Vec<Option<ArrayRef>> = batch.columns().iter().map(compacted).collect();
+    if compacted.iter().all(Option::is_none) {
         return Ok(batch);
     }
     let columns = batch
         .columns()
         .iter()
-        .map(|c| compacted(c).unwrap_or_else(|| Arc::clone(c)))
+        .zip(compacted)
+        .map(|(c, new)| new.unwrap_or_else(|| Arc::clone(c)))
         .collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
