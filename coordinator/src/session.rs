@@ -276,6 +276,9 @@ impl QueryEngine {
             .with_table_factories(Default::default())
             .with_physical_optimizer_rules(rules)
             .with_analyzer_rule(Arc::new(CheckedIntegerArithmetic::default()))
+            .with_analyzer_rule(Arc::new(
+                floe_engine::decimal_arith::FastDecimalArithmetic::default(),
+            ))
             .with_analyzer_rule(Arc::new(ScalarSubqueriesReturnOneRow::default()))
             .build()
     }

@@ -11,8 +11,9 @@
 //! client as INVALID_ARGUMENT. They are ordinary scalar functions, so the plan codec carries them
 //! to executors by name: [`register`] must run on every session that decodes plans.
 //!
-//! Decimal and floating-point arithmetic are not rewritten: decimals already widen their
-//! precision and floats follow IEEE 754 (infinity).
+//! Floating-point arithmetic is not rewritten: floats follow IEEE 754 (infinity). Decimals
+//! widen their precision and arrow already checks their arithmetic; `decimal_arith` rewrites
+//! them only to check a whole column at once.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -19,6 +19,7 @@
 //!                              channel between Floe's processes, nonces;
 //!                        memory: a query's share of a process's memory;
 //!                        checked: checked integer arithmetic (rule + functions);
+//!                        decimal_arith: decimal + - * checked once per column (rule + functions);
 //!                        one_row: a scalar subquery returns at most one row (rule + function);
 //!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
 //!                        cooperative: joins that yield;
@@ -34,6 +35,7 @@
 pub mod checked;
 pub mod codec;
 pub mod cooperative;
+pub mod decimal_arith;
 pub mod distinct_keys;
 pub mod error;
 pub mod file_cache;

@@ -132,6 +132,7 @@ pub async fn start(config: ExecutorConfig) -> std::io::Result<ExecutorHandle> {
         std::env::var("FLOE_JOIN_DYNAMIC_FILTERS").map_or(true, |v| !v.eq_ignore_ascii_case("off"));
     let mut session = SessionContext::new_with_config_rt(session_config, runtime);
     floe_engine::checked::register(&mut session).map_err(std::io::Error::other)?;
+    floe_engine::decimal_arith::register(&mut session).map_err(std::io::Error::other)?;
     floe_engine::one_row::register(&mut session).map_err(std::io::Error::other)?;
     let state = Arc::new(ExecutorState::new(
         executor_id.clone(),
