@@ -20,17 +20,16 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Datum};
 use arrow::compute::kernels::numeric;
-use arrow::datatypes::{DataType, Field, FieldRef};
+use arrow::datatypes::{DataType, FieldRef};
 use arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{exec_err, DFSchema, Result, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -108,12 +107,12 @@ impl ScalarUDFImpl for CheckedInteger {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
-        Ok(Arc::new(Field::new(
+        let data_type = self.return_type(&types)?;
+        Ok(crate::typed_rewrite::operator_field(
             self.name(),
-            self.return_type(&types)?,
-            nullable,
-        )))
+            data_type,
+            &args,
+        ))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -188,22 +187,11 @@ impl CheckedIntegerArithmetic {
     /// chain `a + b + … + z` is typed in one pass. (Typing each operand's whole subtree again
     /// at every level made planning cubic in the chain's length: 1,000 terms took minutes.)
     fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-        let mut known: Vec<Option<DataType>> = Vec::new();
-        expr.transform_up(|e| {
-            let mut arity = 0;
-            e.apply_children(|_| {
-                arity += 1;
-                Ok(TreeNodeRecursion::Continue)
-            })?;
-            let operands = known.split_off(known.len().saturating_sub(arity));
+        crate::typed_rewrite::typed_transform_up(expr, |e, operands| {
             // An operand's type: from the stack when this rule typed it, else asked of it (an
             // expression this rule cannot type is left as it is; type coercion reports it).
             let type_of = |i: usize, operand: &Expr| {
-                operands
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .or_else(|| operand.get_type(schema).ok())
+                crate::typed_rewrite::operand_type(operands, i, operand, schema)
                     .filter(DataType::is_integer)
             };
             let (rewritten, typed) = match e {
@@ -235,36 +223,14 @@ impl CheckedIntegerArithmetic {
                 },
                 other => (Transformed::no(other), None),
             };
-            known.push(typed);
-            Ok(rewritten)
+            Ok((rewritten, typed))
         })
-    }
-
-    fn rewrite_plan(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-        // Expressions are typed against the node's inputs (a projection's `a + b` reads its
-        // input's columns), or its own schema for leaves such as VALUES.
-        let mut schema = DFSchema::empty();
-        for input in plan.inputs() {
-            schema.merge(input.schema());
-        }
-        if plan.inputs().is_empty() {
-            schema.merge(plan.schema());
-        }
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            self.rewrite_expr(expr, &schema)
-                .map(|t| t.update_data(|e| name.restore(e)))
-        })?
-        .map_data(|plan| plan.recompute_schema())
     }
 }
 
 impl AnalyzerRule for CheckedIntegerArithmetic {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        Ok(plan
-            .transform_up_with_subqueries(|plan| self.rewrite_plan(plan))?
-            .data)
+        crate::typed_rewrite::rewrite_plan(plan, &|expr, schema| self.rewrite_expr(expr, schema))
     }
 
     fn name(&self) -> &str {
@@ -276,7 +242,7 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
 mod tests {
     use super::*;
     use arrow::array::{Int32Array, Int64Array, RecordBatch};
-    use arrow::datatypes::Schema;
+    use arrow::datatypes::{Field, Schema};
     use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
 

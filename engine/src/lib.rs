@@ -20,6 +20,7 @@
 //!                        memory: a query's share of a process's memory;
 //!                        checked: checked integer arithmetic (rule + functions);
 //!                        decimal_arith: decimal + - * checked once per column (rule + functions);
+//!                        typed_rewrite: the plan walk those two rules share;
 //!                        one_row: a scalar subquery returns at most one row (rule + function);
 //!                        like: LIKE '%a%b%' by substring search, no regex (rule + expression);
 //!                        cooperative: joins that yield;
@@ -50,6 +51,7 @@ pub mod scan;
 pub mod shuffle;
 pub mod status;
 pub mod storage;
+pub mod typed_rewrite;
 pub mod views;
 pub mod write;
 
