@@ -65,6 +65,12 @@ impl Op {
     fn result(self, (p1, s1): (u8, i8), (p2, s2): (u8, i8)) -> Option<(u8, i8)> {
         const MAX_PRECISION: u8 = 38;
         const MAX_SCALE: i8 = 38;
+        // Only the usual decimals, 0 ≤ scale ≤ precision ≤ 38 (a negative scale is left to
+        // arrow, whose own sums of these could overflow an i8).
+        let usual = |p: u8, s: i8| s >= 0 && (s as u8) <= p && p <= MAX_PRECISION;
+        if !usual(p1, s1) || !usual(p2, s2) {
+            return None;
+        }
         match self {
             Op::Add | Op::Sub => {
                 let scale = s1.max(s2);
@@ -495,5 +501,8 @@ mod tests {
         assert_eq!(Op::Mul.result((15, 2), (23, 2)), Some((38, 4)));
         assert_eq!(Op::Add.result((38, 10), (38, 0)), Some((38, 10)));
         assert_eq!(Op::Mul.result((38, 20), (38, 20)), None);
+        // Not rewritten: negative scales, precisions beyond Decimal128's.
+        assert_eq!(Op::Add.result((38, -100), (38, 10)), None);
+        assert_eq!(Op::Mul.result((255, 0), (10, 0)), None);
     }
 }
