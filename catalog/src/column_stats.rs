@@ -5,7 +5,8 @@
 //! choose which side to broadcast. They are inexact by nature (bounds may be truncated, rows
 //! deleted or filtered out), and a column any file has no bound for gets none.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 
 use arrow::datatypes::Schema as ArrowSchema;
 use datafusion::common::stats::{ColumnStatistics, Precision};
@@ -212,6 +213,10 @@ pub async fn category_strings(table: &Table) -> HashSet<i32> {
     else {
         return HashSet::new();
     };
+    let key = (newest.manifest_path.clone(), strings.clone());
+    if let Some(known) = answers().get(&key) {
+        return known.clone();
+    }
     let Ok(manifests) = crate::manifests::manifests(table, &[newest]).await else {
         return HashSet::new();
     };
@@ -228,7 +233,7 @@ pub async fn category_strings(table: &Table) -> HashSet<i32> {
             }
         }
     }
-    strings
+    let categories: HashSet<i32> = strings
         .into_iter()
         .zip(sizes)
         .filter(|(_, (bytes, values))| {
@@ -236,7 +241,25 @@ pub async fn category_strings(table: &Table) -> HashSet<i32> {
                 && (*bytes as f64) < CATEGORY_BYTES_PER_VALUE * *values as f64
         })
         .map(|(id, _)| id)
-        .collect()
+        .collect();
+    let mut known = answers();
+    if known.len() >= MAX_KNOWN_ANSWERS {
+        known.clear();
+    }
+    known.insert(key, categories.clone());
+    categories
+}
+
+/// The category columns found per newest data manifest (a path names immutable content) and
+/// string columns asked about, so that a query does not walk the manifest's entries again.
+type Answers = HashMap<(String, Vec<i32>), HashSet<i32>>;
+
+/// How many answers are kept at most (all are forgotten when full: each is cheap to find again).
+const MAX_KNOWN_ANSWERS: usize = 4096;
+
+fn answers() -> std::sync::MutexGuard<'static, Answers> {
+    static ANSWERS: LazyLock<Mutex<Answers>> = LazyLock::new(Mutex::default);
+    ANSWERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Compressed bytes per value under which a string column is taken for a category. On TPC-H
