@@ -56,6 +56,7 @@ pub mod scheduler;
 pub mod session;
 mod session_templates;
 pub mod settings;
+pub mod shared_stages;
 pub mod stages;
 pub mod started;
 pub mod statement_kind;

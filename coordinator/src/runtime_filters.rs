@@ -36,12 +36,26 @@ use floe_engine::distinct_keys::DistinctKeysExec;
 use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
 use floe_proto::{RuntimeFilterNode, RuntimeFilterSourceNode};
 
+/// Whether a shuffle (a hash `RepartitionExec`) is read by more than one part of the plan.
+pub type Shared<'a> = dyn Fn(&Arc<dyn ExecutionPlan>) -> bool + 'a;
+
 /// `join` with a runtime filter from its build side to its probe side's shuffles, if it
 /// qualifies (see the module documentation) and the filter reaches at least one shuffle.
 /// `on_executors` says whether a subtree runs on executors.
 pub fn with_runtime_filter(
     join: &Arc<dyn ExecutionPlan>,
     on_executors: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    with_runtime_filter_beside(join, on_executors, &|_| false)
+}
+
+/// [`with_runtime_filter`], placing no filter under the shuffles `shared` names: a shuffle two
+/// parts of the plan read alike runs once for both (see `crate::shared_stages`), so it must
+/// keep every row.
+pub fn with_runtime_filter_beside(
+    join: &Arc<dyn ExecutionPlan>,
+    on_executors: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+    shared: &Shared<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(hash_join) = join.as_any().downcast_ref::<HashJoinExec>() else {
         return Ok(None);
@@ -89,7 +103,7 @@ pub fn with_runtime_filter(
                 .partition_count() as u32
         },
     };
-    let Some(probe) = push(hash_join.right(), &probe_keys, &filter, false)? else {
+    let Some(probe) = push(hash_join.right(), &probe_keys, &filter, false, shared)? else {
         return Ok(None);
     };
     let build = Arc::new(RuntimeFilterSourceExec::new(
@@ -149,11 +163,13 @@ fn push(
     keys: &[usize],
     filter: &RuntimeFilterNode,
     through_join: bool,
+    shared: &Shared<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let any = plan.as_any();
     if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
         if !matches!(repartition.partitioning(), Partitioning::Hash(..))
             || repartition.preserve_order()
+            || shared(plan)
         {
             return Ok(None);
         }
@@ -182,7 +198,14 @@ fn push(
         let Some(inner) = group_columns(aggregate, keys) else {
             return Ok(None);
         };
-        return rebuilt(plan, aggregate.input(), &inner, filter, through_join);
+        return rebuilt(
+            plan,
+            aggregate.input(),
+            &inner,
+            filter,
+            through_join,
+            shared,
+        );
     }
     if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
         let exprs = projection.expr();
@@ -193,7 +216,14 @@ fn push(
         else {
             return Ok(None);
         };
-        return rebuilt(plan, projection.input(), &inner, filter, through_join);
+        return rebuilt(
+            plan,
+            projection.input(),
+            &inner,
+            filter,
+            through_join,
+            shared,
+        );
     }
     if let Some(filter_exec) = any.downcast_ref::<FilterExec>() {
         let inner = match filter_exec.projection() {
@@ -203,13 +233,20 @@ fn push(
             },
             None => keys.to_vec(),
         };
-        return rebuilt(plan, filter_exec.input(), &inner, filter, through_join);
+        return rebuilt(
+            plan,
+            filter_exec.input(),
+            &inner,
+            filter,
+            through_join,
+            shared,
+        );
     }
     if let Some(coop) = any.downcast_ref::<CooperativeExec>() {
-        return rebuilt(plan, coop.input(), keys, filter, through_join);
+        return rebuilt(plan, coop.input(), keys, filter, through_join, shared);
     }
     if let Some(join) = any.downcast_ref::<HashJoinExec>() {
-        return through_inner_join(plan, join, keys, filter);
+        return through_inner_join(plan, join, keys, filter, shared);
     }
     Ok(None)
 }
@@ -250,8 +287,9 @@ fn rebuilt(
     keys: &[usize],
     filter: &RuntimeFilterNode,
     through_join: bool,
+    shared: &Shared<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    match push(input, keys, filter, through_join)? {
+    match push(input, keys, filter, through_join, shared)? {
         Some(input) => Ok(Some(Arc::clone(plan).with_new_children(vec![input])?)),
         None => Ok(None),
     }
@@ -264,6 +302,7 @@ fn through_inner_join(
     join: &HashJoinExec,
     keys: &[usize],
     filter: &RuntimeFilterNode,
+    shared: &Shared<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if *join.join_type() != JoinType::Inner {
         return Ok(None);
@@ -295,12 +334,12 @@ fn through_inner_join(
     // producers the filter's source is not told about.
     let left = match &left_keys {
         Some(k) if *join.partition_mode() != PartitionMode::CollectLeft => {
-            push(join.left(), k, filter, true)?
+            push(join.left(), k, filter, true, shared)?
         }
         _ => None,
     };
     let right = match &right_keys {
-        Some(k) => push(join.right(), k, filter, true)?,
+        Some(k) => push(join.right(), k, filter, true, shared)?,
         None => None,
     };
     if left.is_none() && right.is_none() {

@@ -16,8 +16,9 @@
 //! Every shuffle is pipelined through bounded in-memory buckets (see `floe_engine::shuffle`).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::config::ConfigOptions;
@@ -51,12 +52,13 @@ use tracing::warn;
 use crate::broadcast::probe_driven;
 use crate::registry::ExecutorRegistry;
 use crate::remote::RemoteStageExec;
-use crate::runtime_filters::with_runtime_filter;
+use crate::runtime_filters::with_runtime_filter_beside;
 use crate::scheduler::{format_reports, GatherStage, QueryRun, ShuffleStage};
+use crate::shared_stages::{node_key, share_repeated_shuffles};
 
 /// Where a shuffle stage's output is read: on the coordinator it shows the producer stage as
 /// its child; sent to an executor it becomes a [`ShuffleReaderExec`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ShuffleExchangeExec {
     stage: Arc<ShuffleStage>,
     reader: Arc<ShuffleReaderExec>,
@@ -82,6 +84,14 @@ impl DisplayAs for ShuffleExchangeExec {
             self.stage.tasks,
             self.stage.encoded.len()
         )?;
+        if self.stage.is_shared() {
+            write!(
+                f,
+                ", read by {} parts of the plan (this one: reader {})",
+                self.stage.readers(),
+                self.reader.node().reader
+            )?;
+        }
         if let Some(reports) = format_reports(&self.stage.reports) {
             write!(f, ", {reports}")?;
         }
@@ -173,6 +183,10 @@ struct Cutter {
     /// The shuffle stages each runtime filter is applied in (see `crate::runtime_filters`),
     /// by filter id: cut before the join whose build side publishes the keys.
     filter_targets: HashMap<u64, Vec<u32>>,
+    /// The hash shuffles more than one part of the plan reads (see `crate::shared_stages`),
+    /// by [`node_key`], and the exchange of each once its stage is cut.
+    shared: HashSet<usize>,
+    staged: HashMap<usize, ShuffleExchangeExec>,
 }
 
 impl PlanStages {
@@ -187,7 +201,22 @@ impl Cutter {
         &mut self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
-        let plan = match with_runtime_filter(&plan, &runs_on_executors)? {
+        let key = node_key(&plan);
+        if let Some(first) = self.staged.get(&key) {
+            // A shared shuffle read once more: the same stage, read as another reader.
+            let stage = Arc::clone(first.stage());
+            let exchange = ShuffleExchangeExec {
+                reader: Arc::new(first.reader.for_reader(stage.add_reader())?),
+                stage: Arc::clone(&stage),
+                properties: Arc::clone(&first.properties),
+                choice: first.choice.clone(),
+            };
+            return Ok((Arc::new(exchange), Placement::Executors(vec![stage])));
+        }
+        let shared = &self.shared;
+        let plan = match with_runtime_filter_beside(&plan, &runs_on_executors, &|p| {
+            shared.contains(&node_key(p))
+        })? {
             Some(filtered) => filtered,
             None => plan,
         };
@@ -211,7 +240,14 @@ impl Cutter {
         });
         if is_hash_shuffle && matches!(placed.as_slice(), [(_, Placement::Executors(_))]) {
             if let Some((child, Placement::Executors(inputs))) = placed.pop() {
-                return self.hash_shuffle(plan, child, inputs);
+                let (exchange, placement) = self.hash_shuffle(plan, child, inputs)?;
+                if self.shared.contains(&key) {
+                    if let Some(e) = exchange.as_any().downcast_ref::<ShuffleExchangeExec>() {
+                        e.stage.add_reader();
+                        self.staged.insert(key, e.clone());
+                    }
+                }
+                return Ok((exchange, placement));
             }
         }
         let all_on_executors = placed
@@ -262,6 +298,7 @@ impl Cutter {
             ShuffleOutput {
                 buckets: buckets as u32,
                 broadcast: false,
+                readers: 1,
             },
             tasks,
         )?;
@@ -329,6 +366,7 @@ impl Cutter {
                     ShuffleOutput {
                         buckets: consumers as u32,
                         broadcast: true,
+                        readers: 1,
                     },
                     tasks,
                 )?;
@@ -387,6 +425,7 @@ impl Cutter {
             output,
             inputs,
             reports: Mutex::default(),
+            readers: AtomicU32::new(0),
         }))
     }
 
@@ -405,6 +444,7 @@ impl Cutter {
             partitions: partitions as u32,
             broadcast,
             bucket: 0,
+            reader: 0,
         })?;
         Ok(ShuffleExchangeExec {
             stage,
@@ -626,11 +666,14 @@ impl PhysicalOptimizerRule for PlanStages {
         } else {
             run
         };
+        let (plan, shared) = share_repeated_shuffles(plan)?;
         let mut cutter = Cutter {
             run: Arc::new(run),
             next_stage: 0,
             next_slot: 0,
             filter_targets: HashMap::new(),
+            shared,
+            staged: HashMap::new(),
         };
         let (plan, placement) = cutter.place(plan)?;
         // The coordinator's own share yields too (executors wrap their fragments' joins).

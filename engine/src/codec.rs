@@ -268,6 +268,7 @@ mod tests {
             partitions: 2,
             broadcast: false,
             bucket: 0,
+            reader: 1,
         })
         .expect("reader");
         let input = UnionExec::try_new(vec![
@@ -318,6 +319,7 @@ mod tests {
             partitions: 2,
             broadcast: false,
             bucket: 1,
+            reader: 0,
         })
         .expect("reader");
         let node = floe_proto::DistinctKeysNode {

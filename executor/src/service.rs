@@ -20,6 +20,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::TaskContext;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -301,8 +302,9 @@ impl ExecutorFlightService {
                 "task asks for partition {partition} of a fragment with {partitions}"
             )));
         }
+        let context = self.task_context(&task.query_id, task.memory_limit);
         let batches = plan
-            .execute(run, self.task_context(&task.query_id, task.memory_limit))
+            .execute(run, Arc::clone(&context))
             .map_err(status_from_datafusion)?;
         self.state.running_tasks.fetch_add(1, Ordering::SeqCst);
         let guard = RunningGuard(Arc::clone(&self.state));
@@ -314,7 +316,7 @@ impl ExecutorFlightService {
             plan: Arc::clone(&plan),
             started,
         };
-        let Some((split, buckets)) = split else {
+        let Some((split, buckets, readers)) = split else {
             let schema = batches.schema();
             let rows = Arc::new(AtomicUsize::new(0));
             let counted = Arc::clone(&rows);
@@ -341,10 +343,20 @@ impl ExecutorFlightService {
             task.partition,
             batches.schema(),
             buckets,
+            readers,
         );
+        let kept = (readers > 1).then(|| {
+            MemoryConsumer::new(format!("stage {} kept for its readers", task.stage_id))
+                .register(context.memory_pool())
+        });
+        let output = shuffle::Output {
+            senders,
+            readers,
+            kept,
+        };
         let produced = futures::stream::once(async move {
             let _guard = guard;
-            match shuffle::produce(batches, split, senders).await {
+            match shuffle::produce(batches, split, output).await {
                 Ok(produced) => {
                     drop(buckets_guard);
                     Ok(report.trailer(produced.rows, produced.bytes))
@@ -369,7 +381,13 @@ impl ExecutorFlightService {
         partition: usize,
         files: FileGroup,
         local: bool,
-    ) -> Result<(Arc<dyn ExecutionPlan>, Option<(shuffle::Split, usize)>), Status> {
+    ) -> Result<
+        (
+            Arc<dyn ExecutionPlan>,
+            Option<(shuffle::Split, usize, usize)>,
+        ),
+        Status,
+    > {
         let plan = with_task_files(Arc::clone(plan), partition, files, local)
             .map_err(status_from_datafusion)?;
         let plan = with_task_inputs(
@@ -385,7 +403,8 @@ impl ExecutorFlightService {
             None => (plan, None),
             Some(output) => {
                 let (input, split) = shuffle_split(plan, output, partition)?;
-                (input, Some((split, output.buckets as usize)))
+                let readers = (output.readers as usize).max(1);
+                (input, Some((split, output.buckets as usize, readers)))
             }
         })
     }
@@ -467,6 +486,10 @@ impl TaskReport {
     }
 }
 
+/// The most consumer stages one shuffle stage's output is kept for (a bound on what a task
+/// definition can ask an executor to hold).
+const MAX_READERS: u32 = 16;
+
 /// The producer's input and how to split it: a hash shuffle's plan is rooted at the
 /// `RepartitionExec` that says how (which is not run), a broadcast's plan is the input itself.
 fn shuffle_split(
@@ -480,7 +503,18 @@ fn shuffle_split(
         ));
     }
     if output.broadcast {
+        if output.readers > 1 {
+            return Err(Status::invalid_argument(
+                "a broadcast has one reader (its join's tasks)",
+            ));
+        }
         return Ok((plan, shuffle::Split::Broadcast));
+    }
+    if output.readers > MAX_READERS {
+        return Err(Status::invalid_argument(format!(
+            "a shuffle read by {} stages (at most {MAX_READERS})",
+            output.readers
+        )));
     }
     let Some(repartition) = plan.as_any().downcast_ref::<RepartitionExec>() else {
         return Err(Status::invalid_argument(

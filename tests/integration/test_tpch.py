@@ -272,6 +272,59 @@ def test_small_build_side_is_broadcast(floe_conn, tpch):
     assert_close(fetch(floe_conn, sql), tpch.oracle(sql), order_keys=["n_name"], context="broadcast join")
 
 
+def _lineitem_files_read(analyzed: str) -> tuple[int, int]:
+    """(files the stages scanning lineitem opened over all their tasks, each stage counted
+    once however many places read it; lineitem's data files)."""
+    opened: dict[str, int] = {}
+    total = 0
+    lines = analyzed.splitlines()
+    for i, line in enumerate(lines):
+        m = re.search(r"ShuffleExchangeExec: stage=(\d+)", line)
+        if not m:
+            continue
+        depth = len(line) - len(line.lstrip())
+        for below in lines[i + 1:]:
+            if len(below) - len(below.lstrip()) <= depth:
+                break
+            scan = re.search(r"IcebergScanExec: table=tpch\.lineitem, .*?files=(\d+)/(\d+)", below)
+            if scan and "ShuffleExchangeExec" not in below:
+                total = int(scan.group(2))
+                opened[m.group(1)] = sum(int(f) for f in re.findall(r" files=(\d+)", line))
+                break
+    return sum(opened.values()), total
+
+
+def test_a_cte_read_twice_is_computed_once(floe_conn, tpch):
+    """TPC-H Q15 reads its CTE revenue0 twice (joined with the suppliers, and for its
+    maximum): DataFusion plans it twice, and Floe runs the two identical lineitem
+    aggregations as one shuffle stage that both parts read (EXPLAIN says so on both
+    exchanges), so lineitem's files are opened once in all, not twice — though the
+    coordinator's join reads the maximum's side to its end before the other side, which
+    waits in the stage's kept copy. The same for a CTE joined with itself on the
+    executors. Answers equal DuckDB's."""
+    q15 = query_text(15)
+    text = plan_text(fetch(floe_conn, f"EXPLAIN {q15}"))
+    shared = [l for l in text.splitlines() if "read by 2 parts of the plan" in l]
+    assert len(shared) == 2, text
+    assert len({re.search(r"stage=(\d+)", l).group(1) for l in shared}) == 1, shared
+    assert sorted(re.search(r"reader (\d+)\)", l).group(1) for l in shared) == ["0", "1"], shared
+    assert_close(fetch(floe_conn, q15), tpch.oracle(q15), order_keys=ORDER_KEYS[15], context="Q15 shared")
+    analyzed = plan_text(fetch(floe_conn, f"EXPLAIN ANALYZE {q15}"))
+    opened, files = _lineitem_files_read(analyzed)
+    assert files > 0 and opened == files, f"lineitem's {files} files opened {opened} times:\n{analyzed}"
+
+    self_join = ("WITH per_supplier AS (SELECT l_suppkey AS s, sum(l_quantity) AS q, count(*) AS n "
+                 "FROM tpch.lineitem GROUP BY l_suppkey) "
+                 "SELECT count(*) AS pairs, sum(a.q - b.q) AS dq, sum(a.n * b.n) AS nn "
+                 "FROM per_supplier a JOIN per_supplier b ON a.s = b.s + 1")
+    text = plan_text(fetch(floe_conn, f"EXPLAIN {self_join}"))
+    assert len([l for l in text.splitlines() if "read by 2 parts of the plan" in l]) == 2, text
+    assert_close(fetch(floe_conn, self_join), tpch.oracle(self_join), order_keys=[], context="CTE self-join")
+    analyzed = plan_text(fetch(floe_conn, f"EXPLAIN ANALYZE {self_join}"))
+    opened, files = _lineitem_files_read(analyzed)
+    assert files > 0 and opened == files, f"lineitem's {files} files opened {opened} times:\n{analyzed}"
+
+
 def test_join_that_cannot_fit_fails_with_resource_exhausted_naming_the_operator(small_memory_floe, tpch):
     """A hash join's build side cannot spill: joining lineitem with itself on its
     comment under 24 MiB fails with gRPC RESOURCE_EXHAUSTED whose message names

@@ -28,6 +28,10 @@ pub struct RunningStages {
     /// How many of the tasks have ended (their report, if any, taken).
     ended: watch::Receiver<usize>,
     tasks: Vec<ScopedTask>,
+    /// The shared stages read (each started once for the run, see [`QueryRun`]), and what
+    /// passes their first failure on to this graph's.
+    shared: Vec<Arc<RunningStages>>,
+    _forwarders: Vec<ScopedTask>,
 }
 
 impl fmt::Debug for RunningStages {
@@ -54,7 +58,11 @@ impl RunningStages {
     pub(super) async fn all_ended(&self, bound: std::time::Duration) {
         let count = self.tasks.len();
         let mut ended = self.ended.clone();
-        let _ = tokio::time::timeout(bound, ended.wait_for(|n| *n >= count)).await;
+        let own = async {
+            let _ = ended.wait_for(|n| *n >= count).await;
+        };
+        let shared = futures::future::join_all(self.shared.iter().map(|s| s.all_ended(bound)));
+        let _ = tokio::time::timeout(bound, futures::future::join(own, shared)).await;
     }
 
     /// `stream`, failing as soon as any producer fails (its consumers may be waiting on it).
@@ -105,10 +113,40 @@ pub(super) async fn launch(
     run: &QueryRun,
     stages: &[Arc<ShuffleStage>],
 ) -> Result<Arc<RunningStages>> {
-    let mut order = Vec::new();
-    for stage in stages {
-        post_order(stage, &mut order);
-    }
+    launch_graph(run, stages, false).await
+}
+
+/// [`launch`]; with `shared_root`, `stages` are shared stages started here (once for the
+/// run, see [`QueryRun::shared_stage`]) rather than taken from the run.
+pub(super) fn launch_graph<'a>(
+    run: &'a QueryRun,
+    stages: &'a [Arc<ShuffleStage>],
+    shared_root: bool,
+) -> futures::future::BoxFuture<'a, Result<Arc<RunningStages>>> {
+    Box::pin(async move {
+        let mut order = Vec::new();
+        let mut shared = Vec::new();
+        for stage in stages {
+            post_order(stage, &mut order, &mut shared, shared_root);
+        }
+        let mut shared_graphs: Vec<Arc<RunningStages>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for stage in shared {
+            if seen.insert(stage.stage_id) {
+                shared_graphs.push(run.shared_stage(&stage).await?);
+            }
+        }
+        launch_own(run, order, shared_graphs).await
+    })
+}
+
+/// Places and starts the tasks of `order` (producers before their readers), which also read
+/// the already running `shared` stages.
+async fn launch_own(
+    run: &QueryRun,
+    order: Vec<Arc<ShuffleStage>>,
+    shared: Vec<Arc<RunningStages>>,
+) -> Result<Arc<RunningStages>> {
     let live = run.registry.live();
     if live.is_empty() {
         return Err(external(Status::unavailable(
@@ -127,7 +165,7 @@ pub(super) async fn launch(
         placed.insert(stage.stage_id, executors);
         unique.push(stage);
     }
-    let locations: HashMap<u32, Vec<TaskLocation>> = placed
+    let mut locations: HashMap<u32, Vec<TaskLocation>> = placed
         .iter()
         .map(|(id, executors)| {
             let tasks = executors
@@ -140,6 +178,11 @@ pub(super) async fn launch(
             (*id, tasks)
         })
         .collect();
+    for graph in &shared {
+        for (id, tasks) in &graph.locations {
+            locations.entry(*id).or_insert_with(|| tasks.clone());
+        }
+    }
     let mut starts = Vec::new();
     for stage in unique {
         let inputs: Vec<StageInput> = stage
@@ -160,7 +203,7 @@ pub(super) async fn launch(
                 slot: stage.first_slot + partition,
                 plan: Arc::clone(&stage.encoded),
                 files: stage.files.get(partition).cloned().unwrap_or_default(),
-                output: Some(stage.output),
+                output: Some(stage.output()),
                 inputs: inputs.clone(),
                 registry: run.registry.clone(),
                 on_report: Arc::new(move |m: TaskMetrics| {
@@ -200,17 +243,49 @@ pub(super) async fn launch(
             ended.send_modify(|n| *n += 1);
         }));
     }
+    // A shared stage's failure fails this graph's readers too.
+    let forwarders = shared
+        .iter()
+        .map(|graph| {
+            let mut theirs = graph.failure.clone();
+            let failed = failed.clone();
+            spawn_scoped(async move {
+                let e = first_failure(&mut theirs).await;
+                failed.send_if_modified(|f| {
+                    if f.is_none() {
+                        *f = Some(e);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            })
+        })
+        .collect();
     Ok(Arc::new(RunningStages {
         locations,
         failure,
         ended,
         tasks,
+        shared,
+        _forwarders: forwarders,
     }))
 }
 
-fn post_order(stage: &Arc<ShuffleStage>, out: &mut Vec<Arc<ShuffleStage>>) {
+/// The stages `stage` reads and itself, producers first; a shared stage (other than `stage`
+/// itself when `root_here`) goes to `shared` instead, its inputs with it.
+fn post_order(
+    stage: &Arc<ShuffleStage>,
+    out: &mut Vec<Arc<ShuffleStage>>,
+    shared: &mut Vec<Arc<ShuffleStage>>,
+    root_here: bool,
+) {
+    if stage.is_shared() && !root_here {
+        shared.push(Arc::clone(stage));
+        return;
+    }
     for input in &stage.inputs {
-        post_order(input, out);
+        post_order(input, out, shared, false);
     }
     out.push(Arc::clone(stage));
 }

@@ -49,6 +49,9 @@ pub struct QueryRun {
     /// The shuffle stages each gather stage reads, by gather stage id: started once, when the
     /// first of its partitions is executed; dropped (every task ended) with the run.
     running: Mutex<HashMap<u32, Arc<OnceCell<Arc<RunningStages>>>>>,
+    /// The shared shuffle stages (read by more than one part of the plan), by stage id:
+    /// started once, by the first gather stage that reads one.
+    shared: Mutex<HashMap<u32, Arc<OnceCell<Arc<RunningStages>>>>>,
     /// Under `EXPLAIN ANALYZE`: a gather task's stream ends only once every producer task it
     /// read has ended (and so reported), so that the printed plan shows every task.
     wait_for_reports: bool,
@@ -81,6 +84,7 @@ impl QueryRun {
             memory_limit,
             registry,
             running: Mutex::default(),
+            shared: Mutex::default(),
             wait_for_reports: false,
         }
     }
@@ -151,6 +155,17 @@ impl QueryRun {
             }))
         })
         .boxed()
+    }
+
+    /// Shared stage `stage` (and the stages it reads), started once for the run.
+    async fn shared_stage(&self, stage: &Arc<ShuffleStage>) -> Result<Arc<RunningStages>> {
+        let cell = {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(shared.entry(stage.stage_id).or_default())
+        };
+        cell.get_or_try_init(|| graph::launch_graph(self, std::slice::from_ref(stage), true))
+            .await
+            .cloned()
     }
 
     /// The cell holding the running input stages of gather stage `stage_id`.

@@ -1,6 +1,7 @@
 //! A shuffle stage as the scheduler runs it: its encoded plan, its tasks' files, how they split
 //! their output, the stages they read, and what they reported.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::physical_plan::ExecutionPlan;
@@ -28,6 +29,35 @@ pub struct ShuffleStage {
     pub inputs: Vec<Arc<ShuffleStage>>,
     /// What its tasks reported, for EXPLAIN ANALYZE.
     pub reports: Mutex<Vec<TaskMetrics>>,
+    /// How many parts of the plan read its output (more than one: a shared stage, which runs
+    /// once for all of them; see `crate::shared_stages`).
+    pub readers: AtomicU32,
+}
+
+impl ShuffleStage {
+    /// One more part of the plan reads the stage: the reader index it reads as.
+    pub fn add_reader(&self) -> u32 {
+        self.readers.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// How many parts of the plan read the stage.
+    pub fn readers(&self) -> u32 {
+        self.readers.load(Ordering::SeqCst).max(1)
+    }
+
+    /// Whether more than one part of the plan reads it: it is started once per run of the
+    /// query, by whichever reader starts first.
+    pub fn is_shared(&self) -> bool {
+        self.readers() > 1
+    }
+
+    /// How its tasks split their output, with a copy of each bucket per reader.
+    pub fn output(&self) -> ShuffleOutput {
+        ShuffleOutput {
+            readers: self.readers(),
+            ..self.output
+        }
+    }
 }
 
 /// Formats task reports for EXPLAIN ANALYZE.

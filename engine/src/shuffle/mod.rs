@@ -25,6 +25,7 @@ use std::sync::Arc;
 use arrow::compute::BatchCoalescer;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use floe_proto::ShuffleRead;
@@ -51,6 +52,12 @@ pub enum ShuffleItem {
 /// Batches a bucket buffers before its producer waits for the consumer.
 const BUCKET_CAPACITY: usize = 4;
 
+/// Batches each reader's copy of a shared stage's bucket holds at most (see [`Output`]): one
+/// reader may read only after the other has read everything (a join's build side before its
+/// probe side), so the copies are kept, not read in step — within the query's memory, which
+/// the producer reserves for them.
+pub const SHARED_BUCKET_CAPACITY: usize = 4096;
+
 /// Rows per batch a hash shuffle sends (DataFusion's default batch size).
 const SHUFFLE_BATCH_ROWS: usize = 8192;
 
@@ -70,6 +77,35 @@ pub struct Produced {
     pub rows: u64,
     /// Bytes of Arrow data it handed to its buckets.
     pub bytes: u64,
+    /// Pieces it handed to its buckets (once, however many readers each has).
+    pub pieces: u64,
+}
+
+/// Where a producer's pieces go: its buckets' channels, one set per reader of the stage.
+pub struct Output {
+    /// `readers` sets of the stage's buckets: reader `r`'s bucket `j` is `r * buckets + j`.
+    pub senders: Vec<mpsc::Sender<ShuffleItem>>,
+    /// How many consumer stages read the stage (1 unless it is shared, see
+    /// `floe_proto::ShuffleOutput::readers`).
+    pub readers: usize,
+    /// For a shared stage: the memory its kept copies hold, reserved from the query's share.
+    pub kept: Option<MemoryReservation>,
+}
+
+impl Output {
+    /// The buckets of a stage one consumer reads.
+    pub fn single(senders: Vec<mpsc::Sender<ShuffleItem>>) -> Self {
+        Self {
+            senders,
+            readers: 1,
+            kept: None,
+        }
+    }
+
+    /// The buckets of one reader.
+    fn buckets(&self) -> usize {
+        self.senders.len() / self.readers.max(1)
+    }
 }
 
 /// Runs a producer: reads `input`, splits each batch and pushes the pieces into the buckets,
@@ -77,15 +113,17 @@ pub struct Produced {
 pub async fn produce(
     mut input: SendableRecordBatchStream,
     mut split: Split,
-    senders: Vec<mpsc::Sender<ShuffleItem>>,
+    mut output: Output,
 ) -> Result<Produced> {
+    let senders = output.senders.clone();
+    let buckets = output.buckets();
     let mut produced = Produced::default();
     // A hash split cuts each batch into one piece per bucket (a quarter of a batch for four):
     // each bucket gathers its pieces into whole batches again, as DataFusion's
     // `RepartitionExec` does, so that consumers (joins, aggregations, the network) handle
     // a few large batches rather than many small ones.
     let mut coalescers: Vec<BatchCoalescer> = match &split {
-        Split::Hash(_) => (0..senders.len())
+        Split::Hash(_) => (0..buckets)
             .map(|_| BatchCoalescer::new(input.schema(), SHUFFLE_BATCH_ROWS))
             .collect(),
         Split::Broadcast => Vec::new(),
@@ -108,10 +146,10 @@ pub async fn produce(
                     // Views cut from larger buffers are compacted once, not sent whole to
                     // every reader (Arrow IPC sends a view array's buffers as they are).
                     let batch = crate::views::compact(batch)?;
-                    pieces.extend((0..senders.len()).map(|b| (b, batch.clone())))
+                    pieces.extend((0..buckets).map(|b| (b, batch.clone())))
                 }
             }
-            send_all(&mut pieces, &senders, &mut produced).await;
+            send_all(&mut pieces, &mut output, &mut produced).await?;
         }
         for (bucket, coalescer) in coalescers.iter_mut().enumerate() {
             coalescer.finish_buffered_batch()?;
@@ -119,7 +157,7 @@ pub async fn produce(
                 pieces.push((bucket, rest));
             }
         }
-        send_all(&mut pieces, &senders, &mut produced).await;
+        send_all(&mut pieces, &mut output, &mut produced).await?;
         Ok(())
     }
     .await;
@@ -146,17 +184,44 @@ pub async fn produce(
     }
 }
 
-/// Sends each `(bucket, batch)` of `pieces` to its bucket, in order, leaving `pieces` empty.
+/// Sends each `(bucket, batch)` of `pieces` to its bucket (each reader's copy of it), in order,
+/// leaving `pieces` empty. A shared stage's copies wait in memory for their readers: what they
+/// hold is reserved from the query's share, and the producer fails, naming the stage, when
+/// the share cannot hold it.
 async fn send_all(
     pieces: &mut Vec<(usize, RecordBatch)>,
-    senders: &[mpsc::Sender<ShuffleItem>],
+    output: &mut Output,
     produced: &mut Produced,
-) {
+) -> Result<()> {
+    let buckets = output.buckets();
     for (bucket, piece) in pieces.drain(..) {
         produced.bytes += piece.get_array_memory_size() as u64;
-        // A reader that went away (its query is ending) just stops receiving.
-        let _ = senders[bucket].send(ShuffleItem::Batch(piece)).await;
+        produced.pieces += 1;
+        for reader in 1..output.readers {
+            // A reader that went away (its query is ending) just stops receiving.
+            let _ = output.senders[reader * buckets + bucket]
+                .send(ShuffleItem::Batch(piece.clone()))
+                .await;
+        }
+        let _ = output.senders[bucket].send(ShuffleItem::Batch(piece)).await;
     }
+    if let Some(kept) = &mut output.kept {
+        let held: usize = output
+            .senders
+            .iter()
+            .map(|s| s.max_capacity() - s.capacity())
+            .sum();
+        let per_piece = produced.bytes / produced.pieces.max(1);
+        kept.try_resize(held.saturating_mul(usize::try_from(per_piece).unwrap_or(usize::MAX)))
+            .map_err(|e| {
+                DataFusionError::ResourcesExhausted(format!(
+                    "the output of a stage read by {} parts of the query is kept for the one \
+                     that reads it later, and outgrew the query's memory: {e}",
+                    output.readers
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// Serves one claimed bucket as a stream: its batches, then its end marker (a producer that
@@ -258,11 +323,11 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!early.is_finished(), "the claim waits for its producer");
-        let (senders, _guard) = registry.register("q5", 1, 0, schema(), 1);
+        let (senders, _guard) = registry.register("q5", 1, 0, schema(), 1, 1);
         let producer = tokio::spawn(produce(
             input(vec![Ok(batch(&[7, 8]))]),
             Split::Broadcast,
-            senders,
+            Output::single(senders),
         ));
         let (_, receiver) = tokio::time::timeout(Duration::from_secs(10), early)
             .await
@@ -298,11 +363,11 @@ mod tests {
     #[tokio::test]
     async fn every_bucket_gets_its_rows_and_one_end_marker() {
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q1", 1, 0, schema(), 2);
+        let (senders, _guard) = registry.register("q1", 1, 0, schema(), 2, 1);
         let producer = tokio::spawn(produce(
             input(vec![Ok(batch(&[1, 2])), Ok(batch(&[3]))]),
             Split::Broadcast,
-            senders,
+            Output::single(senders),
         ));
         for bucket in 0..2 {
             let (_, receiver) = registry.claim(&read("q1", bucket)).expect("claimed");
@@ -317,6 +382,115 @@ mod tests {
         assert_eq!(again.code(), Code::NotFound);
     }
 
+    fn values(batches: &[RecordBatch]) -> Vec<i64> {
+        let mut got: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let values = b.column(0).as_any().downcast_ref::<Int64Array>();
+                values.expect("i64").values().to_vec()
+            })
+            .collect();
+        got.sort_unstable();
+        got
+    }
+
+    fn hash_split() -> Split {
+        use datafusion::physical_expr::expressions::Column;
+        let hash = Partitioning::Hash(vec![Arc::new(Column::new("x", 0))], 2);
+        Split::Hash(
+            BatchPartitioner::try_new(hash, datafusion::physical_plan::metrics::Time::new(), 0, 1)
+                .expect("partitioner"),
+        )
+    }
+
+    /// A stage two parts of a plan read: each reader has its own copy of every bucket, and the
+    /// second may start only after the first has read everything (a join on the coordinator
+    /// reads its build side's gather to the end first) — with far more batches than a
+    /// bucket buffers for one reader, the producer does not wait for the second.
+    #[tokio::test]
+    async fn a_shared_stage_keeps_each_readers_copy_until_it_reads() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q6", 1, 0, schema(), 2, 2);
+        assert_eq!(senders.len(), 4);
+        let inputs: Vec<Result<RecordBatch>> = (0..200)
+            .map(|i| Ok(batch(&(i * 1000..(i + 1) * 1000).collect::<Vec<i64>>())))
+            .collect();
+        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(256 << 20),
+        );
+        let kept = datafusion::execution::memory_pool::MemoryConsumer::new("kept").register(&pool);
+        let output = Output {
+            senders,
+            readers: 2,
+            kept: Some(kept),
+        };
+        let producer = tokio::spawn(produce(input(inputs), hash_split(), output));
+        let mut first = Vec::new();
+        for bucket in 0..2 {
+            let (_, receiver) = registry.claim(&read("q6", bucket)).expect("claimed");
+            first.extend(
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    serve_bucket(receiver, read("q6", bucket)).try_collect::<Vec<_>>(),
+                )
+                .await
+                .expect("the first reader is not held up by the second")
+                .expect("the bucket ends well"),
+            );
+        }
+        assert!(pool.reserved() > 0, "the second reader's copy is reserved");
+        let mut second = Vec::new();
+        for bucket in 2..4 {
+            let (_, receiver) = registry.claim(&read("q6", bucket)).expect("claimed");
+            second.extend(
+                serve_bucket(receiver, read("q6", bucket))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect("the bucket ends well"),
+            );
+        }
+        let all: Vec<i64> = (0..200_000).collect();
+        assert_eq!(values(&first), all);
+        assert_eq!(values(&second), all);
+        let produced = producer.await.expect("joined").expect("produced");
+        assert_eq!(produced.rows, 200_000);
+    }
+
+    /// What a shared stage's copies hold is the query's memory: when it cannot hold them the
+    /// producer fails with resources exhausted, saying why, and its readers get the error.
+    #[tokio::test]
+    async fn a_shared_stage_that_outgrows_the_query_memory_fails_saying_so() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (senders, _guard) = registry.register("q7", 1, 0, schema(), 2, 2);
+        let inputs: Vec<Result<RecordBatch>> = (0..200)
+            .map(|i| Ok(batch(&(i * 1000..(i + 1) * 1000).collect::<Vec<i64>>())))
+            .collect();
+        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(200_000),
+        );
+        let kept = datafusion::execution::memory_pool::MemoryConsumer::new("kept").register(&pool);
+        let output = Output {
+            senders,
+            readers: 2,
+            kept: Some(kept),
+        };
+        let producer = tokio::spawn(produce(input(inputs), hash_split(), output));
+        let error = tokio::time::timeout(Duration::from_secs(30), producer)
+            .await
+            .expect("the producer does not wait for readers that never come")
+            .expect("joined")
+            .expect_err("the copies outgrow 200 KB");
+        let text = error.to_string();
+        assert!(text.contains("Resources exhausted"), "{text}");
+        assert!(text.contains("read by 2 parts of the query"), "{text}");
+        let (_, receiver) = registry.claim(&read("q7", 3)).expect("claimed");
+        let status = serve_bucket(receiver, read("q7", 3))
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("the reader gets the producer's error");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+
     /// A hash split sends each row to the bucket DataFusion's hash picks, and gathers the
     /// pieces of many batches into whole batches again (here: every bucket gets one batch
     /// from 40 inputs, and a bucket over `SHUFFLE_BATCH_ROWS` rows gets full batches first).
@@ -324,7 +498,7 @@ mod tests {
     async fn a_hash_split_regathers_its_pieces_into_whole_batches() {
         use datafusion::physical_expr::expressions::Column;
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 2);
+        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 2, 1);
         let inputs: Vec<Result<RecordBatch>> = (0..40)
             .map(|i| Ok(batch(&(i * 500..(i + 1) * 500).collect::<Vec<i64>>())))
             .collect();
@@ -336,7 +510,11 @@ mod tests {
             1,
         )
         .expect("partitioner");
-        let producer = tokio::spawn(produce(input(inputs), Split::Hash(partitioner), senders));
+        let producer = tokio::spawn(produce(
+            input(inputs),
+            Split::Hash(partitioner),
+            Output::single(senders),
+        ));
         // What DataFusion's own partitioner puts in each bucket.
         let mut expected = vec![Vec::new(), Vec::new()];
         let mut reference =
@@ -387,11 +565,15 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_holds_the_producer_and_a_gone_reader_frees_it() {
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q2", 1, 0, schema(), 1);
+        let (senders, _guard) = registry.register("q2", 1, 0, schema(), 1, 1);
         let many: Vec<Result<RecordBatch>> = (0..(BUCKET_CAPACITY as i64 * 3))
             .map(|i| Ok(batch(&[i])))
             .collect();
-        let producer = tokio::spawn(produce(input(many), Split::Broadcast, senders));
+        let producer = tokio::spawn(produce(
+            input(many),
+            Split::Broadcast,
+            Output::single(senders),
+        ));
         let (_, receiver) = registry.claim(&read("q2", 0)).expect("claimed");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!producer.is_finished(), "the producer waits for its reader");
@@ -409,14 +591,14 @@ mod tests {
     #[tokio::test]
     async fn a_failed_or_vanished_producer_fails_its_readers() {
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q3", 1, 0, schema(), 1);
+        let (senders, _guard) = registry.register("q3", 1, 0, schema(), 1, 1);
         let failing = input(vec![
             Ok(batch(&[1])),
             Err(DataFusionError::External(Box::new(Status::data_loss(
                 "s3://b/t/f.parquet is gone",
             )))),
         ]);
-        let producer = tokio::spawn(produce(failing, Split::Broadcast, senders));
+        let producer = tokio::spawn(produce(failing, Split::Broadcast, Output::single(senders)));
         let (_, receiver) = registry.claim(&read("q3", 0)).expect("claimed");
         let outcome: std::result::Result<Vec<RecordBatch>, Status> =
             serve_bucket(receiver, read("q3", 0)).try_collect().await;
@@ -425,7 +607,7 @@ mod tests {
         assert!(status.message().contains("f.parquet"), "{status:?}");
         assert!(producer.await.expect("joins").is_err());
 
-        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 1);
+        let (senders, _guard) = registry.register("q4", 1, 0, schema(), 1, 1);
         let (_, receiver) = registry.claim(&read("q4", 0)).expect("claimed");
         drop(senders);
         let outcome: std::result::Result<Vec<RecordBatch>, Status> =

@@ -101,11 +101,19 @@ impl ShuffleReaderExec {
         Ok(reader)
     }
 
+    /// The same reader as reader `reader` of a shared stage (see
+    /// `floe_proto::ShuffleOutput::readers`).
+    pub fn for_reader(&self, reader: u32) -> Result<Self> {
+        let mut node = self.node.clone();
+        node.reader = reader;
+        Self::try_new(node)
+    }
+
     /// The same reader as a single partition reading task `task`'s bucket (an executor's task
     /// plan cut down to its own partition).
     pub fn localized(&self, task: usize) -> Result<Self> {
         let mut node = self.node.clone();
-        let local_bucket = (!node.broadcast).then_some(task as u32);
+        let local_bucket = (!node.broadcast).then(|| node.reader * node.partitions + task as u32);
         node.partitions = 1;
         let mut reader = Self::try_new(node)?;
         reader.producers = self.producers.clone();
@@ -124,6 +132,11 @@ impl DisplayAs for ShuffleReaderExec {
             self.node.stage_id,
             if self.node.broadcast {
                 "broadcast".to_string()
+            } else if self.node.reader > 0 {
+                format!(
+                    "buckets={}, reader={}",
+                    self.node.partitions, self.node.reader
+                )
             } else {
                 format!("buckets={}", self.node.partitions)
             }
@@ -202,7 +215,10 @@ impl ExecutionPlan for ShuffleReaderExec {
         let bucket = if self.node.broadcast {
             self.node.bucket
         } else {
-            self.local_bucket.unwrap_or(partition as u32)
+            // A shared stage's reader r reads its own copy of the buckets (see
+            // `ShuffleOutput::readers`).
+            self.local_bucket
+                .unwrap_or(self.node.reader * self.node.partitions + partition as u32)
         };
         let read_bytes = MetricBuilder::new(&self.metrics).counter(SHUFFLE_BYTES_READ, partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);

@@ -10,7 +10,7 @@ use floe_proto::ShuffleRead;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{ShuffleItem, BUCKET_CAPACITY};
+use super::{ShuffleItem, BUCKET_CAPACITY, SHARED_BUCKET_CAPACITY};
 
 type BucketKey = (String, u32, u32, u32);
 
@@ -128,14 +128,23 @@ impl ShuffleRegistry {
         stage: u32,
         task: u32,
         schema: SchemaRef,
-        count: usize,
+        buckets_per_reader: usize,
+        readers: usize,
     ) -> (Vec<mpsc::Sender<ShuffleItem>>, BucketsGuard) {
+        let count = buckets_per_reader * readers.max(1);
+        // A shared stage's copies are kept for the reader that reads later (see
+        // `super::Output`); one reader's buckets hold a few batches, for backpressure.
+        let capacity = if readers > 1 {
+            SHARED_BUCKET_CAPACITY
+        } else {
+            BUCKET_CAPACITY
+        };
         let mut senders = Vec::with_capacity(count);
         let mut keys = Vec::with_capacity(count);
         {
             let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
             for bucket in 0..count as u32 {
-                let (tx, rx) = mpsc::channel(BUCKET_CAPACITY);
+                let (tx, rx) = mpsc::channel(capacity);
                 let key = (query_id.to_string(), stage, task, bucket);
                 buckets.insert(
                     key.clone(),

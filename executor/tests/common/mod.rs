@@ -13,7 +13,7 @@ use arrow_flight::{FlightData, Ticket};
 use datafusion::common::Result;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use floe_engine::shuffle::{produce, Produced, Split};
+use floe_engine::shuffle::{produce, Output, Produced, Split};
 use floe_engine::StorageSettings;
 use floe_executor::{ExecutorFlightService, ExecutorState};
 use floe_proto::auth::{shuffle_read_mac, ClusterSecret, Tag};
@@ -71,10 +71,10 @@ impl TestExecutor {
     /// test batches; it ends when its bucket was read to its end or its reader went away.
     pub fn producer(&self, query: &str, task: u32, batches: usize) -> JoinHandle<Result<Produced>> {
         let schema = schema();
-        let (senders, guard) = self
-            .state
-            .shuffles
-            .register(query, 1, task, Arc::clone(&schema), 1);
+        let (senders, guard) =
+            self.state
+                .shuffles
+                .register(query, 1, task, Arc::clone(&schema), 1, 1);
         let input: Vec<_> = (0..batches).map(|_| Ok(batch(&schema))).collect();
         let input = Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -82,7 +82,7 @@ impl TestExecutor {
         ));
         tokio::spawn(async move {
             let _guard = guard;
-            produce(input, Split::Broadcast, senders).await
+            produce(input, Split::Broadcast, Output::single(senders)).await
         })
     }
 
