@@ -31,7 +31,7 @@ const BYTES_PER_ROW_GUESS: usize = 64;
 
 /// The identity of a node as the cutter sees it (its `Arc`'s address).
 pub fn node_key(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    Arc::as_ptr(plan) as *const () as usize
+    Arc::as_ptr(plan).cast::<()>() as usize
 }
 
 /// `plan` with every hash shuffle that repeats an earlier one replaced by that one (the same
