@@ -343,6 +343,11 @@ impl Cutter {
             Some(c) => Arc::clone(c.input()),
             None => Arc::clone(build),
         };
+        // The optimizer's estimate, for EXPLAIN (`crate::broadcast` chose by it).
+        let probe_rows = probe
+            .partition_statistics(None)
+            .ok()
+            .and_then(|s| s.num_rows.get_value().copied());
         let (probe, probe_placement) = self.place(Arc::clone(probe))?;
         let (build_input, build_placement) = self.place(build_input)?;
         match (build_placement, probe_placement) {
@@ -352,12 +357,14 @@ impl Cutter {
                     .partition_statistics(None)
                     .ok()
                     .and_then(|s| s.num_rows.get_value().copied());
+                let estimate = |rows: Option<usize>| match rows {
+                    Some(r) => format!("≈{r} rows"),
+                    None => "of unknown size".to_string(),
+                };
                 let choice = format!(
-                    "broadcast to {consumers} task(s), build side {}",
-                    match rows {
-                        Some(r) => format!("≈{r} rows"),
-                        None => "of unknown size".to_string(),
-                    }
+                    "broadcast to {consumers} task(s), build side {}, probe side {}",
+                    estimate(rows),
+                    estimate(probe_rows)
                 );
                 let tasks = partitions(&build_input);
                 let stage = self.stage(
