@@ -403,6 +403,33 @@ mod tests {
         )
     }
 
+    /// A producer of 200 batches of 1,000 rows into a stage of 2 buckets that 2 readers read,
+    /// keeping its copies within a pool of `pool_bytes`.
+    fn shared_producer(
+        registry: &Arc<ShuffleRegistry>,
+        query: &str,
+        pool_bytes: usize,
+    ) -> (
+        Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+        tokio::task::JoinHandle<Result<Produced>>,
+        BucketsGuard,
+    ) {
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        let (senders, guard) = registry.register(query, 1, 0, schema(), 2, 2);
+        assert_eq!(senders.len(), 4);
+        let inputs: Vec<Result<RecordBatch>> = (0..200)
+            .map(|i| Ok(batch(&(i * 1000..(i + 1) * 1000).collect::<Vec<i64>>())))
+            .collect();
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(pool_bytes));
+        let output = Output {
+            senders,
+            readers: 2,
+            kept: Some(MemoryConsumer::new("kept").register(&pool)),
+        };
+        let producer = tokio::spawn(produce(input(inputs), hash_split(), output));
+        (pool, producer, guard)
+    }
+
     /// A stage two parts of a plan read: each reader has its own copy of every bucket, and the
     /// second may start only after the first has read everything (a join on the coordinator
     /// reads its build side's gather to the end first) — with far more batches than a
@@ -410,21 +437,7 @@ mod tests {
     #[tokio::test]
     async fn a_shared_stage_keeps_each_readers_copy_until_it_reads() {
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q6", 1, 0, schema(), 2, 2);
-        assert_eq!(senders.len(), 4);
-        let inputs: Vec<Result<RecordBatch>> = (0..200)
-            .map(|i| Ok(batch(&(i * 1000..(i + 1) * 1000).collect::<Vec<i64>>())))
-            .collect();
-        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(
-            datafusion::execution::memory_pool::GreedyMemoryPool::new(256 << 20),
-        );
-        let kept = datafusion::execution::memory_pool::MemoryConsumer::new("kept").register(&pool);
-        let output = Output {
-            senders,
-            readers: 2,
-            kept: Some(kept),
-        };
-        let producer = tokio::spawn(produce(input(inputs), hash_split(), output));
+        let (pool, producer, _guard) = shared_producer(&registry, "q6", 256 << 20);
         let mut first = Vec::new();
         for bucket in 0..2 {
             let (_, receiver) = registry.claim(&read("q6", bucket)).expect("claimed");
@@ -461,20 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_shared_stage_that_outgrows_the_query_memory_fails_saying_so() {
         let registry = Arc::new(ShuffleRegistry::default());
-        let (senders, _guard) = registry.register("q7", 1, 0, schema(), 2, 2);
-        let inputs: Vec<Result<RecordBatch>> = (0..200)
-            .map(|i| Ok(batch(&(i * 1000..(i + 1) * 1000).collect::<Vec<i64>>())))
-            .collect();
-        let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = Arc::new(
-            datafusion::execution::memory_pool::GreedyMemoryPool::new(200_000),
-        );
-        let kept = datafusion::execution::memory_pool::MemoryConsumer::new("kept").register(&pool);
-        let output = Output {
-            senders,
-            readers: 2,
-            kept: Some(kept),
-        };
-        let producer = tokio::spawn(produce(input(inputs), hash_split(), output));
+        let (_pool, producer, _guard) = shared_producer(&registry, "q7", 200_000);
         let error = tokio::time::timeout(Duration::from_secs(30), producer)
             .await
             .expect("the producer does not wait for readers that never come")
