@@ -544,14 +544,7 @@ mod tests {
                 "bucket {bucket}: batches of {sizes:?}"
             );
             assert!(sizes[..whole].iter().all(|n| *n == SHUFFLE_BATCH_ROWS));
-            let mut got: Vec<i64> = batches
-                .iter()
-                .flat_map(|b| {
-                    let values = b.column(0).as_any().downcast_ref::<Int64Array>();
-                    values.expect("i64").values().to_vec()
-                })
-                .collect();
-            got.sort_unstable();
+            let got = values(&batches);
             let mut expected = expected;
             expected.sort_unstable();
             assert_eq!(got, expected, "bucket {bucket}");
