@@ -113,7 +113,7 @@ impl ShuffleReaderExec {
     /// plan cut down to its own partition).
     pub fn localized(&self, task: usize) -> Result<Self> {
         let mut node = self.node.clone();
-        let local_bucket = (!node.broadcast).then(|| node.reader * node.partitions + task as u32);
+        let local_bucket = (!node.broadcast).then(|| bucket_of(&node, task as u32));
         node.partitions = 1;
         let mut reader = Self::try_new(node)?;
         reader.producers = self.producers.clone();
@@ -122,6 +122,14 @@ impl ShuffleReaderExec {
         reader.local_bucket = local_bucket;
         Ok(reader)
     }
+}
+
+/// The bucket a hash reader's partition `j` reads: its reader's copy of bucket `j` (a bucket
+/// no producer has, for numbers out of range: the claim then fails).
+fn bucket_of(node: &ShuffleReaderNode, j: u32) -> u32 {
+    node.reader
+        .saturating_mul(node.partitions)
+        .saturating_add(j)
 }
 
 impl DisplayAs for ShuffleReaderExec {
@@ -218,7 +226,7 @@ impl ExecutionPlan for ShuffleReaderExec {
             // A shared stage's reader r reads its own copy of the buckets (see
             // `ShuffleOutput::readers`).
             self.local_bucket
-                .unwrap_or(self.node.reader * self.node.partitions + partition as u32)
+                .unwrap_or_else(|| bucket_of(&self.node, partition as u32))
         };
         let read_bytes = MetricBuilder::new(&self.metrics).counter(SHUFFLE_BYTES_READ, partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
