@@ -42,17 +42,9 @@ pub type Shared<'a> = dyn Fn(&Arc<dyn ExecutionPlan>) -> bool + 'a;
 /// `join` with a runtime filter from its build side to its probe side's shuffles, if it
 /// qualifies (see the module documentation) and the filter reaches at least one shuffle.
 /// `on_executors` says whether a subtree runs on executors.
+/// No filter is placed under the shuffles `shared` names: a shuffle two parts of the plan read
+/// alike runs once for both (see `crate::shared_stages`), so it must keep every row.
 pub fn with_runtime_filter(
-    join: &Arc<dyn ExecutionPlan>,
-    on_executors: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
-) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    with_runtime_filter_beside(join, on_executors, &|_| false)
-}
-
-/// [`with_runtime_filter`], placing no filter under the shuffles `shared` names: a shuffle two
-/// parts of the plan read alike runs once for both (see `crate::shared_stages`), so it must
-/// keep every row.
-pub fn with_runtime_filter_beside(
     join: &Arc<dyn ExecutionPlan>,
     on_executors: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
     shared: &Shared<'_>,
@@ -463,7 +455,11 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&semi, &|_| true)
+        // Under a shuffle two parts of the plan read (one shared stage), no filter goes.
+        assert!(with_runtime_filter(&semi, &|_| true, &|_| true)
+            .expect("planned")
+            .is_none());
+        let filtered = with_runtime_filter(&semi, &|_| true, &|_| false)
             .expect("planned")
             .expect("a filter");
         let source = filtered.children()[0]
@@ -488,7 +484,7 @@ mod tests {
         });
         assert!(under_shuffles, "{filtered:?}");
         // Already filtered: not twice.
-        assert!(with_runtime_filter(&filtered, &|_| true)
+        assert!(with_runtime_filter(&filtered, &|_| true, &|_| false)
             .expect("planned")
             .is_none());
     }
@@ -507,21 +503,21 @@ mod tests {
         };
         for join_type in [JoinType::Right, JoinType::Full, JoinType::RightAnti] {
             let plan = plain(join_type, false);
-            assert!(with_runtime_filter(&plan, &|_| true)
+            assert!(with_runtime_filter(&plan, &|_| true, &|_| false)
                 .expect("planned")
                 .is_none());
         }
         // NOT IN (null-aware): a NULL key on the build side changes every answer.
         let not_in = plain(JoinType::LeftAnti, true);
-        assert!(with_runtime_filter(&not_in, &|_| true)
+        assert!(with_runtime_filter(&not_in, &|_| true, &|_| false)
             .expect("planned")
             .is_none());
         // Inputs on the coordinator: its tasks would not know the producers.
         let anti = plain(JoinType::LeftAnti, false);
-        assert!(with_runtime_filter(&anti, &|_| false)
+        assert!(with_runtime_filter(&anti, &|_| false, &|_| false)
             .expect("planned")
             .is_none());
-        assert!(with_runtime_filter(&anti, &|_| true)
+        assert!(with_runtime_filter(&anti, &|_| true, &|_| false)
             .expect("planned")
             .is_some());
     }
@@ -566,7 +562,7 @@ mod tests {
                 .expect("a valid test plan"),
             )
         };
-        let filtered = with_runtime_filter(&broadcast(JoinType::Inner), &|_| true)
+        let filtered = with_runtime_filter(&broadcast(JoinType::Inner), &|_| true, &|_| false)
             .expect("planned")
             .expect("a filter");
         let mut placed = Vec::new();
@@ -588,16 +584,22 @@ mod tests {
         ]);
         let not_a_coalesce =
             |p: &Arc<dyn ExecutionPlan>| !p.as_any().is::<CoalescePartitionsExec>();
-        let filtered = with_runtime_filter(&collected.expect("a valid test plan"), &not_a_coalesce)
-            .expect("planned")
-            .expect("a filter over a collected build side");
+        let filtered = with_runtime_filter(
+            &collected.expect("a valid test plan"),
+            &not_a_coalesce,
+            &|_| false,
+        )
+        .expect("planned")
+        .expect("a filter over a collected build side");
         let mut placed = Vec::new();
         filters(&filtered, &mut placed);
         assert_eq!(placed.len(), 1);
         // A broadcast that keeps unmatched probe rows (a right join) gets none.
-        assert!(with_runtime_filter(&broadcast(JoinType::Right), &|_| true)
-            .expect("planned")
-            .is_none());
+        assert!(
+            with_runtime_filter(&broadcast(JoinType::Right), &|_| true, &|_| false)
+                .expect("planned")
+                .is_none()
+        );
     }
 
     /// The `sources` of every filter placed in `plan`.
@@ -690,7 +692,7 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&plan, &|_| true)
+        let filtered = with_runtime_filter(&plan, &|_| true, &|_| false)
             .expect("planned")
             .expect("a filter");
         let mut placed = Vec::new();
@@ -716,7 +718,7 @@ mod tests {
             None,
             false,
         );
-        assert!(with_runtime_filter(&on_count, &|_| true)
+        assert!(with_runtime_filter(&on_count, &|_| true, &|_| false)
             .expect("planned")
             .is_none());
     }
@@ -732,7 +734,7 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&keys_only, &|_| true)
+        let filtered = with_runtime_filter(&keys_only, &|_| true, &|_| false)
             .expect("planned")
             .expect("a filter");
         let mut eager = Vec::new();
@@ -747,7 +749,7 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&wide, &|_| true)
+        let filtered = with_runtime_filter(&wide, &|_| true, &|_| false)
             .expect("planned")
             .expect("a filter");
         let mut eager = Vec::new();

@@ -52,7 +52,7 @@ use tracing::warn;
 use crate::broadcast::probe_driven;
 use crate::registry::ExecutorRegistry;
 use crate::remote::RemoteStageExec;
-use crate::runtime_filters::with_runtime_filter_beside;
+use crate::runtime_filters::with_runtime_filter;
 use crate::scheduler::{format_reports, GatherStage, QueryRun, ShuffleStage};
 use crate::shared_stages::{node_key, share_repeated_shuffles};
 
@@ -214,7 +214,7 @@ impl Cutter {
             return Ok((Arc::new(exchange), Placement::Executors(vec![stage])));
         }
         let shared = &self.shared;
-        let plan = match with_runtime_filter_beside(&plan, &runs_on_executors, &|p| {
+        let plan = match with_runtime_filter(&plan, &runs_on_executors, &|p| {
             shared.contains(&node_key(p))
         })? {
             Some(filtered) => filtered,
