@@ -1,5 +1,6 @@
 //! Per-column statistics of a scan from the manifest entries of the data files it reads: the
-//! smallest lower bound, the largest upper bound and the summed null counts. DataFusion's
+//! smallest lower bound, the largest upper bound, the summed null counts and, for strings, the
+//! distinct values their compressed size implies ([`distinct_strings`]). DataFusion's
 //! optimizer uses them as it would a Parquet footer's: to estimate what a filter keeps and a
 //! join produces (a key's value range bounds its distinct values), and so to order joins and
 //! choose which side to broadcast. They are inexact by nature (bounds may be truncated, rows
@@ -8,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
-use arrow::datatypes::Schema as ArrowSchema;
+use arrow::datatypes::{DataType, Schema as ArrowSchema};
 use datafusion::common::stats::{ColumnStatistics, Precision};
 use datafusion::common::{Result, ScalarValue};
 use iceberg::spec::{DataContentType, ManifestContentType, SnapshotRef};
@@ -24,6 +25,10 @@ struct Column {
     max: Bound,
     nulls: Option<u64>,
     any_file_without_nulls: bool,
+    /// Compressed bytes and values (nulls included) over the files that record both.
+    bytes: u64,
+    values: u64,
+    any_file_without_sizes: bool,
 }
 
 /// A bound over the files seen so far.
@@ -144,13 +149,31 @@ pub async fn scan_column_statistics(
                     Some(n) => *column.nulls.get_or_insert(0) += n,
                     None => column.any_file_without_nulls = true,
                 }
+                match (file.column_sizes().get(id), file.value_counts().get(id)) {
+                    (Some(bytes), Some(values)) => {
+                        column.bytes += bytes;
+                        column.values += values;
+                    }
+                    _ => column.any_file_without_sizes = true,
+                }
             }
         }
     }
     Ok(columns
         .into_iter()
-        .map(|c| {
+        .zip(schema.fields())
+        .map(|(c, field)| {
             let mut stats = ColumnStatistics::new_unknown();
+            let string = matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            if string && !c.any_file_without_sizes && !c.any_file_without_nulls {
+                let non_null = c.values.saturating_sub(c.nulls.unwrap_or(0));
+                if let Some(n) = distinct_strings(c.bytes, c.values, non_null) {
+                    stats.distinct_count = Precision::Inexact(n);
+                }
+            }
             let (min, max) = (c.min.precision(), c.max.precision());
             // DataFusion 53 overflows (a panic where overflow checks are on) counting the
             // values of an integer range as wide as its type: such a column gets no bounds.
@@ -171,6 +194,27 @@ pub async fn scan_column_statistics(
             stats
         })
         .collect())
+}
+
+/// How many distinct values a string column of `values` values (`non_null` of them not null)
+/// holds, judged by its compressed size: `bytes`. A column written with a dictionary stores
+/// each value as an index into it, and a compressor brings those indices down towards their
+/// entropy — `log2(n)` bits for `n` values used evenly, less when a few of them dominate
+/// (then a value picked at random is one of the few, and a filter on it keeps more rows).
+/// So `2^(bits per value)` is the number of values used evenly that the size amounts to: on
+/// TPC-H SF1 as pyiceberg writes it, 150 part types are estimated at 164, 25 brands at 33,
+/// 5 segments at 7, 7 ship modes at 8, 3 return flags at 3 and 1,000 clerks at 1,075, while
+/// addresses and comments come out as many as their rows. The dictionary itself and page
+/// headers only add bytes, so the estimate errs towards more values; sorted values (long runs,
+/// shared prefixes) towards fewer — 150,000 customer names at 6,171. `None` for fewer than
+/// [`MIN_CATEGORY_VALUES`] values, where a file's fixed costs dominate its size.
+fn distinct_strings(bytes: u64, values: u64, non_null: u64) -> Option<usize> {
+    if values < MIN_CATEGORY_VALUES || non_null == 0 {
+        return None;
+    }
+    let bits = 8.0 * bytes as f64 / values as f64;
+    let evenly_used = 2f64.powf(bits.min(62.0));
+    Some(evenly_used.clamp(1.0, non_null as f64) as usize)
 }
 
 /// The field ids of the top-level string columns of `table` that hold categories — a few
@@ -269,3 +313,23 @@ const CATEGORY_BYTES_PER_VALUE: f64 = 1.0;
 
 /// Fewer values than this say nothing of a column (a file's fixed costs dominate).
 const MIN_CATEGORY_VALUES: u64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_strings;
+
+    #[test]
+    fn distinct_strings_follow_the_bits_each_value_takes() {
+        // 8 bits a value: 256 values used evenly.
+        assert_eq!(distinct_strings(100_000, 100_000, 100_000), Some(256));
+        // Two bits: four.
+        assert_eq!(distinct_strings(25_000, 100_000, 100_000), Some(4));
+        // Free text: as many as the values that are not null, never more.
+        assert_eq!(distinct_strings(4_000_000, 100_000, 60_000), Some(60_000));
+        // Long runs compress to almost nothing: at least one value.
+        assert_eq!(distinct_strings(10, 100_000, 100_000), Some(1));
+        // Too few values to judge, or none that is not null.
+        assert_eq!(distinct_strings(9_000, 9_000, 9_000), None);
+        assert_eq!(distinct_strings(100, 100_000, 0), None);
+    }
+}
