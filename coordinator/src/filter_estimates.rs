@@ -14,13 +14,13 @@
 //! timestamps, decimals, integers, floats), narrows each column's `[min, max]` from the
 //! manifests to the range they allow, and takes the share of the range that is left, assuming
 //! values spread evenly and columns independently (as DataFusion's own analysis does). A
-//! comparison no range can answer — `=`, `<>` or `[NOT] IN` on a string, `[NOT] IN` on whole
-//! numbers — keeps one of the column's distinct values per literal where its statistics know
-//! how many there are (for strings from their compressed size in the manifests,
-//! `floe_catalog::column_stats`; for whole numbers the width of their range): TPC-H Q08's one
-//! part type of 150 keeps
-//! under 1 % of the parts, not 20 %. The rest of the predicate keeps DataFusion's default share. The estimate becomes the filter's own
-//! selectivity, which DataFusion applies when it cannot analyse the predicate.
+//! comparison no range can answer — `=`, `<>` or `[NOT] IN` on a string, `<>` or `[NOT] IN`
+//! on whole numbers — keeps one of the column's distinct values per literal where its
+//! statistics know how many there are (for strings from their compressed size in the
+//! manifests, `floe_catalog::column_stats`; for whole numbers the width of their range):
+//! TPC-H Q08's one part type of 150 keeps under 1 % of the parts, not 20 %. The rest of the
+//! predicate keeps DataFusion's default share. The estimate becomes the filter's own selectivity, which
+//! DataFusion applies when it cannot analyse the predicate.
 
 use std::sync::Arc;
 
