@@ -16,9 +16,10 @@
 //! under its partitioned join with orders, which then shuffle 73 K rows per task, not 913 K
 //! (0.32 → 0.22 s); so do Q20's partsupp rows of the forest parts, read by two tasks and
 //! collected for the broadcast, which leave lineitem's sums per part and supplier to compute for
-//! those parts alone (448 K → 4 K rows shuffled per task). A filter is never pushed into a
-//! broadcast build side below (a stage of its own, whose producers the source is not told
-//! about).
+//! those parts alone (448 K → 4 K rows shuffled per task). A broadcast build side further
+//! down gets the filter too, where its own stage's producers run it (the stage cutter tells the
+//! source about that stage as about any other): Q07's customers of the two nations alone are
+//! broadcast, and their keys then cut the orders before they are shuffled.
 
 use std::sync::Arc;
 
@@ -322,13 +323,12 @@ fn through_inner_join(
     } else {
         return Ok(None);
     };
-    // Not into a collected (broadcast) build side: it runs as a stage of its own, whose inputs'
-    // producers the filter's source is not told about.
     let left = match &left_keys {
-        Some(k) if *join.partition_mode() != PartitionMode::CollectLeft => {
-            push(join.left(), k, filter, true, shared)?
+        Some(k) if *join.partition_mode() == PartitionMode::CollectLeft => {
+            Some(into_collected(join.left(), k, filter, shared)?)
         }
-        _ => None,
+        Some(k) => push(join.left(), k, filter, true, shared)?,
+        None => None,
     };
     let right = match &right_keys {
         Some(k) => push(join.right(), k, filter, true, shared)?,
@@ -342,6 +342,27 @@ fn through_inner_join(
         right.unwrap_or_else(|| Arc::clone(join.right())),
     ];
     Ok(Some(Arc::clone(plan).with_new_children(children)?))
+}
+
+/// A broadcast build side with the filter where the producers of its stage run it: under the
+/// shuffles inside it if it reaches any, else on the rows it collects, so that rows the join
+/// above drops are never broadcast.
+fn into_collected(
+    build: &Arc<dyn ExecutionPlan>,
+    keys: &[usize],
+    filter: &RuntimeFilterNode,
+    shared: &Shared<'_>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = collected(build);
+    let filtered_input = match push(input, keys, filter, true, shared)? {
+        Some(pushed) => pushed,
+        None => filtered(input, keys, filter, true),
+    };
+    if Arc::ptr_eq(input, build) {
+        Ok(filtered_input)
+    } else {
+        Arc::clone(build).with_new_children(vec![filtered_input])
+    }
 }
 
 /// The other side's join key for each of `keys` (columns of one side): where `keys[i]` is this
@@ -600,6 +621,85 @@ mod tests {
                 .expect("planned")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_filter_on_a_broadcast_build_sides_column_cuts_it_before_it_is_broadcast() {
+        // TPC-H Q07: the customers' nation joined with the two nations above the broadcast join
+        // of customer (its build side) with the orders: only those nations' customers need
+        // broadcasting, and their keys then filter the orders.
+        let leaf = |names: &[&str]| -> Arc<dyn ExecutionPlan> {
+            let schema = Schema::new(
+                names
+                    .iter()
+                    .map(|n| Field::new(*n, DataType::Int64, true))
+                    .collect::<Vec<_>>(),
+            );
+            Arc::new(StatisticsExec::new(
+                Statistics::new_unknown(&schema),
+                schema,
+            ))
+        };
+        let collect_left = |build: Arc<dyn ExecutionPlan>,
+                            probe: Arc<dyn ExecutionPlan>,
+                            keys: (&str, &str)|
+         -> Arc<dyn ExecutionPlan> {
+            let on = vec![(
+                col(keys.0, &build.schema()).expect("a left key"),
+                col(keys.1, &probe.schema()).expect("a right key"),
+            )];
+            Arc::new(
+                HashJoinExec::try_new(
+                    build,
+                    probe,
+                    on,
+                    None,
+                    &JoinType::Inner,
+                    None,
+                    PartitionMode::CollectLeft,
+                    NullEquality::NullEqualsNothing,
+                    false,
+                )
+                .expect("a valid test plan"),
+            )
+        };
+        let customers = || leaf(&["c_custkey", "c_nationkey"]);
+        for build in [
+            Arc::new(CoalescePartitionsExec::new(customers())) as Arc<dyn ExecutionPlan>,
+            customers(),
+        ] {
+            let lower = collect_left(
+                build,
+                shuffled(&["o_custkey", "o_orderkey"]),
+                ("c_custkey", "o_custkey"),
+            );
+            let top = collect_left(
+                leaf(&["n_nationkey"]),
+                lower,
+                ("n_nationkey", "c_nationkey"),
+            );
+            let filtered = with_runtime_filter(&top, &|_| true, &|_| false)
+                .expect("planned")
+                .expect("a filter");
+            let mut placed = Vec::new();
+            filters(&filtered, &mut placed);
+            assert_eq!(placed.len(), 1, "{filtered:?}");
+            assert_eq!(
+                (placed[0].1.clone(), placed[0].2.clone()),
+                (vec![1], vec!["c_custkey".into(), "c_nationkey".into()])
+            );
+            // On the rows the broadcast stage sends: under the coalesce, if there is one.
+            let build = &filtered.children()[1].children()[0];
+            let under = match build.as_any().downcast_ref::<CoalescePartitionsExec>() {
+                Some(coalesce) => coalesce.input(),
+                None => build,
+            };
+            assert!(under.as_any().is::<RuntimeFilterExec>(), "{filtered:?}");
+            // Its producers wait for the keys: they come before the join below needs its rows.
+            let mut eager = Vec::new();
+            eagerness(&filtered, &mut eager);
+            assert_eq!(eager, [false]);
+        }
     }
 
     /// The `sources` of every filter placed in `plan`.

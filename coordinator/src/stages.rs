@@ -183,6 +183,8 @@ struct Cutter {
     /// The shuffle stages each runtime filter is applied in (see `crate::runtime_filters`),
     /// by filter id: cut before the join whose build side publishes the keys.
     filter_targets: HashMap<u64, Vec<u32>>,
+    /// Every stage cut so far, by id.
+    cut: HashMap<u32, Arc<ShuffleStage>>,
     /// The hash shuffles more than one part of the plan reads (see `crate::shared_stages`),
     /// by [`node_key`], and the exchange of each once its stage is cut.
     shared: HashSet<usize>,
@@ -412,6 +414,7 @@ impl Cutter {
         tasks: usize,
     ) -> Result<Arc<ShuffleStage>> {
         let plan = with_filter_targets(plan, &self.filter_targets)?;
+        let inputs = self.with_targeted_stages(&plan, inputs);
         let (encoded, files) = encode_fragment(&plan)?;
         self.next_stage += 1;
         for filter in runtime_filters_in(&plan) {
@@ -422,7 +425,7 @@ impl Cutter {
         }
         let first_slot = self.next_slot;
         self.next_slot += tasks;
-        Ok(Arc::new(ShuffleStage {
+        let stage = Arc::new(ShuffleStage {
             stage_id: self.next_stage,
             plan,
             encoded: Arc::new(encoded),
@@ -433,7 +436,28 @@ impl Cutter {
             inputs,
             reports: Mutex::default(),
             readers: AtomicU32::new(0),
-        }))
+        });
+        self.cut.insert(stage.stage_id, Arc::clone(&stage));
+        Ok(stage)
+    }
+
+    /// `inputs` and the stages the fragment's runtime filters send their keys to that are not
+    /// among them: a filter pushed into a broadcast build side (see `crate::runtime_filters`)
+    /// may sit in a stage that one of `inputs` reads, and a task is told where its inputs'
+    /// tasks run, not theirs.
+    fn with_targeted_stages(
+        &self,
+        fragment: &Arc<dyn ExecutionPlan>,
+        mut inputs: Vec<Arc<ShuffleStage>>,
+    ) -> Vec<Arc<ShuffleStage>> {
+        for target in filter_targets_of(fragment) {
+            if inputs.iter().all(|s| s.stage_id != target) {
+                if let Some(stage) = self.cut.get(&target) {
+                    inputs.push(Arc::clone(stage));
+                }
+            }
+        }
+        inputs
     }
 
     fn exchange(
@@ -471,6 +495,7 @@ impl Cutter {
             return Ok(plan);
         };
         let plan = with_filter_targets(plan, &self.filter_targets)?;
+        let inputs = self.with_targeted_stages(&plan, inputs);
         match encode_fragment(&plan) {
             Ok((encoded, files)) => {
                 self.next_stage += 1;
@@ -556,6 +581,22 @@ fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<Fi
         ))
     })?;
     Ok((floe_engine::codec::encode_plan(plan.data)?, files))
+}
+
+/// The stages the runtime filter sources of a fragment (not of the stages it reads) send to.
+fn filter_targets_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
+    let any = plan.as_any();
+    if any.is::<ShuffleExchangeExec>() {
+        return Vec::new();
+    }
+    let mut targets: Vec<u32> = any
+        .downcast_ref::<RuntimeFilterSourceExec>()
+        .map(|s| s.node().targets.clone())
+        .unwrap_or_default();
+    for child in plan.children() {
+        targets.extend(filter_targets_of(child));
+    }
+    targets
 }
 
 /// The runtime filters applied in a stage's own fragment (not in the stages it reads).
@@ -679,6 +720,7 @@ impl PhysicalOptimizerRule for PlanStages {
             next_stage: 0,
             next_slot: 0,
             filter_targets: HashMap::new(),
+            cut: HashMap::new(),
             shared,
             staged: HashMap::new(),
         };

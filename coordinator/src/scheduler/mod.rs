@@ -72,7 +72,7 @@ pub struct GatherStage {
     pub files: Vec<FileGroup>,
     /// The executor slot its first task goes to (see the scheduler's placement).
     pub first_slot: usize,
-    /// The shuffle stages its tasks read.
+    /// The shuffle stages its tasks read, and those its runtime filters send keys to.
     pub inputs: Vec<Arc<ShuffleStage>>,
 }
 

@@ -25,7 +25,8 @@ pub struct ShuffleStage {
     pub first_slot: usize,
     /// How its tasks split their output.
     pub output: ShuffleOutput,
-    /// The stages its tasks read.
+    /// The stages its tasks read, and those its runtime filters send keys to (its tasks are
+    /// told where the tasks of both run).
     pub inputs: Vec<Arc<ShuffleStage>>,
     /// What its tasks reported, for EXPLAIN ANALYZE.
     pub reports: Mutex<Vec<TaskMetrics>>,

@@ -12,7 +12,7 @@ use arrow::datatypes::{
     ArrowNativeType, DataType, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, UInt16Type,
     UInt32Type, UInt64Type, UInt8Type,
 };
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, InListExpr};
@@ -385,6 +385,11 @@ impl ExecutionPlan for RuntimeFilterExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    /// Its input's estimate, no longer exact: the keys that come decide how many rows pass.
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Statistics> {
+        Ok(self.input.partition_statistics(partition)?.to_inexact())
     }
 
     fn execute(
