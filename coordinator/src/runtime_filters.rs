@@ -245,14 +245,30 @@ fn push(
 }
 
 /// `input` behind a filter on its columns `keys`. Its producers wait for the keys under another
-/// join or where the rows hold more than the keys (see [`push`]); otherwise it is eager.
+/// join or where the rows hold more than the keys (see [`push`]), unless they already wait for
+/// another filter's on the same columns: then it is eager, as it is otherwise. TPC-H Q18's
+/// lineitems wait for the keys of the large orders, and no longer for the keys of the orders
+/// ⋈ customer join above (made of those same orders, once they were joined with the customers).
 fn filtered(
     input: &Arc<dyn ExecutionPlan>,
     keys: &[usize],
     filter: &RuntimeFilterNode,
     through_join: bool,
 ) -> Arc<dyn ExecutionPlan> {
-    let waits = through_join || input.schema().fields().len() > keys.len();
+    let waited_on = input
+        .as_any()
+        .downcast_ref::<RuntimeFilterExec>()
+        .is_some_and(|below| {
+            !below.node().eager
+                && below.node().columns.len() == keys.len()
+                && below
+                    .node()
+                    .columns
+                    .iter()
+                    .zip(keys)
+                    .all(|(&c, &k)| c as usize == k)
+        });
+    let waits = (through_join || input.schema().fields().len() > keys.len()) && !waited_on;
     let node = RuntimeFilterNode {
         columns: keys.iter().map(|&k| k as u32).collect(),
         eager: !waits,
@@ -508,6 +524,16 @@ mod tests {
         assert!(with_runtime_filter(&filtered, &|_| true, &|_| false)
             .expect("planned")
             .is_none());
+        // The inner join's own keys then filter the lineitems, on the key they already wait
+        // for: those producers test them when they come, without waiting for them too.
+        let inner = &filtered.children()[1];
+        let refined = with_runtime_filter(inner, &|_| true, &|_| false)
+            .expect("planned")
+            .expect("a filter");
+        let mut eager = Vec::new();
+        eagerness(&refined, &mut eager);
+        // The orders' semi filter, the inner join's filter, the lineitems' semi filter.
+        assert_eq!(eager, [false, true, false], "{refined:?}");
     }
 
     #[test]

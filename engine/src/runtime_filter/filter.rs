@@ -23,7 +23,8 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use floe_proto::RuntimeFilterNode;
-use futures::TryStreamExt;
+use futures::future::Either;
+use futures::{StreamExt, TryStreamExt};
 use tracing::warn;
 
 use super::{key_names, Awaiting, FilterRegistry, WAIT};
@@ -435,19 +436,44 @@ impl ExecutionPlan for RuntimeFilterExec {
             )));
         }
         let filtered = async move {
-            let predicate = match built.get() {
-                Some(test) => test.clone(),
+            // Fused: an input that ended on its first batch is not asked again.
+            let mut input = input.fuse();
+            let (predicate, first) = match built.get() {
+                Some(test) => (test.clone(), None),
                 None => {
-                    let keys = awaiting.wait(WAIT).await;
-                    built
-                        .get_or_init(|| predicate(&schema, &node, keys))
-                        .clone()
+                    // The input makes its first batch meanwhile (a join below collects its
+                    // build side, a scan opens its file): that one batch waits here for the
+                    // keys. An input that ends or fails first needs no keys.
+                    let mut waiting = std::pin::pin!(awaiting.wait(WAIT));
+                    let (first, keys) =
+                        match futures::future::select(waiting.as_mut(), input.next()).await {
+                            Either::Left((keys, first)) => (first.await, Some(keys)),
+                            Either::Right((first, _)) => (first, None),
+                        };
+                    let keys = match (&first, keys) {
+                        (Some(Ok(_)), None) => Some(waiting.await),
+                        (_, keys) => keys,
+                    };
+                    let test = match keys {
+                        Some(keys) => built
+                            .get_or_init(|| predicate(&schema, &node, keys))
+                            .clone(),
+                        None => None,
+                    };
+                    (test, first)
                 }
             };
             let mut worth = Worth::default();
-            Ok::<_, DataFusionError>(input.and_then(move |batch| {
-                futures::future::ready(test(batch, predicate.as_ref(), &mut worth, &output_rows))
-            }))
+            Ok::<_, DataFusionError>(futures::stream::iter(first).chain(input).and_then(
+                move |batch| {
+                    futures::future::ready(test(
+                        batch,
+                        predicate.as_ref(),
+                        &mut worth,
+                        &output_rows,
+                    ))
+                },
+            ))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             input_schema,
