@@ -13,7 +13,10 @@
 //!
 //! A hash join reads its whole build side before it reads a probe row, and the build side
 //! never depends on the probe side (they are different subtrees), so a producer waiting for
-//! the keys waits for work that is already running: no cycle. The wait is bounded
+//! the keys waits for work that is already running: no cycle. Meanwhile its input makes its
+//! first batch (a broadcast join below collects its build side, a scan opens its file), which
+//! then waits alone for the keys: reading the input earlier adds no wait the keys' source could
+//! be part of. The wait is bounded
 //! ([`WAIT`]); a build side of more than [`MAX_KEYS`] rows per task publishes "too many" at
 //! once, and without the keys the producer keeps every row — the join itself stays exact
 //! either way. An eager filter (its producer shuffles the keys alone into the join, which costs
