@@ -419,21 +419,68 @@ mod tests {
 
     /// A shuffled input of Int64 columns `names`, hashed on its first.
     fn shuffled(names: &[&str]) -> Arc<dyn ExecutionPlan> {
+        let leaf = leaf(names);
+        let key = col(names[0], &leaf.schema()).expect("a column");
+        Arc::new(
+            RepartitionExec::try_new(leaf, Partitioning::Hash(vec![key], 2))
+                .expect("a valid test plan"),
+        )
+    }
+
+    /// An input of Int64 columns `names`.
+    fn leaf(names: &[&str]) -> Arc<dyn ExecutionPlan> {
         let schema = Schema::new(
             names
                 .iter()
                 .map(|n| Field::new(*n, DataType::Int64, true))
                 .collect::<Vec<_>>(),
         );
-        let leaf = Arc::new(StatisticsExec::new(
+        Arc::new(StatisticsExec::new(
             Statistics::new_unknown(&schema),
-            schema.clone(),
-        ));
-        let key = col(names[0], &schema).expect("a column");
+            schema,
+        ))
+    }
+
+    /// A join whose build side every task collects whole.
+    fn collect_left(
+        build: Arc<dyn ExecutionPlan>,
+        probe: Arc<dyn ExecutionPlan>,
+        keys: (&str, &str),
+        join_type: JoinType,
+    ) -> Arc<dyn ExecutionPlan> {
+        let on = vec![(
+            col(keys.0, &build.schema()).expect("a left key"),
+            col(keys.1, &probe.schema()).expect("a right key"),
+        )];
         Arc::new(
-            RepartitionExec::try_new(leaf, Partitioning::Hash(vec![key], 2))
-                .expect("a valid test plan"),
+            HashJoinExec::try_new(
+                build,
+                probe,
+                on,
+                None,
+                &join_type,
+                None,
+                PartitionMode::CollectLeft,
+                NullEquality::NullEqualsNothing,
+                false,
+            )
+            .expect("a valid test plan"),
         )
+    }
+
+    /// `plan` with the one filter it must get, that filter's key columns and the names of its
+    /// input's columns.
+    fn the_one_filter(
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> (Arc<dyn ExecutionPlan>, Vec<u32>, Vec<String>) {
+        let filtered = with_runtime_filter(plan, &|_| true, &|_| false)
+            .expect("planned")
+            .expect("a filter");
+        let mut placed = Vec::new();
+        filters(&filtered, &mut placed);
+        assert_eq!(placed.len(), 1, "{filtered:?}");
+        let (_, columns, names) = placed.remove(0);
+        (filtered, columns, names)
     }
 
     fn join(
@@ -590,41 +637,18 @@ mod tests {
             None,
             false,
         );
-        let nations = {
-            let schema = Schema::new(vec![Field::new("n_nationkey", DataType::Int64, true)]);
-            Arc::new(StatisticsExec::new(
-                Statistics::new_unknown(&schema),
-                schema,
-            )) as Arc<dyn ExecutionPlan>
-        };
-        let broadcast = |join_type| -> Arc<dyn ExecutionPlan> {
-            let on = vec![(
-                col("n_nationkey", &nations.schema()).expect("a left key"),
-                col("s_nationkey", &inner.schema()).expect("a right key"),
-            )];
-            Arc::new(
-                HashJoinExec::try_new(
-                    Arc::clone(&nations),
-                    Arc::clone(&inner),
-                    on,
-                    None,
-                    &join_type,
-                    None,
-                    PartitionMode::CollectLeft,
-                    NullEquality::NullEqualsNothing,
-                    false,
-                )
-                .expect("a valid test plan"),
+        let nations = leaf(&["n_nationkey"]);
+        let broadcast = |join_type| {
+            collect_left(
+                Arc::clone(&nations),
+                Arc::clone(&inner),
+                ("n_nationkey", "s_nationkey"),
+                join_type,
             )
         };
-        let filtered = with_runtime_filter(&broadcast(JoinType::Inner), &|_| true, &|_| false)
-            .expect("planned")
-            .expect("a filter");
-        let mut placed = Vec::new();
-        filters(&filtered, &mut placed);
-        assert_eq!(placed.len(), 1);
+        let (filtered, columns, names) = the_one_filter(&broadcast(JoinType::Inner));
         assert_eq!(
-            (placed[0].1.clone(), placed[0].2.clone()),
+            (columns, names),
             (vec![1], vec!["l_orderkey".into(), "s_nationkey".into()])
         );
         // Every task of the join holds all the keys: one task's are enough.
@@ -683,14 +707,9 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&top, &|_| true, &|_| false)
-            .expect("planned")
-            .expect("a filter");
-        let mut placed = Vec::new();
-        filters(&filtered, &mut placed);
-        assert_eq!(placed.len(), 1, "{filtered:?}");
+        let (filtered, columns, names) = the_one_filter(&top);
         assert_eq!(
-            (placed[0].1.clone(), placed[0].2.clone()),
+            (columns, names),
             (vec![1], vec!["l_orderkey".into(), "s_nationkey".into()])
         );
         // Not over the join under the first shuffle: the rows there were filtered below.
@@ -706,41 +725,6 @@ mod tests {
         // TPC-H Q07: the customers' nation joined with the two nations above the broadcast join
         // of customer (its build side) with the orders: only those nations' customers need
         // broadcasting, and their keys then filter the orders.
-        let leaf = |names: &[&str]| -> Arc<dyn ExecutionPlan> {
-            let schema = Schema::new(
-                names
-                    .iter()
-                    .map(|n| Field::new(*n, DataType::Int64, true))
-                    .collect::<Vec<_>>(),
-            );
-            Arc::new(StatisticsExec::new(
-                Statistics::new_unknown(&schema),
-                schema,
-            ))
-        };
-        let collect_left = |build: Arc<dyn ExecutionPlan>,
-                            probe: Arc<dyn ExecutionPlan>,
-                            keys: (&str, &str)|
-         -> Arc<dyn ExecutionPlan> {
-            let on = vec![(
-                col(keys.0, &build.schema()).expect("a left key"),
-                col(keys.1, &probe.schema()).expect("a right key"),
-            )];
-            Arc::new(
-                HashJoinExec::try_new(
-                    build,
-                    probe,
-                    on,
-                    None,
-                    &JoinType::Inner,
-                    None,
-                    PartitionMode::CollectLeft,
-                    NullEquality::NullEqualsNothing,
-                    false,
-                )
-                .expect("a valid test plan"),
-            )
-        };
         let customers = || leaf(&["c_custkey", "c_nationkey"]);
         for build in [
             Arc::new(CoalescePartitionsExec::new(customers())) as Arc<dyn ExecutionPlan>,
@@ -750,20 +734,17 @@ mod tests {
                 build,
                 shuffled(&["o_custkey", "o_orderkey"]),
                 ("c_custkey", "o_custkey"),
+                JoinType::Inner,
             );
             let top = collect_left(
                 leaf(&["n_nationkey"]),
                 lower,
                 ("n_nationkey", "c_nationkey"),
+                JoinType::Inner,
             );
-            let filtered = with_runtime_filter(&top, &|_| true, &|_| false)
-                .expect("planned")
-                .expect("a filter");
-            let mut placed = Vec::new();
-            filters(&filtered, &mut placed);
-            assert_eq!(placed.len(), 1, "{filtered:?}");
+            let (filtered, columns, names) = the_one_filter(&top);
             assert_eq!(
-                (placed[0].1.clone(), placed[0].2.clone()),
+                (columns, names),
                 (vec![1], vec!["c_custkey".into(), "c_nationkey".into()])
             );
             // On the rows the broadcast stage sends: under the coalesce, if there is one.
@@ -870,14 +851,9 @@ mod tests {
             None,
             false,
         );
-        let filtered = with_runtime_filter(&plan, &|_| true, &|_| false)
-            .expect("planned")
-            .expect("a filter");
-        let mut placed = Vec::new();
-        filters(&filtered, &mut placed);
-        assert_eq!(placed.len(), 1);
+        let (filtered, columns, names) = the_one_filter(&plan);
         assert_eq!(
-            (placed[0].1.clone(), placed[0].2.clone()),
+            (columns, names),
             (vec![0], vec!["l_partkey".into(), "l_quantity".into()])
         );
         // Final ← shuffle ← partial ← filter: the rows are dropped before they are grouped.

@@ -585,35 +585,37 @@ fn encode_fragment(fragment: &Arc<dyn ExecutionPlan>) -> Result<(Vec<u8>, Vec<Fi
 
 /// The stages the runtime filter sources of a fragment (not of the stages it reads) send to.
 fn filter_targets_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
-    let any = plan.as_any();
-    if any.is::<ShuffleExchangeExec>() {
-        return Vec::new();
-    }
-    let mut targets: Vec<u32> = any
-        .downcast_ref::<RuntimeFilterSourceExec>()
-        .map(|s| s.node().targets.clone())
-        .unwrap_or_default();
-    for child in plan.children() {
-        targets.extend(filter_targets_of(child));
-    }
-    targets
+    in_fragment(plan, &|node| {
+        node.as_any()
+            .downcast_ref::<RuntimeFilterSourceExec>()
+            .map(|s| s.node().targets.clone())
+            .unwrap_or_default()
+    })
 }
 
 /// The runtime filters applied in a stage's own fragment (not in the stages it reads).
 fn runtime_filters_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<u64> {
-    let any = plan.as_any();
-    if any.is::<ShuffleExchangeExec>() {
+    in_fragment(plan, &|node| {
+        node.as_any()
+            .downcast_ref::<RuntimeFilterExec>()
+            .map(|f| vec![f.node().filter_id])
+            .unwrap_or_default()
+    })
+}
+
+/// What `pick` finds in the nodes of a fragment, above the exchanges of the stages it reads.
+fn in_fragment<T>(
+    plan: &Arc<dyn ExecutionPlan>,
+    pick: &dyn Fn(&Arc<dyn ExecutionPlan>) -> Vec<T>,
+) -> Vec<T> {
+    if plan.as_any().is::<ShuffleExchangeExec>() {
         return Vec::new();
     }
-    let mut filters: Vec<u64> = any
-        .downcast_ref::<RuntimeFilterExec>()
-        .map(|f| f.node().filter_id)
-        .into_iter()
-        .collect();
+    let mut found = pick(plan);
     for child in plan.children() {
-        filters.extend(runtime_filters_in(child));
+        found.extend(in_fragment(child, pick));
     }
-    filters
+    found
 }
 
 /// Whether [`Cutter::place`] puts `plan` on executors (the same walk, without cutting).
