@@ -40,23 +40,14 @@ fn collect_left(
     keys: (&str, &str),
     join_type: JoinType,
 ) -> Arc<dyn ExecutionPlan> {
-    let on = vec![(
-        col(keys.0, &build.schema()).expect("a left key"),
-        col(keys.1, &probe.schema()).expect("a right key"),
-    )];
-    Arc::new(
-        HashJoinExec::try_new(
-            build,
-            probe,
-            on,
-            None,
-            &join_type,
-            None,
-            PartitionMode::CollectLeft,
-            NullEquality::NullEqualsNothing,
-            false,
-        )
-        .expect("a valid test plan"),
+    hash_join(
+        build,
+        probe,
+        keys,
+        join_type,
+        None,
+        PartitionMode::CollectLeft,
+        false,
     )
 }
 
@@ -83,6 +74,20 @@ fn join(
     projection: Option<Vec<usize>>,
     null_aware: bool,
 ) -> Arc<dyn ExecutionPlan> {
+    let mode = PartitionMode::Partitioned;
+    hash_join(left, right, keys, join_type, projection, mode, null_aware)
+}
+
+/// A hash join of `left` and `right` on one pair of columns.
+fn hash_join(
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    keys: (&str, &str),
+    join_type: JoinType,
+    projection: Option<Vec<usize>>,
+    mode: PartitionMode,
+    null_aware: bool,
+) -> Arc<dyn ExecutionPlan> {
     let on = vec![(
         col(keys.0, &left.schema()).expect("a left key"),
         col(keys.1, &right.schema()).expect("a right key"),
@@ -95,7 +100,7 @@ fn join(
             None,
             &join_type,
             projection,
-            PartitionMode::Partitioned,
+            mode,
             NullEquality::NullEqualsNothing,
             null_aware,
         )
