@@ -147,9 +147,7 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
                       (SELECT 1 FROM r.facts f WHERE f.g = d.g AND f.k <> d.id)";
     assert_eq!(numbers(&cluster, not_exists).await, [Some(3), Some(4)]);
 
-    // A semi join on a key of each of 400,000 rows: more keys than a filter takes (65,536 per
-    // task of the join), so the producers keep every row, at once (not after the wait's bound)
-    // — and the answer is right.
+    // 400,000 rows of k (each k once), g and p: 200,000 keys per task of a join on k.
     connection
         .run(
             "CREATE TABLE r.many PARTITIONED BY (p) AS SELECT f.k * 20 + v.x AS k, f.g, f.p \
@@ -158,19 +156,32 @@ async fn a_partitioned_joins_build_keys_filter_its_probe_side_before_the_shuffle
         )
         .await
         .expect("CREATE TABLE r.many");
-    // (`count(a.g)`: the probe side reads g too, so the two sides are not one shuffle read
-    // twice — see `floe_coordinator::shared_stages` — and the build side's keys filter it.)
-    let every = "SELECT count(a.g) FROM r.many a WHERE EXISTS \
-                 (SELECT 1 FROM r.many b WHERE b.k = a.k AND b.p <> a.p + 1)";
-    let plan = common::plan_text(&cluster, &format!("EXPLAIN {every}")).await;
+    // A left semi join (partitioned: its output is its build side's rows) whose build side is
+    // r.many's 400,000 rows on p / 4: every key is 0, so one task of the join holds them all —
+    // more keys than a filter takes (262,144 per task). The producers of the probe side, an
+    // 800,000-row table of k 40..=800,039 once each on k - 40 (a filter would keep its one row
+    // of k 40), shuffle every row, at once (not after the wait's bound), and the answer is
+    // right.
+    connection
+        .run(
+            "CREATE TABLE r.more PARTITIONED BY (p) AS SELECT m.k * 2 + v.x AS k, m.g, m.p \
+             FROM r.many m CROSS JOIN (VALUES (0), (1)) AS v(x)",
+        )
+        .await
+        .expect("CREATE TABLE r.more");
+    let too_many = "SELECT count(b.g) FROM r.many b WHERE EXISTS \
+                    (SELECT 1 FROM r.more a WHERE a.k - 40 = b.p / 4)";
+    let plan = common::plan_text(&cluster, &format!("EXPLAIN {too_many}")).await;
     assert!(plan.contains("RuntimeFilterExec"), "{plan}");
     let started = std::time::Instant::now();
-    // Every row has its match; the 20 facts of NULL g are 400 rows of r.many.
-    assert_eq!(numbers(&cluster, every).await, [Some(399_600)]);
+    // The 20 facts of NULL g are 400 rows of r.many.
+    assert_eq!(numbers(&cluster, too_many).await, [Some(399_600)]);
     assert!(
         started.elapsed() < floe_engine::runtime_filter::WAIT,
         "the producers waited for keys that were too many"
     );
+    let analyzed = common::plan_text(&cluster, &format!("EXPLAIN ANALYZE {too_many}")).await;
+    assert_eq!(rows_shuffled_of(&analyzed, 800_000), 800_000, "{analyzed}");
 
     // A broadcast join over a partitioned one (400,000 rows joined by k): the dimension's g
     // (7, 42, 1000; its NULL matches nothing) go from the broadcast join's tasks to the

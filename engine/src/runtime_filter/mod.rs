@@ -46,7 +46,7 @@ pub use source::RuntimeFilterSourceExec;
 pub use wire::receive;
 
 /// The most build-side rows one consumer task publishes as keys; past it, "too many".
-pub const MAX_KEYS: usize = 65_536;
+pub const MAX_KEYS: usize = 1 << 18;
 
 /// The most keys of all a join's tasks one filter takes (so many tasks of a big cluster, each
 /// under [`MAX_KEYS`], do not make every producer hold a huge hash set): past it, no filter.
