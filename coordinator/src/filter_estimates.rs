@@ -155,6 +155,12 @@ fn distinct(columns: &[ColumnStatistics], index: usize) -> Option<f64> {
     if let Some(&n) = stats.distinct_count.get_value() {
         return (n > 0).then_some(n as f64);
     }
+    whole_number_values(stats)
+}
+
+/// How many values a whole-number column (integers, days) can hold at most: the width of its
+/// range from its statistics.
+pub(crate) fn whole_number_values(stats: &ColumnStatistics) -> Option<f64> {
     let range = Range::of(stats)?;
     range.discrete.then_some(range.max - range.min + 1.0)
 }
