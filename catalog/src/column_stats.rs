@@ -77,10 +77,13 @@ pub async fn prefetch(table: &Table, snapshot: &SnapshotRef) {
 }
 
 /// Whether column statistics are worth reading for a scan of `snapshot` now: its data manifests
-/// are few (a second read of them costs little next to iceberg's planning) or already cached.
-/// Reading a hundred manifests a second time made cold planning 1.5× slower
-/// (`benches/planning`); such a table gets statistics once they are cached — see
-/// [`prefetch`], which the caller starts in the background instead.
+/// are few, or list few files (a second read of them costs little next to iceberg's planning),
+/// or are already cached. Reading a hundred manifests of 10,000 files a second time made cold
+/// planning 1.5× slower (`benches/planning`); such a table gets statistics once they are
+/// cached — see [`prefetch`], which the caller starts in the background instead. A table
+/// appended to thirty times (TPC-H SF10's lineitem as the benchmark loads it: 30 manifests of
+/// one file each) is read at once: without statistics its first plan broadcast a join of 100 K
+/// estimated rows that had 9 M.
 pub async fn worth_reading(table: &Table, snapshot: &SnapshotRef) -> bool {
     let Ok(list) = crate::manifests::manifest_list(table, snapshot).await else {
         return false;
@@ -90,11 +93,28 @@ pub async fn worth_reading(table: &Table, snapshot: &SnapshotRef) -> bool {
         .iter()
         .filter(|m| m.content == ManifestContentType::Data)
         .collect();
-    data.len() <= EAGER_MANIFESTS || crate::manifests::all_cached(&data)
+    // A manifest that does not say how many files it lists counts as many.
+    let files: u64 = data
+        .iter()
+        .map(|m| match (m.added_files_count, m.existing_files_count) {
+            (Some(added), Some(existing)) => u64::from(added) + u64::from(existing),
+            _ => EAGER_FILES + 1,
+        })
+        .sum();
+    data.len() <= EAGER_MANIFESTS
+        || (data.len() <= EAGER_MANIFESTS_OF_FEW_FILES && files <= EAGER_FILES)
+        || crate::manifests::all_cached(&data)
 }
 
 /// Up to this many data manifests are read for column statistics while iceberg plans.
 const EAGER_MANIFESTS: usize = 16;
+
+/// Up to this many data manifests listing at most [`EAGER_FILES`] files in all are read while
+/// iceberg plans too.
+const EAGER_MANIFESTS_OF_FEW_FILES: usize = 64;
+
+/// See [`EAGER_MANIFESTS_OF_FEW_FILES`].
+const EAGER_FILES: u64 = 1_000;
 
 /// The statistics of each column of `schema` (field `field_ids[i]` for column `i`) over the
 /// live data files of `snapshot` whose paths are in `selected`.

@@ -129,3 +129,28 @@ def test_scan_statistics_carry_column_bounds_of_the_selected_files(target, conn)
         assert f"Min=Inexact(Int64({lo}))" in shown[str(i)] and f"Max=Inexact(Int64({hi}))" in shown[str(i)], (
             f"{c}: expected min {lo} max {hi}, plan shows {shown[str(i)]}")
         assert f"Null=Inexact({col.null_count})" in shown[str(i)], shown[str(i)]
+
+
+def test_a_table_of_many_small_appends_has_column_bounds_in_its_first_plan(target, conn):
+    """A table appended to 20 times by pyiceberg has 20 manifests of one file each: more than
+    the 16 read for statistics whatever their size, few enough files to read at once. Its
+    very first plan carries each column's bounds (the manifests' 0 and 199), not only the
+    plans after a background read filled the cache."""
+    import uuid
+
+    import pyarrow as pa
+
+    catalog = target.data.catalog
+    catalog.create_namespace_if_not_exists("appended")
+    name = f"appended.t_{uuid.uuid4().hex[:8]}"
+    table = catalog.create_table(name, pa.schema([pa.field("k", pa.int64())]))
+    for i in range(20):
+        table.append(pa.table({"k": pa.array(range(i * 10, i * 10 + 10), pa.int64())}))
+    assert len(catalog.load_table(name).current_snapshot().manifests(table.io)) == 20
+    rows = fetch(conn, f"EXPLAIN VERBOSE SELECT k FROM {name}")
+    plans = {r["plan_type"]: r["plan"] for r in rows.to_pylist()}
+    text = plans.get("physical_plan_with_stats", "")
+    m = re.search(r"IcebergScanExec:[^\n]*statistics=\[Rows=Exact\(200\), Bytes=Absent, \[(.*)\]\]", text)
+    assert m, text
+    assert "Min=Inexact(Int64(0))" in m.group(1) and "Max=Inexact(Int64(199))" in m.group(1), text
+    assert scalar(fetch(conn, f"SELECT sum(k) FROM {name}")) == sum(range(200))
