@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{
@@ -138,6 +140,24 @@ pub(super) enum KeyTest {
     Predicate(Arc<dyn PhysicalExpr>),
 }
 
+/// Calls the generic function `$f` with `$array` as the primitive array of its integer type;
+/// `$other` for any other type.
+macro_rules! with_integers {
+    ($array:expr, $f:ident, $other:expr) => {
+        match $array.data_type() {
+            DataType::Int8 => $f($array.as_primitive::<Int8Type>()),
+            DataType::Int16 => $f($array.as_primitive::<Int16Type>()),
+            DataType::Int32 => $f($array.as_primitive::<Int32Type>()),
+            DataType::Int64 => $f($array.as_primitive::<Int64Type>()),
+            DataType::UInt8 => $f($array.as_primitive::<UInt8Type>()),
+            DataType::UInt16 => $f($array.as_primitive::<UInt16Type>()),
+            DataType::UInt32 => $f($array.as_primitive::<UInt32Type>()),
+            DataType::UInt64 => $f($array.as_primitive::<UInt64Type>()),
+            _ => $other,
+        }
+    };
+}
+
 /// The widest range a filter's bitmap covers (8 MiB of bits) …
 const MAX_BITMAP_VALUES: u64 = 1 << 26;
 
@@ -167,17 +187,35 @@ pub(super) fn key_test(
     key_predicate(schema, columns, keys).map(KeyTest::Predicate)
 }
 
+/// Whether `keys` are integers whose range a bitmap covers (see [`bitmap`]): a filter of
+/// them costs a bit per value of the range, however many keys there are.
+pub(super) fn dense(keys: &ArrayRef) -> bool {
+    fn of<T: ArrowPrimitiveType>(keys: &PrimitiveArray<T>) -> bool {
+        bitmap_range(keys).is_some()
+    }
+    with_integers!(keys, of, false)
+}
+
+/// Whether a key column of `data_type` can be [`dense`].
+pub(super) fn integer(data_type: &DataType) -> bool {
+    data_type.is_integer()
+}
+
+/// The least value and the width of the range of integer `keys`, if a bitmap covers it: at
+/// most [`MAX_BITMAP_VALUES`] values, and [`MAX_VALUES_PER_KEY`] per key.
+fn bitmap_range<T: ArrowPrimitiveType>(keys: &PrimitiveArray<T>) -> Option<(i64, u64)> {
+    let low = arrow::compute::min(keys)?.to_i64()?;
+    let high = arrow::compute::max(keys)?.to_i64()?;
+    let values = u64::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
+    let present = (keys.len() - keys.null_count()) as u64;
+    (values <= MAX_BITMAP_VALUES && values <= present.saturating_mul(MAX_VALUES_PER_KEY))
+        .then_some((low, values))
+}
+
 /// A bitmap of `keys` from their least value, if they are integers whose range fits one.
 fn bitmap(keys: &ArrayRef) -> Option<(i64, Vec<u64>)> {
-    fn of<T: ArrowPrimitiveType>(keys: &dyn Array) -> Option<(i64, Vec<u64>)> {
-        let keys = keys.as_primitive::<T>();
-        let low = arrow::compute::min(keys)?.to_i64()?;
-        let high = arrow::compute::max(keys)?.to_i64()?;
-        let values = u64::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
-        let present = (keys.len() - keys.null_count()) as u64;
-        if values > MAX_BITMAP_VALUES || values > present.saturating_mul(MAX_VALUES_PER_KEY) {
-            return None;
-        }
+    fn of<T: ArrowPrimitiveType>(keys: &PrimitiveArray<T>) -> Option<(i64, Vec<u64>)> {
+        let (low, values) = bitmap_range(keys)?;
         let mut bits = vec![0u64; values.div_ceil(64) as usize];
         for v in keys.iter().flatten() {
             let at = (v.to_i64()? - low) as usize;
@@ -185,17 +223,7 @@ fn bitmap(keys: &ArrayRef) -> Option<(i64, Vec<u64>)> {
         }
         Some((low, bits))
     }
-    match keys.data_type() {
-        DataType::Int8 => of::<Int8Type>(keys),
-        DataType::Int16 => of::<Int16Type>(keys),
-        DataType::Int32 => of::<Int32Type>(keys),
-        DataType::Int64 => of::<Int64Type>(keys),
-        DataType::UInt8 => of::<UInt8Type>(keys),
-        DataType::UInt16 => of::<UInt16Type>(keys),
-        DataType::UInt32 => of::<UInt32Type>(keys),
-        DataType::UInt64 => of::<UInt64Type>(keys),
-        _ => None,
-    }
+    with_integers!(keys, of, None)
 }
 
 /// Which of `values` have their bit set in `bits` (from `low`); NULLs and values out of the

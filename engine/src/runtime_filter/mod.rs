@@ -18,7 +18,7 @@
 //! then waits alone for the keys: reading the input earlier adds no wait the keys' source could
 //! be part of. The wait is bounded
 //! ([`WAIT`]); a build side of more than [`MAX_KEYS`] rows per task publishes "too many" at
-//! once, and without the keys the producer keeps every row — the join itself stays exact
+//! once (of one integer key column whose range a bitmap covers, [`MAX_DENSE_KEYS`]), and without the keys the producer keeps every row — the join itself stays exact
 //! either way. An eager filter (its producer shuffles the keys alone into the join, which costs
 //! about what testing them does) does not wait: rows pass until the keys are there. Keys travel
 //! from executor to executor like shuffle data, MACed with the cluster's shuffle key, and wait
@@ -48,12 +48,21 @@ pub use wire::receive;
 /// The most build-side rows one consumer task publishes as keys; past it, "too many".
 pub const MAX_KEYS: usize = 1 << 18;
 
+/// The most rows one consumer task publishes as keys of one integer column that a bitmap
+/// covers (`filter::dense`: its producers test a bit per row, not a hash lookup). TPC-H SF10
+/// Q03's 1.47 M orders of building-segment customers, 735 K per task, cut lineitem's 32 M
+/// rows to the 3 M that join before the shuffle.
+pub const MAX_DENSE_KEYS: usize = 1 << 21;
+
 /// The most keys of all a join's tasks one filter takes (so many tasks of a big cluster, each
-/// under [`MAX_KEYS`], do not make every producer hold a huge hash set): past it, no filter.
+/// under [`MAX_KEYS`], do not make every producer hold a huge hash set): past it, no filter …
 pub const MAX_FILTER_KEYS: usize = 1 << 20;
 
+/// … unless they are keys of one integer column that a bitmap covers, up to this many.
+pub const MAX_DENSE_FILTER_KEYS: usize = 1 << 22;
+
 /// The most bytes of keys one consumer task sends (long strings): past it, "too many".
-const MAX_KEY_BYTES: usize = 8 * 1024 * 1024;
+const MAX_KEY_BYTES: usize = 24 * 1024 * 1024;
 
 /// How long a producer waits for every consumer's keys before it keeps every row.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -177,7 +186,7 @@ impl Awaiting {
     /// `Some` once settled: the keys, or `None` for no filter; `None` while tasks are missing.
     pub fn now(&self) -> Option<Option<Vec<ArrayRef>>> {
         let parts = self.parts.borrow();
-        Self::settled(&parts, self.sources).then(|| union(&parts, MAX_FILTER_KEYS))
+        Self::settled(&parts, self.sources).then(|| union(&parts))
     }
 
     /// The keys once settled; `None` for no filter, or when not settled within `bound`.
@@ -188,13 +197,19 @@ impl Awaiting {
             .ok()?
             .ok()?
             .clone();
-        union(&parts, MAX_FILTER_KEYS)
+        union(&parts)
     }
 }
 
 /// Every task's keys, each column's concatenated; `None` when one had too many, or all together
-/// more than `max` (a filter's hash set is held by every producer task).
-fn union(parts: &Parts, max: usize) -> Option<Vec<ArrayRef>> {
+/// more than [`MAX_FILTER_KEYS`] (a filter's hash set is held by every producer task) — or
+/// than [`MAX_DENSE_FILTER_KEYS`] of one integer column a bitmap covers.
+fn union(parts: &Parts) -> Option<Vec<ArrayRef>> {
+    union_within(parts, MAX_FILTER_KEYS, MAX_DENSE_FILTER_KEYS)
+}
+
+/// [`union`] with its limits: `max` keys, `max_dense` of one integer column a bitmap covers.
+fn union_within(parts: &Parts, max: usize, max_dense: usize) -> Option<Vec<ArrayRef>> {
     // A task whose build side had no row publishes no column: it adds no key.
     let mut columns: Vec<Vec<ArrayRef>> = Vec::new();
     let mut rows = 0usize;
@@ -206,7 +221,7 @@ fn union(parts: &Parts, max: usize) -> Option<Vec<ArrayRef>> {
             continue;
         };
         rows += first.len();
-        if rows > max {
+        if rows > max_dense || (rows > max && keys.len() > 1) {
             return None;
         }
         if columns.len() < keys.len() {
@@ -216,11 +231,15 @@ fn union(parts: &Parts, max: usize) -> Option<Vec<ArrayRef>> {
             column.push(Arc::clone(key));
         }
     }
-    columns
+    let keys: Vec<ArrayRef> = columns
         .iter()
         .map(|arrays| {
             let arrays: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
             concat(&arrays).ok()
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    match keys.as_slice() {
+        [one] if rows > max && !filter::dense(one) => None,
+        _ => Some(keys),
+    }
 }

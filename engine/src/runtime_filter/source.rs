@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 use super::wire::publish;
-use super::{key_names, Published, MAX_KEYS};
+use super::{filter, key_names, Published, MAX_DENSE_KEYS, MAX_KEYS};
 
 /// Where a source's keys go, set when a task binds it.
 #[derive(Debug, Clone)]
@@ -140,9 +140,21 @@ impl ExecutionPlan for RuntimeFilterSourceExec {
         };
         let schema = input.schema();
         let columns: Vec<usize> = self.node.columns.iter().map(|&c| c as usize).collect();
+        // One integer key column may hold more keys, if a bitmap covers them (seen at the end).
+        let limit = match columns.as_slice() {
+            [c] if schema
+                .fields()
+                .get(*c)
+                .is_some_and(|f| filter::integer(f.data_type())) =>
+            {
+                MAX_DENSE_KEYS
+            }
+            _ => MAX_KEYS,
+        };
         let collector = Arc::new(Mutex::new(Collector {
             filter_id: self.node.filter_id,
             columns,
+            limit,
             binding,
             keys: Vec::new(),
             rows: 0,
@@ -173,6 +185,9 @@ impl ExecutionPlan for RuntimeFilterSourceExec {
 struct Collector {
     filter_id: u64,
     columns: Vec<usize>,
+    /// The most rows it collects: [`MAX_KEYS`], or [`MAX_DENSE_KEYS`] for one integer column
+    /// (which must then be dense at the end).
+    limit: usize,
     binding: SourceBinding,
     keys: Vec<RecordBatch>,
     rows: usize,
@@ -186,7 +201,7 @@ impl Collector {
             return;
         }
         self.rows += batch.num_rows();
-        if self.rows > MAX_KEYS {
+        if self.rows > self.limit {
             self.give_up();
             return;
         }
@@ -216,7 +231,10 @@ impl Collector {
         let published = match keys.first() {
             None => Published::Keys(Vec::new()),
             Some(first) => match arrow::compute::concat_batches(&first.schema(), &keys) {
-                Ok(all) => Published::Keys(all.columns().to_vec()),
+                Ok(all) => match all.columns() {
+                    [one] if self.rows > MAX_KEYS && !filter::dense(one) => Published::TooMany,
+                    columns => Published::Keys(columns.to_vec()),
+                },
                 Err(_) => Published::TooMany,
             },
         };

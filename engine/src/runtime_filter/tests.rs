@@ -212,15 +212,28 @@ fn a_filter_that_drops_almost_nothing_is_given_up_after_its_trial() {
 }
 
 #[test]
-fn too_many_keys_in_all_make_no_filter() {
+fn too_many_keys_in_all_make_no_filter_unless_a_bitmap_holds_them() {
     let mut parts = Parts::new();
     parts.insert(0, Published::Keys(keys(&[Some(1), Some(2)])));
     parts.insert(1, Published::Keys(keys(&[Some(3), Some(4)])));
     assert_eq!(
-        values(&union(&parts, 4).expect("four keys")),
+        values(&union_within(&parts, 4, 4).expect("four keys")),
         [Some(1), Some(2), Some(3), Some(4)]
     );
-    assert!(union(&parts, 3).is_none());
+    assert!(union_within(&parts, 3, 3).is_none());
+    // Four integers over a range of four values: a bitmap's, allowed past the limit of a set.
+    assert!(union_within(&parts, 3, 4).is_some());
+    // Four integers spread over a billion values are no bitmap's.
+    parts.insert(1, Published::Keys(keys(&[Some(3), Some(1_000_000_000)])));
+    assert!(union_within(&parts, 3, 4).is_none());
+    // Nor are keys of two columns.
+    let pair = |a: i64, b: i64| Published::Keys([keys(&[Some(a)]), keys(&[Some(b)])].concat());
+    let mut pairs = Parts::new();
+    for p in 0..4u32 {
+        pairs.insert(p, pair(i64::from(p), i64::from(p)));
+    }
+    assert!(union_within(&pairs, 3, 4).is_none());
+    assert!(union_within(&pairs, 4, 4).is_some());
 }
 
 /// The rows of `rows`' next batch.

@@ -13,7 +13,7 @@ use prost::Message;
 use tracing::warn;
 
 use super::source::SourceBinding;
-use super::{FilterRegistry, Published, MAX_KEYS, MAX_KEY_BYTES, WAIT};
+use super::{FilterRegistry, Published, MAX_DENSE_KEYS, MAX_KEY_BYTES, WAIT};
 use crate::runtime::MAX_MESSAGE_SIZE;
 
 /// Sends what a consumer task published to every executor of the probe side's producers, in
@@ -123,7 +123,9 @@ pub fn receive(message: RuntimeFilterKeys) -> std::result::Result<(), tonic::Sta
             .map_err(|e| tonic::Status::invalid_argument(format!("runtime filter keys: {e}")))?;
         match batches.as_slice() {
             [] => Published::Keys(Vec::new()),
-            [batch] if batch.num_rows() <= MAX_KEYS => Published::Keys(batch.columns().to_vec()),
+            [batch] if batch.num_rows() <= MAX_DENSE_KEYS => {
+                Published::Keys(batch.columns().to_vec())
+            }
             _ => Published::TooMany,
         }
     };
