@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use datafusion::common::stats::Precision;
 use datafusion::common::{JoinType, NullEquality, Result};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -35,7 +36,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use floe_engine::distinct_keys::DistinctKeysExec;
-use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec};
+use floe_engine::runtime_filter::{RuntimeFilterExec, RuntimeFilterSourceExec, MAX_KEYS};
+use floe_engine::IcebergScanExec;
 use floe_proto::{RuntimeFilterNode, RuntimeFilterSourceNode};
 
 /// Whether a shuffle (a hash `RepartitionExec`) is read by more than one part of the plan.
@@ -83,6 +85,9 @@ pub fn with_runtime_filter(
     if !on_executors(build_side) || !on_executors(hash_join.right()) {
         return Ok(None);
     }
+    if every_row_of_a_large_table(build_side, &build_keys)? {
+        return Ok(None);
+    }
     let filter = RuntimeFilterNode {
         filter_id: random_id(),
         columns: Vec::new(),
@@ -111,6 +116,46 @@ pub fn with_runtime_filter(
     Ok(Some(
         Arc::clone(join).with_new_children(vec![build, probe])?,
     ))
+}
+
+/// Whether `plan`'s `keys` are columns of every row of a table of more than [`MAX_KEYS`] rows
+/// (the scan's count is exact only then): all the table's keys, which a probe side joining it
+/// by a foreign key has no other than. Its producers would wait for them to drop nothing — TPC-H
+/// Q09's 1.5 M orders (a bitmap's worth of keys) made lineitem's producers wait, then keep
+/// every row (SF1: 320 → 350 ms). A whole table of fewer rows still filters (a few dimension
+/// rows a semi join keeps the facts of), and keys computed from it may well (they are no
+/// table's column).
+fn every_row_of_a_large_table(plan: &Arc<dyn ExecutionPlan>, keys: &[u32]) -> Result<bool> {
+    let any = plan.as_any();
+    if let Some(scan) = any.downcast_ref::<IcebergScanExec>() {
+        if scan.node().limit > 0 {
+            return Ok(false);
+        }
+        let rows = scan.partition_statistics(None)?.num_rows;
+        return Ok(matches!(rows, Precision::Exact(n) if n > MAX_KEYS));
+    }
+    if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
+        let Some(keys) = keys
+            .iter()
+            .map(|&k| {
+                let expr = &projection.expr().get(k as usize)?.expr;
+                column_index(expr).map(|c| c as u32)
+            })
+            .collect::<Option<Vec<u32>>>()
+        else {
+            return Ok(false);
+        };
+        return every_row_of_a_large_table(projection.input(), &keys);
+    }
+    let passes_every_row = any.is::<RepartitionExec>()
+        || any.is::<CooperativeExec>()
+        || any
+            .downcast_ref::<CoalescePartitionsExec>()
+            .is_some_and(|c| c.fetch().is_none());
+    match plan.children().as_slice() {
+        [input] if passes_every_row => every_row_of_a_large_table(input, keys),
+        _ => Ok(false),
+    }
 }
 
 /// The rows a broadcast build side collects: the input of its coalesce (without a LIMIT).

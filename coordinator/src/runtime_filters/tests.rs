@@ -506,3 +506,84 @@ fn producers_that_shuffle_their_keys_alone_into_the_join_do_not_wait_for_them() 
     eagerness(&filtered, &mut eager);
     assert_eq!(eager, [false]);
 }
+
+/// A scan of every row of a table of `rows` rows of one Int64 column `key` (its count exact).
+fn whole_table(key: &str, rows: u64) -> Arc<dyn ExecutionPlan> {
+    use floe_proto::{DataFileTask, FileGroup, IcebergScanNode, ScanStatistics};
+    use iceberg::spec::{NestedField, PrimitiveType, Type};
+    let iceberg = iceberg::spec::Schema::builder()
+        .with_fields(vec![NestedField::optional(
+            1,
+            key,
+            Type::Primitive(PrimitiveType::Long),
+        )
+        .into()])
+        .build()
+        .expect("schema");
+    let arrow = Schema::new(vec![Field::new(key, DataType::Int64, true)]);
+    let file_io = iceberg::io::FileIOBuilder::new(Arc::new(
+        floe_engine::storage::ObjectStoreStorageFactory::default(),
+    ))
+    .build();
+    let node = IcebergScanNode {
+        table: "t.whole".into(),
+        schema_json: serde_json::to_string(&iceberg).expect("json"),
+        project_field_ids: vec![1],
+        file_groups: vec![FileGroup {
+            files: vec![DataFileTask {
+                path: "file:///a".into(),
+                file_size_in_bytes: 100,
+                record_count: rows,
+                ..Default::default()
+            }],
+        }],
+        output_schema: floe_engine::ipc::encode_schema(&arrow).expect("schema"),
+        statistics: Some(ScanStatistics {
+            records_selected: rows,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Arc::new(IcebergScanExec::try_new(node, file_io).expect("scan"))
+}
+
+#[test]
+fn every_key_of_a_large_table_filters_nothing_and_is_not_sent() {
+    let hashed = |input: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+        let key = col(&input.schema().field(0).name().clone(), &input.schema()).expect("a key");
+        Arc::new(
+            RepartitionExec::try_new(input, Partitioning::Hash(vec![key], 2))
+                .expect("a valid test plan"),
+        )
+    };
+    let over = |build: Arc<dyn ExecutionPlan>| {
+        let probe = shuffled(&["l_orderkey", "l_quantity"]);
+        join(
+            build,
+            probe,
+            ("o_orderkey", "l_orderkey"),
+            JoinType::Inner,
+            None,
+            false,
+        )
+    };
+    // All 1.5 M orders' keys (TPC-H Q09's build side): each line's order is among them.
+    let orders = over(hashed(whole_table("o_orderkey", 1_500_000)));
+    assert!(with_runtime_filter(&orders, &|_| true, &|_| false)
+        .expect("planned")
+        .is_none());
+    // A table of a few rows may hold few of the probe side's keys.
+    the_one_filter(&over(hashed(whole_table("o_orderkey", 1_000))));
+    // Keys computed from the table's rows are no table's column.
+    let scan = whole_table("k", 1_500_000);
+    let computed = datafusion::physical_expr::expressions::binary(
+        col("k", &scan.schema()).expect("a column"),
+        datafusion::logical_expr::Operator::Divide,
+        datafusion::physical_expr::expressions::lit(4i64),
+        &scan.schema(),
+    )
+    .expect("k / 4");
+    let projection = ProjectionExec::try_new(vec![(computed, "o_orderkey".to_string())], scan)
+        .expect("a projection");
+    the_one_filter(&over(hashed(Arc::new(projection))));
+}
