@@ -110,9 +110,9 @@ fn is_small_hash_shuffle(node: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// The most rows a partial aggregation on columns sends: one per group in each of its
 /// partitions, the groups at most the product of the group columns' values (an exact distinct
-/// count, or the width of a whole-number range: an estimate would be no bound). DataFusion estimates an
-/// aggregation's output at its input's rows: TPC-H Q15's revenue per supplier over a quarter
-/// of SF10's lineitem, 2.2 M rows, where the 100,000 suppliers bound it.
+/// count, or the width of a whole-number range: an estimate would be no bound). DataFusion
+/// estimates an aggregation's output at its input's rows: TPC-H Q15's revenue per supplier
+/// over a quarter of SF10's lineitem, 2.2 M rows, where the 100,000 suppliers bound it.
 fn grouped_rows_bound(input: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     let aggregate = input.as_any().downcast_ref::<AggregateExec>()?;
     if *aggregate.mode() != AggregateMode::Partial || !aggregate.group_expr().is_single() {

@@ -196,11 +196,6 @@ pub(super) fn dense(keys: &ArrayRef) -> bool {
     with_integers!(keys, of, false)
 }
 
-/// Whether a key column of `data_type` can be [`dense`].
-pub(super) fn integer(data_type: &DataType) -> bool {
-    data_type.is_integer()
-}
-
 /// The least value and the width of the range of integer `keys`, if a bitmap covers it: at
 /// most [`MAX_BITMAP_VALUES`] values, and [`MAX_VALUES_PER_KEY`] per key.
 fn bitmap_range<T: ArrowPrimitiveType>(keys: &PrimitiveArray<T>) -> Option<(i64, u64)> {

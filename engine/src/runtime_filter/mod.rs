@@ -18,8 +18,8 @@
 //! then waits alone for the keys: reading the input earlier adds no wait the keys' source could
 //! be part of. The wait is bounded
 //! ([`WAIT`]); a build side of more than [`MAX_KEYS`] rows per task publishes "too many" at
-//! once (of one integer key column whose range a bitmap covers, [`MAX_DENSE_KEYS`]), and without the keys the producer keeps every row — the join itself stays exact
-//! either way. An eager filter (its producer shuffles the keys alone into the join, which costs
+//! once (of one integer key column whose range a bitmap covers, [`MAX_DENSE_KEYS`]), and
+//! without the keys the producer keeps every row — the join itself stays exact either way. An eager filter (its producer shuffles the keys alone into the join, which costs
 //! about what testing them does) does not wait: rows pass until the keys are there. Keys travel
 //! from executor to executor like shuffle data, MACed with the cluster's shuffle key, and wait
 //! in this process's [`FilterRegistry`].

@@ -145,7 +145,7 @@ impl ExecutionPlan for RuntimeFilterSourceExec {
             [c] if schema
                 .fields()
                 .get(*c)
-                .is_some_and(|f| filter::integer(f.data_type())) =>
+                .is_some_and(|f| f.data_type().is_integer()) =>
             {
                 MAX_DENSE_KEYS
             }
