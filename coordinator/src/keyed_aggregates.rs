@@ -350,7 +350,7 @@ fn column_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::DataType;
     use datafusion::common::NullEquality;
     use datafusion::functions_aggregate::count::count_udaf;
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;
@@ -358,23 +358,10 @@ mod tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::displayable;
     use floe_proto::{DataFileTask, FileGroup, IcebergScanNode};
-    use iceberg::spec::{NestedField, PrimitiveType, Type};
+    use iceberg::spec::PrimitiveType;
 
     /// A scan of (day, city, user_id) as three tasks, keyed by `day` or not.
     fn scan(keyed: bool) -> Arc<dyn ExecutionPlan> {
-        let iceberg = iceberg::spec::Schema::builder()
-            .with_fields(vec![
-                NestedField::optional(1, "day", Type::Primitive(PrimitiveType::Date)).into(),
-                NestedField::optional(2, "city", Type::Primitive(PrimitiveType::String)).into(),
-                NestedField::optional(3, "user_id", Type::Primitive(PrimitiveType::Long)).into(),
-            ])
-            .build()
-            .expect("schema");
-        let arrow = Schema::new(vec![
-            Field::new("day", DataType::Date32, true),
-            Field::new("city", DataType::Utf8, true),
-            Field::new("user_id", DataType::Int64, true),
-        ]);
         let group = |path: &str| FileGroup {
             files: vec![DataFileTask {
                 path: path.into(),
@@ -382,20 +369,19 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let file_io = iceberg::io::FileIOBuilder::new(Arc::new(
-            floe_engine::storage::ObjectStoreStorageFactory::default(),
-        ))
-        .build();
-        let node = IcebergScanNode {
-            table: "web.events".into(),
-            schema_json: serde_json::to_string(&iceberg).expect("json"),
-            project_field_ids: vec![1, 2, 3],
-            file_groups: vec![group("file:///a"), group("file:///b"), group("file:///c")],
-            output_schema: floe_engine::ipc::encode_schema(&arrow).expect("schema"),
-            keyed_column: keyed.then_some(0),
-            ..Default::default()
-        };
-        Arc::new(IcebergScanExec::try_new(node, file_io).expect("scan"))
+        crate::test_plans::iceberg_scan(
+            "web.events",
+            &[
+                ("day", PrimitiveType::Date, DataType::Date32),
+                ("city", PrimitiveType::String, DataType::Utf8),
+                ("user_id", PrimitiveType::Long, DataType::Int64),
+            ],
+            IcebergScanNode {
+                file_groups: vec![group("file:///a"), group("file:///b"), group("file:///c")],
+                keyed_column: keyed.then_some(0),
+                ..Default::default()
+            },
+        )
     }
 
     /// `count(*) GROUP BY columns` in DataFusion's two steps around a hash exchange.

@@ -61,6 +61,8 @@ pub mod stages;
 pub mod started;
 pub mod statement_kind;
 mod statements;
+#[cfg(test)]
+mod test_plans;
 pub mod time_travel;
 pub mod users;
 

@@ -510,41 +510,25 @@ fn producers_that_shuffle_their_keys_alone_into_the_join_do_not_wait_for_them() 
 /// A scan of every row of a table of `rows` rows of one Int64 column `key` (its count exact).
 fn whole_table(key: &str, rows: u64) -> Arc<dyn ExecutionPlan> {
     use floe_proto::{DataFileTask, FileGroup, IcebergScanNode, ScanStatistics};
-    use iceberg::spec::{NestedField, PrimitiveType, Type};
-    let iceberg = iceberg::spec::Schema::builder()
-        .with_fields(vec![NestedField::optional(
-            1,
-            key,
-            Type::Primitive(PrimitiveType::Long),
-        )
-        .into()])
-        .build()
-        .expect("schema");
-    let arrow = Schema::new(vec![Field::new(key, DataType::Int64, true)]);
-    let file_io = iceberg::io::FileIOBuilder::new(Arc::new(
-        floe_engine::storage::ObjectStoreStorageFactory::default(),
-    ))
-    .build();
-    let node = IcebergScanNode {
-        table: "t.whole".into(),
-        schema_json: serde_json::to_string(&iceberg).expect("json"),
-        project_field_ids: vec![1],
-        file_groups: vec![FileGroup {
-            files: vec![DataFileTask {
-                path: "file:///a".into(),
-                file_size_in_bytes: 100,
-                record_count: rows,
-                ..Default::default()
+    crate::test_plans::iceberg_scan(
+        "t.whole",
+        &[(key, iceberg::spec::PrimitiveType::Long, DataType::Int64)],
+        IcebergScanNode {
+            file_groups: vec![FileGroup {
+                files: vec![DataFileTask {
+                    path: "file:///a".into(),
+                    file_size_in_bytes: 100,
+                    record_count: rows,
+                    ..Default::default()
+                }],
             }],
-        }],
-        output_schema: floe_engine::ipc::encode_schema(&arrow).expect("schema"),
-        statistics: Some(ScanStatistics {
-            records_selected: rows,
+            statistics: Some(ScanStatistics {
+                records_selected: rows,
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Arc::new(IcebergScanExec::try_new(node, file_io).expect("scan"))
+        },
+    )
 }
 
 #[test]
