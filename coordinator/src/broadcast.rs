@@ -144,24 +144,7 @@ mod tests {
         null_aware: bool,
     ) -> Arc<dyn ExecutionPlan> {
         let (left, right) = (table("k", build), table("fk", probe));
-        let on = vec![(
-            col("k", &left.schema()).expect("a valid test plan"),
-            col("fk", &right.schema()).expect("a valid test plan"),
-        )];
-        Arc::new(
-            HashJoinExec::try_new(
-                left,
-                right,
-                on,
-                None,
-                &join_type,
-                None,
-                mode,
-                NullEquality::NullEqualsNothing,
-                null_aware,
-            )
-            .expect("a valid test plan"),
-        )
+        crate::test_plans::hash_join(left, right, ("k", "fk"), join_type, None, mode, null_aware)
     }
 
     fn mode_after(plan: Arc<dyn ExecutionPlan>, tasks: usize) -> PartitionMode {

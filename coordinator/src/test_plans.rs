@@ -1,8 +1,11 @@
-//! Plans the coordinator's rule tests build on (tests only).
+//! Plans the coordinator's rule tests build on (tests only): Iceberg scans and hash joins.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{JoinType, NullEquality};
+use datafusion::physical_expr::expressions::col;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::ExecutionPlan;
 use floe_engine::IcebergScanExec;
 use floe_proto::IcebergScanNode;
@@ -45,4 +48,34 @@ pub(crate) fn iceberg_scan(
         ..node
     };
     Arc::new(IcebergScanExec::try_new(node, file_io).expect("scan"))
+}
+
+/// A hash join of `left` and `right` on one column each (`keys`), NULLs matching nothing.
+pub(crate) fn hash_join(
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    keys: (&str, &str),
+    join_type: JoinType,
+    projection: Option<Vec<usize>>,
+    mode: PartitionMode,
+    null_aware: bool,
+) -> Arc<dyn ExecutionPlan> {
+    let on = vec![(
+        col(keys.0, &left.schema()).expect("a left key"),
+        col(keys.1, &right.schema()).expect("a right key"),
+    )];
+    Arc::new(
+        HashJoinExec::try_new(
+            left,
+            right,
+            on,
+            None,
+            &join_type,
+            projection,
+            mode,
+            NullEquality::NullEqualsNothing,
+            null_aware,
+        )
+        .expect("a valid test plan"),
+    )
 }

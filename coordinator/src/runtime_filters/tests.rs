@@ -1,6 +1,7 @@
 //! Where runtime filters are placed, on plans of TPC-H's shapes.
 
 use super::*;
+use crate::test_plans::hash_join;
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Statistics;
 use datafusion::functions_aggregate::count::count_udaf;
@@ -76,36 +77,6 @@ fn join(
 ) -> Arc<dyn ExecutionPlan> {
     let mode = PartitionMode::Partitioned;
     hash_join(left, right, keys, join_type, projection, mode, null_aware)
-}
-
-/// A hash join of `left` and `right` on one pair of columns.
-fn hash_join(
-    left: Arc<dyn ExecutionPlan>,
-    right: Arc<dyn ExecutionPlan>,
-    keys: (&str, &str),
-    join_type: JoinType,
-    projection: Option<Vec<usize>>,
-    mode: PartitionMode,
-    null_aware: bool,
-) -> Arc<dyn ExecutionPlan> {
-    let on = vec![(
-        col(keys.0, &left.schema()).expect("a left key"),
-        col(keys.1, &right.schema()).expect("a right key"),
-    )];
-    Arc::new(
-        HashJoinExec::try_new(
-            left,
-            right,
-            on,
-            None,
-            &join_type,
-            projection,
-            mode,
-            NullEquality::NullEqualsNothing,
-            null_aware,
-        )
-        .expect("a valid test plan"),
-    )
 }
 
 /// The runtime filters placed in `plan`: (filter id, key columns, input's column names).
