@@ -14,6 +14,7 @@ pub mod equality_deletes;
 pub mod hot;
 pub mod parquet_read;
 pub mod predicate;
+mod short_strings;
 mod tasks;
 
 use std::any::Any;

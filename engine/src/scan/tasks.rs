@@ -102,8 +102,10 @@ impl IcebergScanExec {
             .as_ref()
             .map(|p| self::predicate::physical_conjuncts(p, &schema))
             .unwrap_or_default();
-        let batch_filter =
-            all_of(lookups.iter().chain(&others).cloned()).filter(|_| filter_batches);
+        // Short string literals are compared as views there (`short_strings`).
+        let batch_filter = all_of(lookups.iter().chain(&others).cloned())
+            .filter(|_| filter_batches)
+            .map(|f| self::short_strings::rewrite(f, &schema));
         // The row filter tests these in order, each on the rows the ones before kept (the
         // reader does not reorder them): lookups by key, then the hash join's keys or the
         // TopK's bound, then the rest. DataFusion's own order, by the columns' compressed size,
