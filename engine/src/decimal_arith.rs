@@ -10,10 +10,11 @@
 //! of two values that fit 64 bits is a widening multiply, which cannot overflow), and a
 //! rescale by ×1 is skipped. Each operand is rescaled as a column, then combined in one loop
 //! per pairing of columns and scalars, without a branch per value (Q01's CPU in a cluster a
-//! further −17 %: 446, 524 → 370, 426 ms, `benches/tpch/cpu.py --queries 1`). When the flag is set, or an input has nulls (whose slots hold
-//! arbitrary values), they call arrow's kernel instead, so that every answer and every error
-//! is arrow's own. They are ordinary scalar functions, carried to executors by name:
-//! [`register`] must run on every session that decodes plans.
+//! further −17 %: 446, 524 → 370, 426 ms, `benches/tpch/cpu.py --queries 1`). When the flag
+//! is set, or an input has nulls (whose slots hold arbitrary values), they call arrow's kernel
+//! instead, so that every answer and every error is arrow's own. They are ordinary scalar
+//! functions, carried to executors by name: [`register`] must run on every session that
+//! decodes plans.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -201,6 +202,7 @@ fn compute(op: Op, left: &Side, right: &Side) -> Option<Vec<i128>> {
             (values, lo | ro | wrapped)
         }
         Op::Mul => {
+            // A product's operands keep their scales (multiplier 1): borrowed, never overflowed.
             let (l, _) = left.rescaled();
             let (r, _) = right.rescaled();
             if left.fits_64_bits() && right.fits_64_bits() {
